@@ -1,0 +1,129 @@
+//! `janitorctl run --local`: the daemon's pipeline, in-process, on this machine's Docker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use janitor_model::config::ParseOptions;
+use janitor_model::job::Job;
+use janitor_model::ledger;
+use janitor_model::report::{InstanceInfo, JobStatus, Report};
+use janitord::docker::Engine;
+use janitord::logs::FileSink;
+use janitord::pipeline::{self, JobContext};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::output;
+
+pub struct LocalRun {
+    pub file: PathBuf,
+    pub out: PathBuf,
+    pub opts: ParseOptions,
+    pub stop_grace: Duration,
+    pub verbose: bool,
+}
+
+pub async fn command(run: LocalRun) -> u8 {
+    let Some(cfg) = crate::load_config(&run.file, &run.opts) else {
+        return crate::EXIT_USAGE;
+    };
+    let engine = match Engine::connect().await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("janitorctl: {e} (is Docker running, and may this user use it?)");
+            return 1;
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let run_id = ledger::new_run_id(now);
+    let run_dir = run.out.join(&run_id);
+    let work_root = std::env::temp_dir().join("janitor-local").join(&run_id);
+    for dir in [&run_dir, &work_root] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("janitorctl: cannot create {}: {e}", dir.display());
+            return 1;
+        }
+    }
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping the running job");
+                cancel.cancel();
+            }
+        });
+    }
+    let instance = InstanceInfo {
+        id: "local".to_string(),
+        instance_type: "local".to_string(),
+        availability_zone: "local".to_string(),
+        lifecycle: "local".to_string(),
+    };
+    eprintln!(
+        "Run {run_id}: {} repositories on the local Docker engine",
+        cfg.repositories.len()
+    );
+    let total = cfg.repositories.len();
+    let mut reports: Vec<Report> = Vec::new();
+    for (i, spec) in cfg.repositories.iter().enumerate() {
+        let job = Job {
+            job_id: ledger::new_job_id(&spec.repo.name),
+            run_id: run_id.clone(),
+            spec: spec.clone(),
+            enqueued_at: now,
+        };
+        let log_path = run_dir.join(format!("{}.log", job.job_id));
+        eprintln!(
+            "[{}/{total}] {} (timeout {}) …",
+            i + 1,
+            spec.repo.full_name(),
+            janitor_model::duration::format(spec.timeout)
+        );
+        let sink = match FileSink::create(&log_path, run.verbose) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("janitorctl: cannot create {}: {e}", log_path.display());
+                return 1;
+            }
+        };
+        let ctx = JobContext {
+            job,
+            attempt: 1,
+            instance: instance.clone(),
+            work_root: work_root.clone(),
+            stop_grace: run.stop_grace,
+            allow_local_repos: true,
+            log_ref: None,
+        };
+        let report = pipeline::run_job(&engine, &ctx, &sink, &cancel).await;
+        sink.flush();
+        let path = run_dir.join(format!("{}.json", report.job_id));
+        match serde_json::to_vec_pretty(&report) {
+            Ok(body) => {
+                if let Err(e) = std::fs::write(&path, body) {
+                    eprintln!("janitorctl: cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!(
+                "janitorctl: report for {} could not be serialised: {e}",
+                report.job_id
+            ),
+        }
+        eprintln!("      {}", output::steps_line(&report));
+        eprintln!("      {}", output::result_line(&report));
+        reports.push(report);
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work_root);
+    println!("\n{}", output::results_table(&reports));
+    println!("Reports: {}", run_dir.display());
+    let all_ok = reports.len() == total && reports.iter().all(|r| r.status == JobStatus::Succeeded);
+    if all_ok {
+        0
+    } else {
+        1
+    }
+}

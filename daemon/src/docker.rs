@@ -1,0 +1,504 @@
+//! The container engine: image builds and container runs through the Docker API (bollard), with
+//! output delivered line by line and hard deadlines enforced by stop-then-kill.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Label on every container `janitord` creates; restart recovery finds orphans by it.
+pub const MANAGED_LABEL: &str = "janitor.managed";
+/// How long to keep reading a container's output after it has exited.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+/// How long a forced stop may take before it is given up on (after the grace).
+const STOP_SLACK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine at its local socket: {0}")]
+    Connect(#[source] BollardError),
+    #[error("Docker {action} failed: {source}")]
+    Api {
+        action: &'static str,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot pack the build context {path}: {source}")]
+    Context {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn api(action: &'static str) -> impl FnOnce(BollardError) -> EngineError {
+    move |source| EngineError::Api { action, source }
+}
+
+/// Why a running container was stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Deadline,
+    Interrupted,
+}
+
+/// How a container run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerOutcome {
+    pub exit_code: Option<i64>,
+    pub stopped: Option<StopReason>,
+}
+
+/// How an image build ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutcome {
+    /// The builder's error message, when it failed.
+    pub error: Option<String>,
+    pub steps: u32,
+    pub cache_hits: u32,
+    pub stopped: Option<StopReason>,
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub binds: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub gpu: bool,
+}
+
+/// Splits a byte stream into lines, holding back a partial last line.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, bytes: &[u8], out: &mut dyn FnMut(&str)) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            out(text.trim_end_matches('\r'));
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut dyn FnMut(&str)) {
+        if !self.pending.is_empty() {
+            let text = String::from_utf8_lossy(&self.pending).into_owned();
+            self.pending.clear();
+            out(text.trim_end_matches('\r'));
+        }
+    }
+}
+
+/// The local Docker engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to the local socket (`DOCKER_HOST` is honoured) and agrees on an API version,
+    /// so older engines answer too.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_local_defaults().map_err(EngineError::Connect)?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(EngineError::Connect)?;
+        docker.ping().await.map_err(EngineError::Connect)?;
+        Ok(Engine { docker })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Builds `context_dir` with the classic builder (its `Using cache` lines count cache hits).
+    pub async fn build(
+        &self,
+        context_dir: &Path,
+        dockerfile: &str,
+        tag: &str,
+        labels: HashMap<String, String>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<BuildOutcome, EngineError> {
+        let dir = context_dir.to_path_buf();
+        let context = tokio::task::spawn_blocking(move || pack_context(&dir))
+            .await
+            .map_err(|e| EngineError::Context {
+                path: context_dir.display().to_string(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| EngineError::Context {
+                path: context_dir.display().to_string(),
+                source,
+            })?;
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .labels(&labels)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut outcome = BuildOutcome {
+            error: None,
+            steps: 0,
+            cache_hits: 0,
+            stopped: None,
+        };
+        let mut lines = LineSplitter::default();
+        let mut on_build_line = |line: &str| {
+            if line.starts_with("Step ") {
+                outcome.steps += 1;
+            } else if line.trim() == "---> Using cache" {
+                outcome.cache_hits += 1;
+            }
+            on_line(line);
+        };
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    None => break,
+                    Some(Ok(info)) => {
+                        if let Some(text) = info.stream.as_deref() {
+                            lines.push(text.as_bytes(), &mut on_build_line);
+                        }
+                        if let Some(err) = info.error {
+                            lines.finish(&mut on_build_line);
+                            on_build_line(&err);
+                            outcome.error = Some(err);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        lines.finish(&mut on_build_line);
+                        outcome.error = Some(match e {
+                            BollardError::DockerStreamError { error } => error,
+                            other => other.to_string(),
+                        });
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    outcome.stopped = Some(StopReason::Deadline);
+                    break;
+                }
+                () = cancel.cancelled() => {
+                    outcome.stopped = Some(StopReason::Interrupted);
+                    break;
+                }
+            }
+        }
+        lines.finish(&mut on_build_line);
+        Ok(outcome)
+    }
+
+    /// True when the image is present locally.
+    pub async fn has_image(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
+    }
+
+    /// Pulls an image that is not present locally.
+    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(api("pull"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs a container to its end, delivering output lines as they come. At `deadline` or on
+    /// `cancel` it is sent SIGTERM, then killed after `grace`. The container is removed afterwards.
+    pub async fn run(
+        &self,
+        spec: &ContainerSpec,
+        deadline: Instant,
+        grace: Duration,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ContainerOutcome, EngineError> {
+        let mut labels = spec.labels.clone();
+        labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+        let device_requests = spec.gpu.then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".to_string()),
+                count: Some(-1),
+                capabilities: Some(vec![vec![
+                    "gpu".to_string(),
+                    "utility".to_string(),
+                    "compute".to_string(),
+                ]]),
+                ..Default::default()
+            }]
+        });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.cmd.clone(),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds.clone()),
+                device_requests,
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A container of the same name can only be left over from an earlier attempt.
+        self.remove(&spec.name).await;
+        let create = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        self.docker
+            .create_container(Some(create), body)
+            .await
+            .map_err(api("create container"))?;
+        let outcome = self.drive(spec, deadline, grace, cancel, on_line).await;
+        self.remove(&spec.name).await;
+        outcome
+    }
+
+    async fn drive(
+        &self,
+        spec: &ContainerSpec,
+        deadline: Instant,
+        grace: Duration,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ContainerOutcome, EngineError> {
+        let name = spec.name.as_str();
+        self.docker
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(api("start container"))?;
+        let logs_opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(name, Some(logs_opts));
+        let wait_opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut wait = Box::pin(
+            self.docker
+                .wait_container(name, Some(wait_opts))
+                .into_future(),
+        );
+        let (mut out, mut err) = (LineSplitter::default(), LineSplitter::default());
+        let mut stopped = None;
+        let mut stop_task: Option<tokio::task::JoinHandle<()>> = None;
+        let mut logs_open = true;
+        let hard_deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(hard_deadline);
+        let exit_code = loop {
+            tokio::select! {
+                chunk = logs.next(), if logs_open => match chunk {
+                    Some(Ok(output)) => feed(&output, &mut out, &mut err, on_line),
+                    Some(Err(e)) => {
+                        tracing::warn!(container = name, error = %e, "container log stream broke; output from here on is lost");
+                        logs_open = false;
+                    }
+                    None => logs_open = false,
+                },
+                (result, _) = &mut wait => break exit_code_of(result),
+                () = &mut hard_deadline, if stopped.is_none() => {
+                    stopped = Some(StopReason::Deadline);
+                    stop_task = Some(self.spawn_stop(name, grace));
+                }
+                () = cancel.cancelled(), if stopped.is_none() => {
+                    stopped = Some(StopReason::Interrupted);
+                    stop_task = Some(self.spawn_stop(name, grace));
+                }
+            }
+        };
+        if logs_open {
+            let drain = async {
+                while let Some(Ok(output)) = logs.next().await {
+                    feed(&output, &mut out, &mut err, on_line);
+                }
+            };
+            if tokio::time::timeout(LOG_DRAIN, drain).await.is_err() {
+                tracing::warn!(
+                    container = name,
+                    "container output still open after exit; stopped reading it"
+                );
+            }
+        }
+        out.finish(on_line);
+        err.finish(on_line);
+        if let Some(task) = stop_task {
+            task.abort();
+        }
+        Ok(ContainerOutcome { exit_code, stopped })
+    }
+
+    fn spawn_stop(&self, name: &str, grace: Duration) -> tokio::task::JoinHandle<()> {
+        let docker = self.docker.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+            let opts = StopContainerOptionsBuilder::default().t(t).build();
+            let stop = docker.stop_container(&name, Some(opts));
+            match tokio::time::timeout(grace + STOP_SLACK, stop).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(container = %name, error = %e, "stop failed; killing"),
+                Err(_) => tracing::warn!(container = %name, "stop did not finish; killing"),
+            }
+            let _ = docker
+                .kill_container(
+                    &name,
+                    None::<bollard::query_parameters::KillContainerOptions>,
+                )
+                .await;
+        })
+    }
+
+    /// Force-removes a container, ignoring "no such container".
+    pub async fn remove(&self, name: &str) {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => {}
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => tracing::warn!(container = name, error = %e, "could not remove container"),
+        }
+    }
+
+    /// Names of containers carrying `janitor.managed`, running or not.
+    pub async fn managed_containers(&self) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("list containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
+    }
+}
+
+fn feed(
+    output: &bollard::container::LogOutput,
+    out: &mut LineSplitter,
+    err: &mut LineSplitter,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) {
+    use bollard::container::LogOutput;
+    match output {
+        LogOutput::StdErr { message } => err.push(message, on_line),
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            out.push(message, on_line)
+        }
+        LogOutput::StdIn { .. } => {}
+    }
+}
+
+fn exit_code_of(
+    result: Option<Result<bollard::models::ContainerWaitResponse, BollardError>>,
+) -> Option<i64> {
+    match result {
+        Some(Ok(r)) => Some(r.status_code),
+        // bollard reports a non-zero exit as an error carrying the code.
+        Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Some(code),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "waiting for the container failed");
+            None
+        }
+        None => None,
+    }
+}
+
+/// Tars a directory for the build API, leaving out `.git`.
+fn pack_context(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            builder.append_dir_all(&name, &path)?;
+        } else {
+            builder.append_path_with_name(&path, &name)?;
+        }
+    }
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitter_handles_partial_lines() {
+        let mut s = LineSplitter::default();
+        let mut got = Vec::new();
+        s.push(b"a\nb", &mut |l| got.push(l.to_string()));
+        s.push(b"c\r\n\nd", &mut |l| got.push(l.to_string()));
+        s.finish(&mut |l| got.push(l.to_string()));
+        assert_eq!(got, ["a", "bc", "", "d"]);
+    }
+
+    #[test]
+    fn context_leaves_out_git() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".git/objects")).unwrap();
+        std::fs::write(dir.path().join(".git/HEAD"), "x").unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/a.py"), "print(1)").unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM x").unwrap();
+        let bytes = pack_context(dir.path()).unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["Dockerfile", "src", "src/a.py"]);
+    }
+}

@@ -1,0 +1,289 @@
+//! janitord's settings: flags, then `JANITOR_*` variables, then `/etc/janitor/janitord.toml`,
+//! then defaults. Read and validated once at start, then passed down.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Read when it exists and `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/janitor/janitord.toml";
+/// The log group users know (seed 000).
+pub const DEFAULT_LOG_GROUP: &str = "/janitor-runner";
+/// The persistent gp3 volume's mount point.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/janitor";
+
+/// Output format of the daemon's own logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines (systemd, CloudWatch agent).
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Flags; each also reads its `JANITOR_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
+    /// TOML settings file [default: /etc/janitor/janitord.toml when it exists]
+    #[arg(long, env = "JANITOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// SQS jobs queue URL
+    #[arg(long, env = "JANITOR_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// S3 bucket holding the `janitor-reports/` ledger
+    #[arg(long, env = "JANITOR_BUCKET")]
+    pub bucket: Option<String>,
+    /// CloudWatch log group for job output [default: /janitor-runner]
+    #[arg(long, env = "JANITOR_LOG_GROUP")]
+    pub log_group: Option<String>,
+    /// Cache volume mount: job workspaces and the report spool live here [default: /var/lib/janitor]
+    #[arg(long, env = "JANITOR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// SQS long-poll wait, 0 to 20 seconds [default: 20]
+    #[arg(long, env = "JANITOR_POLL_WAIT_SECONDS")]
+    pub poll_wait_seconds: Option<u64>,
+    /// Visibility a taken message is kept at, renewed every third of it [default: 120]
+    #[arg(long, env = "JANITOR_VISIBILITY_TIMEOUT_SECONDS")]
+    pub visibility_timeout_seconds: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL when a container must stop [default: 120]
+    #[arg(long, env = "JANITOR_STOP_GRACE_SECONDS")]
+    pub stop_grace_seconds: Option<u64>,
+    /// Seconds a rejected message stays hidden before SQS offers it again (and, after the
+    /// queue's maxReceiveCount, moves it to the dead-letter queue) [default: 5]
+    #[arg(long, env = "JANITOR_REJECT_RETRY_SECONDS")]
+    pub reject_retry_seconds: Option<u64>,
+    /// Accept jobs whose repository URL is local (file://); for tests and single-machine use
+    #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+    /// Exit 0 once the queue is empty and no job is running
+    #[arg(long, env = "JANITOR_EXIT_WHEN_IDLE")]
+    pub exit_when_idle: bool,
+    /// Use this instance id instead of asking IMDS (off EC2)
+    #[arg(long, env = "JANITOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Log format [default: json when not on a terminal]
+    #[arg(long, env = "JANITOR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file's fields; the same names as the flags, in snake case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    queue_url: Option<String>,
+    bucket: Option<String>,
+    log_group: Option<String>,
+    cache_dir: Option<PathBuf>,
+    poll_wait_seconds: Option<u64>,
+    visibility_timeout_seconds: Option<u64>,
+    stop_grace_seconds: Option<u64>,
+    reject_retry_seconds: Option<u64>,
+    allow_local_repos: Option<bool>,
+    exit_when_idle: Option<bool>,
+    instance_id: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub queue_url: String,
+    pub bucket: String,
+    pub log_group: String,
+    pub cache_dir: PathBuf,
+    pub poll_wait: Duration,
+    pub visibility_timeout: Duration,
+    pub stop_grace: Duration,
+    pub reject_retry: Duration,
+    pub allow_local_repos: bool,
+    pub exit_when_idle: bool,
+    pub instance_id: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    pub fn work_root(&self) -> PathBuf {
+        self.cache_dir.join("workspaces")
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.cache_dir.join("spool")
+    }
+}
+
+/// Every settings problem, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SettingsError(pub Vec<String>);
+
+fn read_file(flags: &Flags) -> Result<(FileSettings, Option<PathBuf>), String> {
+    let (path, explicit) = match &flags.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    };
+    if !explicit && !Path::new(&path).exists() {
+        return Ok((FileSettings::default(), None));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: cannot read settings file: {e}", path.display()))?;
+    let parsed: FileSettings = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        format!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    Ok((parsed, Some(path)))
+}
+
+/// Builds the settings from flags (with their environment variables) and the file.
+pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
+    let (file, file_path) = read_file(flags).map_err(|e| SettingsError(vec![e]))?;
+    let file_name = file_path
+        .as_ref()
+        .map_or(DEFAULT_CONFIG_FILE.to_string(), |p| p.display().to_string());
+    let mut problems = Vec::new();
+    let mut required = |flag: Option<&String>, file: Option<String>, name: &str, var: &str| {
+        match flag.cloned().or(file).filter(|s| !s.trim().is_empty()) {
+            Some(v) => v,
+            None => {
+                problems.push(format!("missing setting `{name}`: pass --{}, set {var}, or add `{name}` to {file_name}", name.replace('_', "-")));
+                String::new()
+            }
+        }
+    };
+    let queue_url = required(
+        flags.queue_url.as_ref(),
+        file.queue_url,
+        "queue_url",
+        "JANITOR_QUEUE_URL",
+    );
+    let bucket = required(
+        flags.bucket.as_ref(),
+        file.bucket,
+        "bucket",
+        "JANITOR_BUCKET",
+    );
+    let mut ranged =
+        |name: &str, flag: Option<u64>, file: Option<u64>, default: u64, min: u64, max: u64| {
+            let v = flag.or(file).unwrap_or(default);
+            if v < min || v > max {
+                problems.push(format!(
+                    "setting `{name}` is {v}; it must be from {min} to {max}"
+                ));
+            }
+            Duration::from_secs(v)
+        };
+    let poll_wait = ranged(
+        "poll_wait_seconds",
+        flags.poll_wait_seconds,
+        file.poll_wait_seconds,
+        20,
+        0,
+        20,
+    );
+    let visibility_timeout = ranged(
+        "visibility_timeout_seconds",
+        flags.visibility_timeout_seconds,
+        file.visibility_timeout_seconds,
+        120,
+        6,
+        43_200,
+    );
+    let stop_grace = ranged(
+        "stop_grace_seconds",
+        flags.stop_grace_seconds,
+        file.stop_grace_seconds,
+        120,
+        0,
+        3_600,
+    );
+    let reject_retry = ranged(
+        "reject_retry_seconds",
+        flags.reject_retry_seconds,
+        file.reject_retry_seconds,
+        5,
+        0,
+        43_200,
+    );
+    if !problems.is_empty() {
+        return Err(SettingsError(problems));
+    }
+    Ok(Settings {
+        queue_url,
+        bucket,
+        log_group: flags
+            .log_group
+            .clone()
+            .or(file.log_group)
+            .unwrap_or_else(|| DEFAULT_LOG_GROUP.to_string()),
+        cache_dir: flags
+            .cache_dir
+            .clone()
+            .or(file.cache_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR)),
+        poll_wait,
+        visibility_timeout,
+        stop_grace,
+        reject_retry,
+        allow_local_repos: flags.allow_local_repos || file.allow_local_repos.unwrap_or(false),
+        exit_when_idle: flags.exit_when_idle || file.exit_when_idle.unwrap_or(false),
+        instance_id: flags.instance_id.clone().or(file.instance_id),
+        log_format: flags.log_format.or(file.log_format),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags_with(file: &Path) -> Flags {
+        Flags {
+            config: Some(file.to_path_buf()),
+            ..Flags::default()
+        }
+    }
+
+    #[test]
+    fn file_then_flags_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.toml");
+        std::fs::write(
+            &path,
+            "queue_url = 'q'\nbucket = 'b'\npoll_wait_seconds = 3\n",
+        )
+        .unwrap();
+        let mut flags = flags_with(&path);
+        flags.poll_wait_seconds = Some(1);
+        let s = load(&flags).unwrap();
+        assert_eq!((s.queue_url.as_str(), s.bucket.as_str()), ("q", "b"));
+        assert_eq!(s.poll_wait, Duration::from_secs(1));
+        assert_eq!(s.log_group, "/janitor-runner");
+        assert_eq!(s.stop_grace, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn every_problem_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.toml");
+        std::fs::write(&path, "poll_wait_seconds = 30\n").unwrap();
+        let err = load(&flags_with(&path)).unwrap_err().to_string();
+        let p = path.display();
+        assert_eq!(
+            err,
+            format!("missing setting `queue_url`: pass --queue-url, set JANITOR_QUEUE_URL, or add `queue_url` to {p}\nmissing setting `bucket`: pass --bucket, set JANITOR_BUCKET, or add `bucket` to {p}\nsetting `poll_wait_seconds` is 30; it must be from 0 to 20")
+        );
+        std::fs::write(&path, "\nqueue = 'x'\n").unwrap();
+        let err = load(&flags_with(&path)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{p}:2: unknown field `queue`")),
+            "{err}"
+        );
+        let err = load(&flags_with(&dir.path().join("missing.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read settings file"), "{err}");
+    }
+}

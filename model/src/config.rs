@@ -1,0 +1,666 @@
+//! `infra/workers-config.yaml` and `infra/repos.yaml`: parsed, validated, every problem reported with `file:line: field`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{self, CloneSource};
+use crate::yaml::{self, Node, Value};
+
+/// The prompt a repository gets when its entry does not give one (seed 002's prompt).
+pub const DEFAULT_PROMPT: &str = "validate the repo and see if its still working";
+/// Seed 002: the hard timeout defaults to 30 minutes.
+pub const DEFAULT_TIMEOUT_MINUTES: u64 = 30;
+/// Seed 002: at most 10 instances at once unless the config says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u32 = 10;
+/// SQS keeps a message invisible for at most 12 hours in all, so no job may run longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// Upper bound on `max_concurrent_instances`, a guard against typos that would cost money.
+pub const MAX_INSTANCES_LIMIT: u32 = 100;
+
+/// A repository and where to fetch it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoRef {
+    pub organization: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+impl RepoRef {
+    /// `org/name`, the way people write it.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.organization, self.name)
+    }
+
+    /// The URL `git clone` is given: the override, or GitHub's.
+    pub fn clone_url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("https://github.com/{}/{}", self.organization, self.name))
+    }
+}
+
+/// Everything needed to run one repository's job: what a config entry and a queue message both carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub repo: RepoRef,
+    pub prompt: String,
+    pub gpu_required: bool,
+    pub timeout: Duration,
+    pub instance_type: Option<String>,
+    pub dockerfile: Option<String>,
+    pub smoke_command: Option<Vec<String>>,
+    pub expected_errors: Vec<String>,
+    pub agent_image: Option<String>,
+}
+
+/// A validated workers config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkersConfig {
+    pub path: PathBuf,
+    pub repositories: Vec<JobSpec>,
+    pub default_timeout: Duration,
+    pub max_concurrent_instances: u32,
+}
+
+/// How strict to be.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// Accept `file://` URLs and relative paths (tests and `--local`).
+    pub allow_local_repos: bool,
+    /// Overrides every repository's timeout (`--timeout-minutes`, `TIMEOUT_MINUTES`).
+    pub timeout_override: Option<Duration>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.field,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in one file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a config file from disk.
+pub fn load(path: &Path, opts: &ParseOptions) -> Result<WorkersConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "file".to_string(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(path, &text, opts)
+}
+
+const TOP_FIELDS: &[&str] = &[
+    "repositories",
+    "default_timeout_minutes",
+    "max_concurrent_instances",
+];
+const REPO_FIELDS: &[&str] = &[
+    "name",
+    "organization",
+    "prompt",
+    "gpu_required",
+    "timeout_minutes",
+    "timeout",
+    "instance_type",
+    "url",
+    "ref",
+    "dockerfile",
+    "smoke_command",
+    "expected_errors",
+    "agent_image",
+];
+
+struct Checker<'a> {
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, line: usize, field: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The mapping's entries with string keys; reports duplicates and unknown keys.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Vec<(&'n str, &'n Node)> {
+        let Value::Map(pairs) = &node.value else {
+            self.err(
+                node.line,
+                path,
+                format!("must be a mapping, found {}", node.kind()),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<(&str, &Node)> = Vec::new();
+        for (k, v) in pairs {
+            let Some(key) = k.as_str() else {
+                self.err(k.line, path, "keys must be plain names");
+                continue;
+            };
+            let field = join(path, key);
+            if !allowed.contains(&key) {
+                self.err(
+                    k.line,
+                    &field,
+                    format!("unknown field; valid fields are: {}", allowed.join(", ")),
+                );
+                continue;
+            }
+            if out.iter().any(|(seen, _)| *seen == key) {
+                self.err(k.line, &field, "given twice");
+                continue;
+            }
+            out.push((key, v));
+        }
+        out
+    }
+
+    fn string(&mut self, node: &Node, field: &str) -> Option<String> {
+        match node.as_str() {
+            Some(s) if !node.is_null() && !s.trim().is_empty() => Some(s.to_string()),
+            _ => {
+                self.err(
+                    node.line,
+                    field,
+                    format!("must be a non-empty string, found {}", node.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, node: &Node, field: &str, max: i64) -> Option<u64> {
+        match node.as_i64() {
+            Some(n) if n >= 1 && n <= max => u64::try_from(n).ok(),
+            _ => {
+                self.err(
+                    node.line,
+                    field,
+                    format!(
+                        "must be a whole number from 1 to {max}, found `{}`",
+                        node.as_str().unwrap_or(node.kind())
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check<T>(&mut self, node: &Node, field: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.err(node.line, field, m)).ok()
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Parses and validates config text; `path` is used in messages and to resolve relative local URLs.
+pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConfig, ConfigErrors> {
+    let mut c = Checker {
+        file: path,
+        errors: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            c.err(
+                1,
+                "repositories",
+                "the file is empty; list at least one repository",
+            );
+            return Err(ConfigErrors(c.errors));
+        }
+        Err(e) => {
+            c.err(e.line, "yaml", format!("not valid YAML: {}", e.message));
+            return Err(ConfigErrors(c.errors));
+        }
+    };
+    let mut default_timeout = Duration::from_secs(DEFAULT_TIMEOUT_MINUTES * 60);
+    let mut max_instances = DEFAULT_MAX_CONCURRENT_INSTANCES;
+    let repos_node = match &root.value {
+        // `infra/repos.yaml` may be a plain list of `org/name` strings.
+        Value::Seq(_) => Some(&root),
+        Value::Map(_) => {
+            let mut repos = None;
+            for (key, value) in c.entries(&root, "", TOP_FIELDS) {
+                match key {
+                    "repositories" => repos = Some(value),
+                    "default_timeout_minutes" => {
+                        if let Some(m) = c.positive(value, key, (MAX_TIMEOUT.as_secs() / 60) as i64)
+                        {
+                            default_timeout = Duration::from_secs(m * 60);
+                        }
+                    }
+                    "max_concurrent_instances" => {
+                        if let Some(n) = c.positive(value, key, i64::from(MAX_INSTANCES_LIMIT)) {
+                            max_instances = n as u32;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if repos.is_none() {
+                c.err(
+                    root.line,
+                    "repositories",
+                    "missing; list the repositories to validate",
+                );
+            }
+            repos
+        }
+        Value::Scalar { .. } => {
+            c.err(root.line, "repositories", format!("the file must be a mapping with `repositories:` or a list of `org/name`, found {}", root.kind()));
+            None
+        }
+    };
+    let mut repositories = Vec::new();
+    if let Some(node) = repos_node {
+        match &node.value {
+            Value::Seq(items) if items.is_empty() => c.err(
+                node.line,
+                "repositories",
+                "is empty; list at least one repository",
+            ),
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("repositories[{i}]");
+                    if let Some(spec) =
+                        repo_entry(&mut c, item, &field, default_timeout, path, opts)
+                    {
+                        if repositories.iter().any(|r: &JobSpec| {
+                            r.repo
+                                .full_name()
+                                .eq_ignore_ascii_case(&spec.repo.full_name())
+                        }) {
+                            c.err(
+                                item.line,
+                                &field,
+                                format!("`{}` is listed twice", spec.repo.full_name()),
+                            );
+                        } else {
+                            repositories.push(spec);
+                        }
+                    }
+                }
+            }
+            _ => c.err(
+                node.line,
+                "repositories",
+                format!("must be a list, found {}", node.kind()),
+            ),
+        }
+    }
+    if !c.errors.is_empty() {
+        c.errors.sort_by_key(|e| e.line);
+        return Err(ConfigErrors(c.errors));
+    }
+    Ok(WorkersConfig {
+        path: path.to_path_buf(),
+        repositories,
+        default_timeout,
+        max_concurrent_instances: max_instances,
+    })
+}
+
+fn repo_entry(
+    c: &mut Checker<'_>,
+    item: &Node,
+    field: &str,
+    default_timeout: Duration,
+    path: &Path,
+    opts: &ParseOptions,
+) -> Option<JobSpec> {
+    let errors_before = c.errors.len();
+    let timeout = opts.timeout_override.unwrap_or(default_timeout);
+    if let Some(s) = item.as_str().filter(|_| !item.is_null()) {
+        let Some((org, name)) = s.split_once('/') else {
+            c.err(
+                item.line,
+                field,
+                format!("`{s}` must be written `organization/name`"),
+            );
+            return None;
+        };
+        let org = c.check(item, field, names::check_organization(org).map(|()| org));
+        let name = c.check(item, field, names::check_repo_name(name).map(|()| name));
+        return Some(JobSpec {
+            repo: RepoRef {
+                organization: org?.to_string(),
+                name: name?.to_string(),
+                url: None,
+                git_ref: None,
+            },
+            prompt: DEFAULT_PROMPT.to_string(),
+            gpu_required: true,
+            timeout,
+            instance_type: None,
+            dockerfile: None,
+            smoke_command: None,
+            expected_errors: Vec::new(),
+            agent_image: None,
+        });
+    }
+    let entries = c.entries(item, field, REPO_FIELDS);
+    if entries.is_empty() && c.errors.len() > errors_before {
+        return None;
+    }
+    let mut spec = JobSpec {
+        repo: RepoRef {
+            organization: String::new(),
+            name: String::new(),
+            url: None,
+            git_ref: None,
+        },
+        prompt: DEFAULT_PROMPT.to_string(),
+        gpu_required: true,
+        timeout: default_timeout,
+        instance_type: None,
+        dockerfile: None,
+        smoke_command: None,
+        expected_errors: Vec::new(),
+        agent_image: None,
+    };
+    let mut timeout_line = None;
+    for (key, value) in &entries {
+        let f = join(field, key);
+        let f = f.as_str();
+        match *key {
+            "name" => {
+                if let Some(s) = c.string(value, f) {
+                    if c.check(value, f, names::check_repo_name(&s)).is_some() {
+                        spec.repo.name = s;
+                    }
+                }
+            }
+            "organization" => {
+                if let Some(s) = c.string(value, f) {
+                    if c.check(value, f, names::check_organization(&s)).is_some() {
+                        spec.repo.organization = s;
+                    }
+                }
+            }
+            "prompt" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.prompt = s;
+                }
+            }
+            "gpu_required" => match value.as_bool() {
+                Some(b) => spec.gpu_required = b,
+                None => c.err(value.line, f, format!("must be true or false, found {}", value.kind())),
+            },
+            "timeout_minutes" | "timeout" => {
+                if let Some(line) = timeout_line {
+                    c.err(value.line, f, format!("give either `timeout` or `timeout_minutes`, not both (the other is on line {line})"));
+                    continue;
+                }
+                timeout_line = Some(value.line);
+                let parsed = if *key == "timeout" {
+                    c.string(value, f).and_then(|s| c.check(value, f, crate::duration::parse(&s)))
+                } else {
+                    c.positive(value, f, (MAX_TIMEOUT.as_secs() / 60) as i64)
+                        .map(|m| Duration::from_secs(m * 60))
+                };
+                match parsed {
+                    Some(d) if d.is_zero() || d > MAX_TIMEOUT => c.err(value.line, f, "must be more than 0s and at most 12h (SQS's visibility limit)"),
+                    Some(d) => spec.timeout = d,
+                    None => {}
+                }
+            }
+            "instance_type" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.instance_type = c.check(value, f, names::check_instance_type(&s).map(|()| s));
+                }
+            }
+            "url" => {
+                if let Some(s) = c.string(value, f) {
+                    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+                    let base = base.map(|b| std::fs::canonicalize(b).unwrap_or_else(|_| b.to_path_buf()));
+                    spec.repo.url = c
+                        .check(value, f, names::check_url(&s, opts.allow_local_repos, base.as_deref()))
+                        .map(|src| match src {
+                            CloneSource::Remote(u) => u,
+                            CloneSource::Local(p) => format!("file://{}", normalize(&p).display()),
+                        });
+                }
+            }
+            "ref" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.repo.git_ref = c.check(value, f, names::check_ref(&s).map(|()| s));
+                }
+            }
+            "dockerfile" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.dockerfile = c.check(value, f, names::check_repo_path(&s).map(|()| s));
+                }
+            }
+            "agent_image" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.agent_image = c.check(value, f, names::check_image(&s).map(|()| s));
+                }
+            }
+            "smoke_command" => match &value.value {
+                Value::Seq(items) if !items.is_empty() => {
+                    let argv: Vec<String> = items
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, n)| c.string(n, &format!("{f}[{i}]")))
+                        .collect();
+                    if argv.len() == items.len() {
+                        spec.smoke_command = Some(argv);
+                    }
+                }
+                _ => c.err(value.line, f, format!("must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found {}", value.kind())),
+            },
+            "expected_errors" => match &value.value {
+                Value::Seq(items) => {
+                    for (i, n) in items.iter().enumerate() {
+                        let fi = format!("{f}[{i}]");
+                        if let Some(s) = c.string(n, &fi) {
+                            if let Err(e) = regex::Regex::new(&s) {
+                                c.err(n.line, &fi, format!("not a valid regular expression: {}", e.to_string().lines().last().unwrap_or("invalid")));
+                            } else {
+                                spec.expected_errors.push(s);
+                            }
+                        }
+                    }
+                }
+                _ => c.err(value.line, f, format!("must be a list of regular expressions, found {}", value.kind())),
+            },
+            _ => {}
+        }
+    }
+    for required in ["name", "organization"] {
+        if !entries.iter().any(|(k, _)| *k == required) {
+            c.err(
+                item.line,
+                &join(field, required),
+                "missing; every repository needs `name` and `organization`",
+            );
+        }
+    }
+    if let Some(t) = opts.timeout_override {
+        spec.timeout = t;
+    }
+    (c.errors.len() == errors_before).then_some(spec)
+}
+
+/// Removes `.` components so `file://` URLs read cleanly.
+fn normalize(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(Path::new("cfg.yaml"), text, &ParseOptions::default())
+            .err()
+            .map(|e| e.0.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// `check(input, expected)`: the config must fail with exactly these lines, in order.
+    fn check(text: &str, expected: &[&str]) {
+        assert_eq!(errors(text), expected, "for:\n{text}");
+    }
+
+    #[test]
+    fn seed_example_parses() {
+        let text = "repositories:\n  - name: worker-basic\n    organization: runpod-workers\n    prompt: \"validate\"\n    gpu_required: true\n    timeout_minutes: 30\n    instance_type: g5.xlarge\n  - name: worker-sdxl\n    organization: runpod-workers\n    prompt: p\n    gpu_required: false\n    timeout: 90s\ndefault_timeout_minutes: 20\nmax_concurrent_instances: 4\n";
+        let cfg = parse(Path::new("x.yaml"), text, &ParseOptions::default()).unwrap();
+        assert_eq!(cfg.repositories.len(), 2);
+        assert_eq!(cfg.max_concurrent_instances, 4);
+        assert_eq!(cfg.repositories[0].timeout, Duration::from_secs(1800));
+        assert_eq!(cfg.repositories[1].timeout, Duration::from_secs(90));
+        assert!(!cfg.repositories[1].gpu_required);
+        assert_eq!(
+            cfg.repositories[0].instance_type.as_deref(),
+            Some("g5.xlarge")
+        );
+    }
+
+    #[test]
+    fn plain_list_form() {
+        let cfg = parse(
+            Path::new("repos.yaml"),
+            "- runpod-workers/worker-basic\n- runpod-workers/worker-sdxl\n",
+            &ParseOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.repositories[1].repo.full_name(),
+            "runpod-workers/worker-sdxl"
+        );
+        assert_eq!(cfg.repositories[0].prompt, DEFAULT_PROMPT);
+        assert_eq!(cfg.default_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        check(
+            "repositories:\n  - name: bad name\n    organization: -org\n    gpu_required: maybe\n    timeout: 5\n    smoke_command: echo\n    expected_errors: ['(']\n    colour: red\n  - org/x\n  - justname\nmax_concurrent_instances: 0\n",
+            &[
+                "cfg.yaml:2: repositories[0].name: `bad name` is not a GitHub repository name: use letters, digits, `.`, `_` and `-`",
+                "cfg.yaml:3: repositories[0].organization: `-org` is not a GitHub organization name: use letters, digits and single hyphens, not at the start or end",
+                "cfg.yaml:4: repositories[0].gpu_required: must be true or false, found a string",
+                "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
+                "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
+                "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image",
+                "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
+                "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
+            ],
+        );
+    }
+
+    #[test]
+    fn structural_problems() {
+        check(
+            "",
+            &["cfg.yaml:1: repositories: the file is empty; list at least one repository"],
+        );
+        check(
+            "repositories: []\n",
+            &["cfg.yaml:1: repositories: is empty; list at least one repository"],
+        );
+        check(
+            "default_timeout_minutes: 5\n",
+            &["cfg.yaml:1: repositories: missing; list the repositories to validate"],
+        );
+        check("repositories:\n  - name: a\n", &["cfg.yaml:2: repositories[0].organization: missing; every repository needs `name` and `organization`"]);
+        check(
+            "repositories:\n  - {name: a, organization: o, timeout: 1m, timeout_minutes: 3}\n",
+            &["cfg.yaml:2: repositories[0].timeout_minutes: give either `timeout` or `timeout_minutes`, not both (the other is on line 2)"],
+        );
+        check(
+            "repositories:\n  - o/a\n  - O/A\n",
+            &["cfg.yaml:3: repositories[1]: `O/A` is listed twice"],
+        );
+        check("repositories:\n  - {name: a, organization: o, timeout: 13h}\n", &["cfg.yaml:2: repositories[0].timeout: must be more than 0s and at most 12h (SQS's visibility limit)"]);
+        let e = errors("repositories:\n  - name: [\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("cfg.yaml:") && e[0].contains("yaml: not valid YAML"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn local_urls_need_permission() {
+        let text = "repositories:\n  - {name: a, organization: o, url: 'file:///srv/a'}\n";
+        check(text, &["cfg.yaml:2: repositories[0].url: `file:///srv/a` is a local repository, refused unless local repositories are allowed (janitorctl --allow-local-repos, janitord --allow-local-repos, or `run --local`)"]);
+        let opts = ParseOptions {
+            allow_local_repos: true,
+            timeout_override: Some(Duration::from_secs(60)),
+        };
+        let cfg = parse(
+            Path::new("/cfg/x.yaml"),
+            "repositories:\n  - {name: a, organization: o, url: ./repos/a, timeout: 5m}\n",
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.repositories[0].repo.url.as_deref(),
+            Some("file:///cfg/repos/a")
+        );
+        assert_eq!(cfg.repositories[0].timeout, Duration::from_secs(60));
+    }
+}

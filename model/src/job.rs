@@ -1,0 +1,259 @@
+//! The SQS message body: versioned JSON describing one repository job, and its strict decoding.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::{JobSpec, RepoRef, MAX_TIMEOUT};
+use crate::names;
+
+/// The message schema this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The wire form of a job. `timeout` is in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMessage {
+    pub schema: u32,
+    pub job_id: String,
+    pub run_id: String,
+    pub repo: RepoRef,
+    pub prompt: String,
+    pub gpu_required: bool,
+    pub timeout: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_errors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_image: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enqueued_at: OffsetDateTime,
+}
+
+/// A decoded, validated job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub job_id: String,
+    pub run_id: String,
+    pub spec: JobSpec,
+    pub enqueued_at: OffsetDateTime,
+}
+
+/// Why a message was refused. The ids are kept when they could be read, so the refusal can be
+/// recorded where the run's reports live.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    pub reason: String,
+    pub job_id: Option<String>,
+    pub run_id: Option<String>,
+}
+
+impl JobMessage {
+    /// Builds the message for one config entry.
+    pub fn new(
+        job_id: String,
+        run_id: String,
+        spec: &JobSpec,
+        enqueued_at: OffsetDateTime,
+    ) -> Self {
+        JobMessage {
+            schema: SCHEMA_VERSION,
+            job_id,
+            run_id,
+            repo: spec.repo.clone(),
+            prompt: spec.prompt.clone(),
+            gpu_required: spec.gpu_required,
+            timeout: spec.timeout.as_secs(),
+            instance_type: spec.instance_type.clone(),
+            dockerfile: spec.dockerfile.clone(),
+            smoke_command: spec.smoke_command.clone(),
+            expected_errors: spec.expected_errors.clone(),
+            agent_image: spec.agent_image.clone(),
+            enqueued_at,
+        }
+    }
+}
+
+/// Decodes and validates a message body. Everything a config file is checked for is checked
+/// again here: the queue may be written by something other than `janitorctl`.
+pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| Rejection {
+        reason: format!("body is not JSON: {e}"),
+        job_id: None,
+        run_id: None,
+    })?;
+    let id = |k: &str| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .filter(|s| names::check_id(s).is_ok())
+            .map(str::to_string)
+    };
+    let reject = |reason: String| Rejection {
+        reason,
+        job_id: id("job_id"),
+        run_id: id("run_id"),
+    };
+    match value.get("schema").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(reject(format!(
+                "unsupported schema version {v}; this janitord understands version {SCHEMA_VERSION}"
+            )))
+        }
+        None => {
+            return Err(reject(format!(
+                "field `schema` is missing or not a number; expected {SCHEMA_VERSION}"
+            )))
+        }
+    }
+    let msg: JobMessage =
+        serde_json::from_value(value.clone()).map_err(|e| reject(format!("malformed job: {e}")))?;
+    let mut problems = Vec::new();
+    let mut note = |field: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            problems.push(format!("{field}: {e}"));
+        }
+    };
+    note("job_id", names::check_id(&msg.job_id));
+    note("run_id", names::check_id(&msg.run_id));
+    note(
+        "repo.organization",
+        names::check_organization(&msg.repo.organization),
+    );
+    note("repo.name", names::check_repo_name(&msg.repo.name));
+    if let Some(url) = &msg.repo.url {
+        note(
+            "repo.url",
+            names::check_url(url, allow_local_repos, None).map(|_| ()),
+        );
+    }
+    if let Some(r) = &msg.repo.git_ref {
+        note("repo.ref", names::check_ref(r));
+    }
+    if let Some(d) = &msg.dockerfile {
+        note("dockerfile", names::check_repo_path(d));
+    }
+    if let Some(i) = &msg.agent_image {
+        note("agent_image", names::check_image(i));
+    }
+    if let Some(t) = &msg.instance_type {
+        note("instance_type", names::check_instance_type(t));
+    }
+    if msg.timeout == 0 || msg.timeout > MAX_TIMEOUT.as_secs() {
+        note(
+            "timeout",
+            Err(format!(
+                "{} seconds is outside 1..={}",
+                msg.timeout,
+                MAX_TIMEOUT.as_secs()
+            )),
+        );
+    }
+    if msg.smoke_command.as_ref().is_some_and(Vec::is_empty) {
+        note(
+            "smoke_command",
+            Err("must not be an empty list".to_string()),
+        );
+    }
+    for (i, e) in msg.expected_errors.iter().enumerate() {
+        note(
+            &format!("expected_errors[{i}]"),
+            regex::Regex::new(e).map(|_| ()).map_err(|e| e.to_string()),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(reject(format!("invalid job: {}", problems.join("; "))));
+    }
+    Ok(Job {
+        job_id: msg.job_id,
+        run_id: msg.run_id,
+        enqueued_at: msg.enqueued_at,
+        spec: JobSpec {
+            repo: msg.repo,
+            prompt: msg.prompt,
+            gpu_required: msg.gpu_required,
+            timeout: Duration::from_secs(msg.timeout),
+            instance_type: msg.instance_type,
+            dockerfile: msg.dockerfile,
+            smoke_command: msg.smoke_command,
+            expected_errors: msg.expected_errors,
+            agent_image: msg.agent_image,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> JobMessage {
+        let spec = JobSpec {
+            repo: RepoRef {
+                organization: "runpod-workers".into(),
+                name: "worker-basic".into(),
+                url: None,
+                git_ref: None,
+            },
+            prompt: "p".into(),
+            gpu_required: false,
+            timeout: Duration::from_secs(60),
+            instance_type: None,
+            dockerfile: None,
+            smoke_command: Some(vec!["true".into()]),
+            expected_errors: vec!["ERROR: fine".into()],
+            agent_image: None,
+        };
+        JobMessage::new("j1".into(), "r1".into(), &spec, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn round_trip() {
+        let body = serde_json::to_string(&sample()).unwrap();
+        let job = decode(&body, false).unwrap();
+        assert_eq!(job.spec.smoke_command, Some(vec!["true".to_string()]));
+        assert_eq!(job.job_id, "j1");
+    }
+
+    /// `check(body, expected)`: the body is rejected with a reason containing `expected`.
+    fn check(body: &str, expected: &str) {
+        let r = decode(body, false).unwrap_err();
+        assert!(r.reason.contains(expected), "{body}: got `{}`", r.reason);
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        check("not json", "body is not JSON");
+        check("{}", "field `schema` is missing");
+        v["schema"] = 2.into();
+        check(&v.to_string(), "unsupported schema version 2");
+        v["schema"] = 1.into();
+        v["surprise"] = true.into();
+        check(&v.to_string(), "unknown field `surprise`");
+        v.as_object_mut().unwrap().remove("surprise");
+        v["repo"]["url"] = "file:///etc".into();
+        check(
+            &v.to_string(),
+            "repo.url: `file:///etc` is a local repository",
+        );
+        v["repo"]["url"] = serde_json::Value::Null;
+        v["timeout"] = 0.into();
+        v["job_id"] = "../../x".into();
+        let r = decode(&v.to_string(), false).unwrap_err();
+        assert!(
+            r.reason.contains("job_id:") && r.reason.contains("timeout:"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.job_id, None);
+        assert_eq!(r.run_id.as_deref(), Some("r1"));
+    }
+}

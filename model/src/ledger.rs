@@ -1,0 +1,166 @@
+//! The S3 ledger's layout: every key the daemon and ctl read or write, in one place.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::report::InstanceInfo;
+
+/// Everything lives under this prefix, so the instance role needs `s3:PutObject` on it alone.
+pub const PREFIX: &str = "janitor-reports/";
+
+/// A compact UTC time that sorts as text: `20261122T153000Z`.
+pub fn compact_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+pub fn run_prefix(run_id: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/")
+}
+
+pub fn manifest_key(run_id: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/manifest.json")
+}
+
+pub fn started_key(run_id: &str, job_id: &str, attempt: u32) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/{job_id}/started-{attempt}.json")
+}
+
+pub fn report_key(run_id: &str, job_id: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/{job_id}/report.json")
+}
+
+pub fn repo_history_key(
+    org: &str,
+    name: &str,
+    finished_at: OffsetDateTime,
+    job_id: &str,
+) -> String {
+    format!(
+        "{PREFIX}repos/{org}/{name}/{}-{job_id}.json",
+        compact_time(finished_at)
+    )
+}
+
+pub fn instance_event_key(instance_id: &str, at: OffsetDateTime, event: &str) -> String {
+    format!(
+        "{PREFIX}instances/{instance_id}/{}-{event}.json",
+        compact_time(at)
+    )
+}
+
+/// Messages that could not be decoded at all are recorded here, by SQS message id.
+pub fn rejected_key(message_id: &str) -> String {
+    format!("{PREFIX}rejected/{message_id}.json")
+}
+
+/// A new run id: time first, so the latest run is the last key in a listing.
+pub fn new_run_id(now: OffsetDateTime) -> String {
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", compact_time(now), &rand[..6])
+}
+
+/// A new job id: the repository name and a random suffix, unique across runs.
+pub fn new_job_id(repo_name: &str) -> String {
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    let name: String = repo_name.chars().take(100).collect();
+    format!("{name}-{}", &rand[..8])
+}
+
+/// `runs/{run_id}/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub schema: u32,
+    pub run_id: String,
+    pub config_path: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub max_concurrent_instances: u32,
+    pub jobs: Vec<ManifestJob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestJob {
+    pub job_id: String,
+    pub repository: String,
+    pub prompt: String,
+    pub gpu_required: bool,
+    pub timeout_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+}
+
+/// `runs/{run_id}/jobs/{job_id}/started-{attempt}.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartedRecord {
+    pub job_id: String,
+    pub run_id: String,
+    pub attempt: u32,
+    pub instance: InstanceInfo,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+}
+
+/// `instances/{id}/{time}-{event}.json`: the cost trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceEvent {
+    pub event: String,
+    pub instance: InstanceInfo,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub detail: String,
+}
+
+/// `rejected/{message_id}.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    pub message_id: String,
+    pub reason: String,
+    pub receive_count: u32,
+    pub instance_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The first 4 KiB of the body, for whoever has to find the sender.
+    pub body_head: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_design() {
+        let t = time::macros::datetime!(2026-11-22 15:30:05 UTC);
+        assert_eq!(manifest_key("r"), "janitor-reports/runs/r/manifest.json");
+        assert_eq!(
+            started_key("r", "j", 2),
+            "janitor-reports/runs/r/jobs/j/started-2.json"
+        );
+        assert_eq!(
+            report_key("r", "j"),
+            "janitor-reports/runs/r/jobs/j/report.json"
+        );
+        assert_eq!(
+            repo_history_key("o", "n", t, "j"),
+            "janitor-reports/repos/o/n/20261122T153005Z-j.json"
+        );
+        assert_eq!(
+            instance_event_key("i-1", t, "launch"),
+            "janitor-reports/instances/i-1/20261122T153005Z-launch.json"
+        );
+        let a = new_run_id(t);
+        assert!(a.starts_with("20261122T153005Z-") && a.len() == 23, "{a}");
+        assert!(crate::names::check_id(&new_job_id("worker-basic")).is_ok());
+    }
+}

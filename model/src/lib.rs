@@ -1,0 +1,10 @@
+//! Shared wire types and config schema for `janitord` and `janitorctl`.
+
+pub mod config;
+pub mod duration;
+pub mod job;
+pub mod ledger;
+pub mod names;
+pub mod pricing;
+pub mod report;
+pub mod yaml;

@@ -1,0 +1,374 @@
+//! End-to-end: the real `janitord` binary against moto (with the project's fixture) and the
+//! machine's Docker engine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use janitor_testkit::{dockerfile, ensure_base_image, eventually, git_repo, spec, Fixture, Proc};
+
+const INSTANCE: &str = "i-0e2e000000000001";
+
+fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--exit-when-idle",
+        "--allow-local-repos",
+        "--poll-wait-seconds",
+        "1",
+        "--stop-grace-seconds",
+        "2",
+        "--visibility-timeout-seconds",
+        "30",
+        "--log-format",
+        "text",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &args,
+        &fx.env(Some(instance)),
+    )
+}
+
+fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
+    ensure_base_image();
+    janitor_testkit::build_image(
+        "janitor-test-agent:latest",
+        &[
+            ("agent.sh", "#!/bin/sh\necho \"agent got: $JANITOR_PROMPT\"\ntest -f /workspace/Dockerfile || exit 7\ngrep -q '\"name\":\"run\"' /janitor/steps.json || exit 8\nprintf '{\"verdict\":\"ok\",\"prompt\":\"%s\"}' \"$JANITOR_PROMPT\" > \"$JANITOR_OUTPUT\"\n"),
+            ("Dockerfile", &format!("FROM {}\nCOPY agent.sh /agent.sh\nCMD [\"/agent.sh\"]\n", janitor_testkit::BASE_IMAGE)),
+        ],
+    );
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let good_script =
+        "for i in $(seq 1 50); do echo line $i; done; echo 'ERROR: known warmup glitch'; echo done";
+    let good = git_repo(
+        repos.path(),
+        "e2e-good",
+        &[("Dockerfile", &dockerfile(good_script))],
+    );
+    let bad = git_repo(
+        repos.path(),
+        "e2e-badbuild",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}\nRUN echo compiling && exit 3\n",
+                janitor_testkit::BASE_IMAGE
+            ),
+        )],
+    );
+    let noisy = git_repo(
+        repos.path(),
+        "e2e-noisy",
+        &[(
+            "Dockerfile",
+            &dockerfile("echo starting; echo 'ERROR: something broke'; exit 0"),
+        )],
+    );
+
+    let mut good_spec = spec("e2e-good", &good, Duration::from_secs(120));
+    good_spec.expected_errors = vec!["known warmup".into()];
+    good_spec.agent_image = Some("janitor-test-agent:latest".into());
+    let run_id = "20261122T000000Z-e2e001";
+    let good_id = fx.send_job(run_id, &good_spec).await;
+    let bad_id = fx
+        .send_job(
+            run_id,
+            &spec("e2e-badbuild", &bad, Duration::from_secs(120)),
+        )
+        .await;
+    let noisy_id = fx
+        .send_job(run_id, &spec("e2e-noisy", &noisy, Duration::from_secs(120)))
+        .await;
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
+    let code = d.wait(Duration::from_secs(240));
+    assert_eq!(code, 0, "janitord output:\n{}", d.output());
+
+    let report = |id: &str| format!("janitor-reports/runs/{run_id}/jobs/{id}/report.json");
+    let good_r = fx.json(&report(&good_id)).await;
+    assert_eq!(good_r["status"], "succeeded", "{good_r:#}");
+    assert_eq!(good_r["errors"]["count"], 0);
+    assert_eq!(good_r["agent"]["verdict"], "ok");
+    assert_eq!(good_r["agent"]["prompt"], "check e2e-good");
+    assert_eq!(step(&good_r, "gpu")["status"], "skipped");
+    assert_eq!(good_r["instance"]["id"], INSTANCE);
+    assert_eq!(good_r["instance"]["instance_type"], "g5.xlarge");
+    assert_eq!(good_r["attempt"], 1);
+    assert_eq!(good_r["logs"]["stream"], format!("{INSTANCE}/{good_id}"));
+    assert!(good_r["cache"]["steps"].as_u64().unwrap() >= 2);
+    assert!(good_r["disk"]["free_before_bytes"].as_u64().unwrap() > 0);
+
+    let bad_r = fx.json(&report(&bad_id)).await;
+    assert_eq!(bad_r["status"], "failed");
+    assert_eq!(step(&bad_r, "build")["status"], "failed");
+    assert_eq!(step(&bad_r, "run")["status"], "not_run");
+    assert!(
+        bad_r["reason"].as_str().unwrap().starts_with("build: "),
+        "{bad_r:#}"
+    );
+
+    let noisy_r = fx.json(&report(&noisy_id)).await;
+    assert_eq!(noisy_r["status"], "failed");
+    assert_eq!(step(&noisy_r, "run")["status"], "succeeded");
+    assert_eq!(noisy_r["errors"]["count"], 1);
+    assert_eq!(noisy_r["errors"]["first"][0], "ERROR: something broke");
+
+    // The container's output reached CloudWatch, complete and in order.
+    let lines = fx.log_lines(&format!("{INSTANCE}/{good_id}")).await;
+    let run_lines: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("[run] "))
+        .collect();
+    let expected: Vec<String> = (1..=50)
+        .map(|i| format!("line {i}"))
+        .chain(["ERROR: known warmup glitch".into(), "done".into()])
+        .collect();
+    assert_eq!(run_lines, expected);
+    assert!(
+        lines.iter().any(|l| l.starts_with("[build] Step 1/")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "[agent] agent got: check e2e-good"),
+        "{lines:?}"
+    );
+
+    // Every ledger key the design names for the daemon.
+    let keys = fx.keys("janitor-reports/").await;
+    for id in [&good_id, &bad_id, &noisy_id] {
+        assert!(
+            keys.contains(&format!(
+                "janitor-reports/runs/{run_id}/jobs/{id}/started-1.json"
+            )),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&report(id)));
+    }
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("janitor-reports/repos/local/e2e-good/")
+                && k.ends_with(&format!("-{good_id}.json"))),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(
+            |k| k.starts_with(&format!("janitor-reports/instances/{INSTANCE}/"))
+                && k.ends_with("-daemon-start.json")
+        ),
+        "{keys:?}"
+    );
+    let started = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{good_id}/started-1.json"
+        ))
+        .await;
+    assert_eq!(started["instance"]["availability_zone"], "us-east-1a");
+    assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
+    // Nothing of the jobs is left behind on the instance.
+    assert!(janitor_testkit::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=janitor.managed=true",
+        "--filter",
+        &format!("label=janitor.run_id={run_id}")
+    ])
+    .trim()
+    .is_empty());
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("workspaces"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("spool"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overrunning_job_is_killed_after_the_grace() {
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    // Ignores SIGTERM, so only the kill after the grace ends it.
+    let url = git_repo(
+        repos.path(),
+        "e2e-sleeper",
+        &[(
+            "Dockerfile",
+            &dockerfile("trap '' TERM; echo started; while true; do sleep 1; done"),
+        )],
+    );
+    let timeout = Duration::from_secs(6);
+    let job_id = fx
+        .send_job(
+            "20261122T000000Z-e2e002",
+            &spec("e2e-sleeper", &url, timeout),
+        )
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
+    assert_eq!(d.wait(Duration::from_secs(90)), 0, "{}", d.output());
+    let r = fx
+        .json(&format!(
+            "janitor-reports/runs/20261122T000000Z-e2e002/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(r["status"], "timed_out", "{r:#}");
+    assert_eq!(step(&r, "run")["status"], "timed_out");
+    let took = r["timings"]["duration_seconds"].as_f64().unwrap();
+    let bound = timeout.as_secs_f64() + 2.0 + 5.0;
+    assert!(
+        took >= timeout.as_secs_f64() && took <= bound,
+        "job took {took}s, expected within {bound}s"
+    );
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        (0, 0),
+        "a timed-out job's message is settled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_messages_go_to_the_dead_letter_queue_and_the_daemon_goes_on() {
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    fx.send_raw("this is not json").await;
+    fx.send_raw(r#"{"schema": 99, "job_id": "future-1", "run_id": "20261122T000000Z-e2e003"}"#)
+        .await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "e2e-after-bad",
+        &[("Dockerfile", &dockerfile("echo fine"))],
+    );
+    let job_id = fx
+        .send_job(
+            "20261122T000000Z-e2e003",
+            &spec("e2e-after-bad", &url, Duration::from_secs(60)),
+        )
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &["--reject-retry-seconds", "0"],
+    );
+    assert_eq!(d.wait(Duration::from_secs(120)), 0, "{}", d.output());
+    let r = fx
+        .json(&format!(
+            "janitor-reports/runs/20261122T000000Z-e2e003/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(
+        fx.depth(&fx.dlq_url).await.0,
+        2,
+        "both bad messages reach the dead-letter queue"
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
+    let rejected = fx.keys("janitor-reports/rejected/").await;
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    let future = fx
+        .json("janitor-reports/runs/20261122T000000Z-e2e003/jobs/future-1/rejected.json")
+        .await;
+    assert_eq!(
+        future["reason"],
+        "unsupported schema version 99; this janitord understands version 1"
+    );
+    assert!(d.output().contains("message rejected"), "{}", d.output());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_job_and_hands_the_message_back() {
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "e2e-long",
+        &[("Dockerfile", &dockerfile("echo started; sleep 600"))],
+    );
+    let run_id = "20261122T000000Z-e2e004";
+    let job_id = fx
+        .send_job(run_id, &spec("e2e-long", &url, Duration::from_secs(600)))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
+    let stream = format!("{INSTANCE}/{job_id}");
+    eventually(
+        Duration::from_secs(60),
+        "the job's container to start",
+        || async {
+            let out = fx
+                .logs()
+                .get_log_events()
+                .log_group_name(&fx.log_group)
+                .log_stream_name(&stream)
+                .send()
+                .await
+                .ok()?;
+            out.events()
+                .iter()
+                .any(|e| e.message() == Some("[run] started"))
+                .then_some(())
+        },
+    )
+    .await;
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.output());
+    let r = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(r["status"], "interrupted", "{r:#}");
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        (1, 0),
+        "the message is handed back for another instance"
+    );
+}
+
+#[test]
+fn bad_settings_name_what_to_set() {
+    let mut d = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &["--poll-wait-seconds", "99"],
+        &[],
+    );
+    assert_eq!(d.wait(Duration::from_secs(10)), 2);
+    let out = d.output();
+    assert!(
+        out.contains("missing setting `queue_url`: pass --queue-url, set JANITOR_QUEUE_URL"),
+        "{out}"
+    );
+    assert!(out.contains("missing setting `bucket`"), "{out}");
+    assert!(
+        out.contains("setting `poll_wait_seconds` is 99; it must be from 0 to 20"),
+        "{out}"
+    );
+}

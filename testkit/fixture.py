@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""AWS test fixture: moto's server on loopback, plus what moto lacks.
+
+- ASG `CompleteLifecycleAction` and `RecordLifecycleActionHeartbeat`, recorded so tests can
+  assert on them (GET /_fixture/lifecycle-actions).
+- One IMDSv2 endpoint per instance id given with --instance, each with its own port; a test
+  changes what it answers through PUT /_fixture/imds/{instance}/{field}, where field is
+  `target-lifecycle-state`, `spot-instance-action` (empty body clears it),
+  `rebalance-recommendation`, or `fail-for` (seconds of HTTP 500 answers).
+- With --setup, the resources Terraform would make: the jobs queue and its dead-letter queue
+  (maxReceiveCount 3), the ledger bucket and the `/janitor-runner` log group.
+
+Prints one JSON line with the endpoints and resource names when ready, then serves until killed.
+"""
+
+import argparse
+import io
+import json
+import logging
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+LIFECYCLE_ACTIONS = ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat")
+STATE_LOCK = threading.Lock()
+RECORDED = []
+INSTANCES = {}
+
+
+class Instance:
+    def __init__(self, instance_id, instance_type, az, lifecycle):
+        self.facts = {
+            "instance-id": instance_id,
+            "instance-type": instance_type,
+            "placement/availability-zone": az,
+            "placement/region": az[:-1],
+            "instance-life-cycle": lifecycle,
+            "autoscaling/target-lifecycle-state": "InService",
+        }
+        self.optional = {}  # spot/instance-action, events/recommendations/rebalance
+        self.fail_until = 0.0
+        self.tokens = set()
+        self.requests = 0
+
+
+class Fixture:
+    """WSGI middleware in front of moto."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_fixture/"):
+            return self.control(environ, start_response, path)
+        if environ.get("REQUEST_METHOD") == "POST" and "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
+            params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+            action = params.get("Action", "")
+            if action in LIFECYCLE_ACTIONS:
+                params["recorded_at"] = time.time()
+                with STATE_LOCK:
+                    RECORDED.append(params)
+                xml = (
+                    f'<{action}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+                    f"<{action}Result/><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
+                    f"</ResponseMetadata></{action}Response>"
+                )
+                start_response("200 OK", [("Content-Type", "text/xml")])
+                return [xml.encode()]
+        return self.app(environ, start_response)
+
+    def control(self, environ, start_response, path):
+        method = environ.get("REQUEST_METHOD")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length).decode() if length else ""
+        parts = path.strip("/").split("/")
+        if method == "GET" and parts == ["_fixture", "lifecycle-actions"]:
+            with STATE_LOCK:
+                out = json.dumps(RECORDED)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [out.encode()]
+        if method == "PUT" and len(parts) == 4 and parts[1] == "imds" and parts[2] in INSTANCES:
+            inst, field = INSTANCES[parts[2]], parts[3]
+            with STATE_LOCK:
+                if field == "target-lifecycle-state":
+                    inst.facts["autoscaling/target-lifecycle-state"] = body
+                elif field == "spot-instance-action":
+                    key = "spot/instance-action"
+                    if body:
+                        inst.optional[key] = body
+                    else:
+                        inst.optional.pop(key, None)
+                elif field == "rebalance-recommendation":
+                    inst.optional["events/recommendations/rebalance"] = body
+                elif field == "fail-for":
+                    inst.fail_until = time.time() + float(body)
+                else:
+                    start_response("404 Not Found", [])
+                    return [b"unknown field"]
+            start_response("204 No Content", [])
+            return [b""]
+        if method == "GET" and len(parts) == 4 and parts[1] == "imds" and parts[3] == "requests" and parts[2] in INSTANCES:
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(INSTANCES[parts[2]].requests).encode()]
+        start_response("404 Not Found", [])
+        return [b"unknown fixture path"]
+
+
+def imds_handler(inst):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, code, text=""):
+            data = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def failing(self):
+            with STATE_LOCK:
+                inst.requests += 1
+                return time.time() < inst.fail_until
+
+        def do_PUT(self):
+            if self.failing():
+                return self.reply(500, "fixture: failing on purpose")
+            if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                return self.reply(400, "bad token request")
+            token = uuid.uuid4().hex
+            with STATE_LOCK:
+                inst.tokens.add(token)
+            self.send_response(200)
+            self.send_header("X-aws-ec2-metadata-token-ttl-seconds", self.headers["X-aws-ec2-metadata-token-ttl-seconds"])
+            self.send_header("Content-Length", str(len(token)))
+            self.end_headers()
+            self.wfile.write(token.encode())
+
+        def do_GET(self):
+            if self.failing():
+                return self.reply(500, "fixture: failing on purpose")
+            with STATE_LOCK:
+                if self.headers.get("X-aws-ec2-metadata-token") not in inst.tokens:
+                    return self.reply(401, "IMDSv2 token required")
+                prefix = "/latest/meta-data/"
+                if not self.path.startswith(prefix):
+                    return self.reply(404)
+                key = self.path[len(prefix):]
+                value = inst.facts.get(key, inst.optional.get(key))
+            if value is None:
+                return self.reply(404, "not found")
+            return self.reply(200, value)
+
+    return Handler
+
+
+def setup(endpoint):
+    import boto3
+
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    sqs = boto3.client("sqs", **kw)
+    dlq_url = sqs.create_queue(QueueName="janitor-jobs-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName="janitor-jobs",
+        Attributes={
+            "VisibilityTimeout": "30",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
+        },
+    )["QueueUrl"]
+    boto3.client("s3", **kw).create_bucket(Bucket="janitor-test")
+    boto3.client("logs", **kw).create_log_group(logGroupName="/janitor-runner")
+    return {"queue_url": queue_url, "dlq_url": dlq_url, "bucket": "janitor-test", "log_group": "/janitor-runner"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instance", action="append", default=[], help="id[:type[:az[:lifecycle]]]")
+    parser.add_argument("--setup", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    server = make_server("127.0.0.1", 0, Fixture(DomainDispatcherApplication(create_backend_app)), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+
+    imds = {}
+    for spec in args.instance:
+        fields = spec.split(":") + [None] * 3
+        iid, itype, az, life = fields[0], fields[1] or "g5.xlarge", fields[2] or "us-east-1a", fields[3] or "on-demand"
+        inst = Instance(iid, itype, az, life)
+        INSTANCES[iid] = inst
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), imds_handler(inst))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        imds[iid] = f"http://127.0.0.1:{httpd.server_port}"
+
+    ready = {"endpoint": endpoint, "imds": imds}
+    if args.setup:
+        ready.update(setup(endpoint))
+    print(json.dumps(ready), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

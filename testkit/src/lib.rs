@@ -1,0 +1,476 @@
+//! Test harness shared by the end-to-end tests: the moto fixture, the offline base image, local
+//! git repositories and the real binaries. Missing Docker, moto or busybox is a loud failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use janitor_model::config::{JobSpec, RepoRef};
+use janitor_model::job::JobMessage;
+use time::OffsetDateTime;
+
+/// The image test repositories build `FROM`.
+pub const BASE_IMAGE: &str = "janitor-test-base:latest";
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("JANITOR_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with moto at {}: run `bash .ci/run` or `make test-deps` first (or set JANITOR_TEST_PYTHON)",
+        venv.display()
+    );
+    venv
+}
+
+/// Builds the offline base image once per machine (file-locked across test processes).
+pub fn ensure_base_image() {
+    let lock_path = std::env::temp_dir().join("janitor-test-base.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    let status = Command::new("bash")
+        .arg(workspace_root().join("scripts/base-image.sh"))
+        .arg(BASE_IMAGE)
+        .status()
+        .expect("bash must be installed");
+    assert!(
+        status.success(),
+        "could not build {BASE_IMAGE}: is Docker running and busybox-static installed?"
+    );
+    drop(lock);
+}
+
+/// A `docker` CLI call that must succeed; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI must be installed");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds a local image from a Dockerfile text (for agent images).
+pub fn build_image(tag: &str, files: &[(&str, &str)]) {
+    ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), files);
+    docker(&["build", "-q", "-t", tag, dir.path().to_str().unwrap()]);
+}
+
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, content) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        if name.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+/// Creates a git repository with one commit holding `files`; returns its `file://` URL.
+pub fn git_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> String {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_files(&dir, files);
+    for args in [
+        vec!["init", "-q", "-b", "main"],
+        vec!["add", "-A"],
+        vec![
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qm",
+            "init",
+        ],
+    ] {
+        let st = Command::new("git")
+            .args(&args)
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?} failed in {}", dir.display());
+    }
+    format!("file://{}", dir.display())
+}
+
+/// A Dockerfile on the base image whose default command runs `script` with sh.
+pub fn dockerfile(script: &str) -> String {
+    format!(
+        "FROM {BASE_IMAGE}\nRUN echo layer > /layer\nCMD [\"sh\", \"-c\", {}]\n",
+        serde_json::to_string(script).unwrap()
+    )
+}
+
+/// A job spec for a local repository, no GPU, with a timeout.
+pub fn spec(name: &str, url: &str, timeout: Duration) -> JobSpec {
+    JobSpec {
+        repo: RepoRef {
+            organization: "local".into(),
+            name: name.into(),
+            url: Some(url.into()),
+            git_ref: None,
+        },
+        prompt: format!("check {name}"),
+        gpu_required: false,
+        timeout,
+        instance_type: None,
+        dockerfile: None,
+        smoke_command: None,
+        expected_errors: Vec::new(),
+        agent_image: None,
+    }
+}
+
+/// moto's server plus the project's fixture, one per test.
+pub struct Fixture {
+    child: Child,
+    pub endpoint: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub bucket: String,
+    pub log_group: String,
+    pub imds: HashMap<String, String>,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Fixture {
+    /// Starts the fixture with the standard resources and one IMDS per instance
+    /// (`id` or `id:type:az:lifecycle`).
+    pub async fn start(instances: &[&str]) -> Fixture {
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace_root().join("testkit/fixture.py"))
+            .arg("--setup");
+        for i in instances {
+            cmd.arg("--instance").arg(i);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start the moto fixture");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the moto fixture did not start (is moto[server] installed in .venv?): {e}: {line:?}"));
+        let s = |k: &str| ready[k].as_str().unwrap().to_string();
+        let imds = ready["imds"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(s("endpoint"))
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "fixture",
+            ))
+            .load()
+            .await;
+        Fixture {
+            child,
+            endpoint: s("endpoint"),
+            queue_url: s("queue_url"),
+            dlq_url: s("dlq_url"),
+            bucket: s("bucket"),
+            log_group: s("log_group"),
+            imds,
+            sdk,
+        }
+    }
+
+    /// Environment for a `janitord` on `instance`, or for `janitorctl` with `instance` None.
+    pub fn env(&self, instance: Option<&str>) -> Vec<(String, String)> {
+        let mut env = aws_env(&self.endpoint);
+        env.push(("JANITOR_QUEUE_URL".into(), self.queue_url.clone()));
+        env.push(("JANITOR_BUCKET".into(), self.bucket.clone()));
+        if let Some(i) = instance {
+            env.push((
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+                self.imds[i].clone(),
+            ));
+        }
+        env
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.sdk)
+    }
+
+    /// Sends one job message; returns its job id.
+    pub async fn send_job(&self, run_id: &str, spec: &JobSpec) -> String {
+        let job_id = janitor_model::ledger::new_job_id(&spec.repo.name);
+        let msg = JobMessage::new(
+            job_id.clone(),
+            run_id.into(),
+            spec,
+            OffsetDateTime::now_utc(),
+        );
+        self.send_raw(&serde_json::to_string(&msg).unwrap()).await;
+        job_id
+    }
+
+    pub async fn send_raw(&self, body: &str) {
+        self.sqs()
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .s3()
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            keys.extend(
+                page.unwrap()
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn json(&self, key: &str) -> serde_json::Value {
+        let obj = self
+            .s3()
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no s3 object {key}: {e:?}"));
+        let bytes = obj.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The messages of a log stream, in order.
+    pub async fn log_lines(&self, stream: &str) -> Vec<String> {
+        let out = self
+            .logs()
+            .get_log_events()
+            .log_group_name(&self.log_group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .send()
+            .await
+            .unwrap();
+        out.events()
+            .iter()
+            .filter_map(|e| e.message().map(str::to_string))
+            .collect()
+    }
+
+    /// Visible and in-flight counts of a queue.
+    pub async fn depth(&self, queue_url: &str) -> (u64, u64) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let get = |a: A| out.attributes().unwrap().get(&a).unwrap().parse().unwrap();
+        (
+            get(A::ApproximateNumberOfMessages),
+            get(A::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// Sets an IMDS field of the fixture (`target-lifecycle-state`, `spot-instance-action`, ...).
+    pub fn set_imds(&self, instance: &str, field: &str, body: &str) {
+        http(
+            &self.endpoint,
+            "PUT",
+            &format!("/_fixture/imds/{instance}/{field}"),
+            body,
+        );
+    }
+
+    /// Lifecycle actions the fixture recorded.
+    pub fn lifecycle_actions(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&http(
+            &self.endpoint,
+            "GET",
+            "/_fixture/lifecycle-actions",
+            "",
+        ))
+        .unwrap()
+    }
+}
+
+fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A minimal HTTP/1.1 call to the fixture's control API.
+fn http(endpoint: &str, method: &str, path: &str, body: &str) -> String {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, rest) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 2") || head.starts_with("HTTP/1.0 2"),
+        "fixture {method} {path}: {head}"
+    );
+    rest.to_string()
+}
+
+/// A running binary whose output is kept in a file, shown when a test fails.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)]) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("output.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        Proc {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for exit; panics with the output if it takes longer than `limit`.
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit within {limit:?}; output:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -70,6 +70,16 @@ pub struct BuildOutcome {
     pub stopped: Option<StopReason>,
 }
 
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSpec<'a> {
+    pub context_dir: &'a Path,
+    /// Relative to the context.
+    pub dockerfile: &'a str,
+    pub tag: &'a str,
+    pub labels: HashMap<String, String>,
+}
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
@@ -134,14 +144,12 @@ impl Engine {
     /// Builds `context_dir` with the classic builder (its `Using cache` lines count cache hits).
     pub async fn build(
         &self,
-        context_dir: &Path,
-        dockerfile: &str,
-        tag: &str,
-        labels: HashMap<String, String>,
+        spec: &BuildSpec<'_>,
         deadline: Instant,
         cancel: &CancellationToken,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<BuildOutcome, EngineError> {
+        let context_dir = spec.context_dir;
         let dir = context_dir.to_path_buf();
         let context = tokio::task::spawn_blocking(move || pack_context(&dir))
             .await
@@ -154,11 +162,11 @@ impl Engine {
                 source,
             })?;
         let options = BuildImageOptionsBuilder::default()
-            .dockerfile(dockerfile)
-            .t(tag)
+            .dockerfile(spec.dockerfile)
+            .t(spec.tag)
             .rm(true)
             .forcerm(true)
-            .labels(&labels)
+            .labels(&spec.labels)
             .build();
         let mut stream =
             self.docker

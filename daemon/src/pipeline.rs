@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{ContainerSpec, Engine, StopReason};
+use crate::docker::{BuildSpec, ContainerSpec, Engine, StopReason};
 use crate::logs::LogSink;
 
 /// How many unexpected `ERROR` lines a report quotes.
@@ -219,18 +219,13 @@ pub async fn run_job(
             // Only stable labels: a per-job label would make the last build step miss the cache.
             let labels = HashMap::from([("janitor.repo".to_string(), spec.repo.full_name())]);
             let mut on_line = |l: &str| sink.line(&format!("[build] {l}"));
-            match engine
-                .build(
-                    &repo_dir,
-                    dockerfile,
-                    &tag,
-                    labels,
-                    deadline,
-                    cancel,
-                    &mut on_line,
-                )
-                .await
-            {
+            let build = BuildSpec {
+                context_dir: &repo_dir,
+                dockerfile,
+                tag: &tag,
+                labels,
+            };
+            match engine.build(&build, deadline, cancel, &mut on_line).await {
                 Err(e) => {
                     steps.record(StepName::Build, StepStatus::Failed, t, None, e.to_string());
                     false

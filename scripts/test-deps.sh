@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, idempotently:
+# Debian's busybox-static (for the offline base image) and git, a Python venv in .venv with
+# the pinned moto server, and checks that Docker and the Rust tools answer. Fails loudly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v git >/dev/null 2>&1 || missing+=(git)
+{ command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; } || missing+=(busybox-static)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test-deps: installing ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+want=$(sed -n 's/^moto\[server\]==//p' testkit/requirements.txt)
+if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$want')" >/dev/null 2>&1; then
+  echo "test-deps: creating .venv with moto[server]==$want"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r testkit/requirements.txt
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "test-deps: the Docker engine is not reachable (docker info failed); the end-to-end tests need it" >&2
+  exit 1
+fi
+for tool in "cargo fmt" "cargo clippy"; do
+  if ! $tool --version >/dev/null 2>&1; then
+    echo "test-deps: \`$tool\` is missing: install it with rustup component add ${tool#cargo }" >&2
+    exit 1
+  fi
+done
+echo "test-deps: ready (docker $(docker version --format '{{.Server.Version}}'), moto $want, $(git --version))"

@@ -504,7 +504,15 @@ mod tests {
         let mut names: Vec<String> = archive
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .unwrap()
+                    .display()
+                    .to_string()
+                    .trim_end_matches('/')
+                    .to_string()
+            })
             .collect();
         names.sort();
         assert_eq!(names, ["Dockerfile", "src", "src/a.py"]);

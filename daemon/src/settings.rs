@@ -131,7 +131,7 @@ fn read_file(flags: &Flags) -> Result<(FileSettings, Option<PathBuf>), String> {
     let parsed: FileSettings = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
             .unwrap_or(0);
         format!("{}:{line}: {}", path.display(), e.message())
     })?;

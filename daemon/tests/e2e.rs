@@ -17,8 +17,6 @@ fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc 
         "1",
         "--stop-grace-seconds",
         "2",
-        "--visibility-timeout-seconds",
-        "30",
         "--log-format",
         "text",
         "--cache-dir",
@@ -317,7 +315,13 @@ async fn sigterm_stops_the_job_and_hands_the_message_back() {
         .send_job(run_id, &spec("e2e-long", &url, Duration::from_secs(600)))
         .await;
     let cache = tempfile::tempdir().unwrap();
-    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
+    // Far shorter than the job: only the keep-alive holds the message.
+    let mut d = janitord(
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &["--visibility-timeout-seconds", "6"],
+    );
     let stream = format!("{INSTANCE}/{job_id}");
     eventually(
         Duration::from_secs(60),
@@ -338,6 +342,12 @@ async fn sigterm_stops_the_job_and_hands_the_message_back() {
         },
     )
     .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        (0, 1),
+        "the running job's message stays invisible past the visibility timeout"
+    );
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.output());
     let r = fx

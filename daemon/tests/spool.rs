@@ -1,0 +1,122 @@
+//! A report whose upload fails is kept in the spool, uploaded on the next loop turn, and only
+//! then is the message deleted. S3 cannot be made to fail on cue in moto, so the real S3 store
+//! is wrapped in one that refuses the first report uploads; everything else is real.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use janitor_model::report::InstanceInfo;
+use janitor_testkit::{dockerfile, ensure_base_image, git_repo, spec, Fixture};
+use janitord::aws::{AwsError, ReportStore, S3Store, SqsQueue};
+use janitord::daemon::Daemon;
+use janitord::docker::Engine;
+use janitord::settings::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct RefusingStore {
+    inner: S3Store,
+    refusals_left: Arc<AtomicU32>,
+}
+
+impl ReportStore for RefusingStore {
+    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        if key.ends_with("/report.json")
+            && self
+                .refusals_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(AwsError::S3 {
+                action: "PutObject",
+                bucket: "test".into(),
+                key: key.into(),
+                message: "refused by the test".into(),
+            });
+        }
+        self.inner.put_json(key, body).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
+    ensure_base_image();
+    let fx = Fixture::start(&[]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "spool-repo",
+        &[("Dockerfile", &dockerfile("echo spooled"))],
+    );
+    let run_id = "20261122T000000Z-spool1";
+    let job_id = fx
+        .send_job(run_id, &spec("spool-repo", &url, Duration::from_secs(60)))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let refusals = Arc::new(AtomicU32::new(janitord::aws::REPORT_UPLOAD_ATTEMPTS));
+    let daemon = Daemon {
+        settings: Settings {
+            queue_url: fx.queue_url.clone(),
+            bucket: fx.bucket.clone(),
+            log_group: fx.log_group.clone(),
+            cache_dir: cache.path().to_path_buf(),
+            poll_wait: Duration::from_secs(1),
+            visibility_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(2),
+            reject_retry: Duration::ZERO,
+            allow_local_repos: true,
+            exit_when_idle: true,
+            instance_id: Some("i-0spool0000000001".into()),
+            log_format: None,
+        },
+        queue: SqsQueue {
+            client: fx.sqs(),
+            url: fx.queue_url.clone(),
+        },
+        store: RefusingStore {
+            inner: S3Store {
+                client: fx.s3(),
+                bucket: fx.bucket.clone(),
+            },
+            refusals_left: refusals.clone(),
+        },
+        logs: fx.logs(),
+        engine: Engine::connect().await.unwrap(),
+        instance: InstanceInfo {
+            id: "i-0spool0000000001".into(),
+            instance_type: "g5.xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            lifecycle: "on-demand".into(),
+        },
+        shutdown: CancellationToken::new(),
+    };
+    tokio::time::timeout(Duration::from_secs(120), daemon.run())
+        .await
+        .expect("the daemon should finish the queue");
+    assert_eq!(
+        refusals.load(Ordering::SeqCst),
+        0,
+        "every refusal was used: the first upload did fail"
+    );
+    let report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["attempt"], 1, "the job was not run twice");
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        (0, 0),
+        "the message went once the report was stored"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("spool"))
+            .unwrap()
+            .count(),
+        0,
+        "the spool is empty again"
+    );
+}

@@ -59,6 +59,23 @@ pub struct JobSpec {
     pub agent_image: Option<String>,
 }
 
+impl JobSpec {
+    /// A repository with the defaults: the default prompt, a GPU, no overrides.
+    pub fn new(repo: RepoRef, timeout: Duration) -> Self {
+        JobSpec {
+            repo,
+            prompt: DEFAULT_PROMPT.to_string(),
+            gpu_required: true,
+            timeout,
+            instance_type: None,
+            dockerfile: None,
+            smoke_command: None,
+            expected_errors: Vec::new(),
+            agent_image: None,
+        }
+    }
+}
+
 /// A validated workers config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkersConfig {
@@ -378,43 +395,29 @@ fn repo_entry(
         };
         let org = c.check(item, field, names::check_organization(org).map(|()| org));
         let name = c.check(item, field, names::check_repo_name(name).map(|()| name));
-        return Some(JobSpec {
-            repo: RepoRef {
+        return Some(JobSpec::new(
+            RepoRef {
                 organization: org?.to_string(),
                 name: name?.to_string(),
                 url: None,
                 git_ref: None,
             },
-            prompt: DEFAULT_PROMPT.to_string(),
-            gpu_required: true,
             timeout,
-            instance_type: None,
-            dockerfile: None,
-            smoke_command: None,
-            expected_errors: Vec::new(),
-            agent_image: None,
-        });
+        ));
     }
     let entries = c.entries(item, field, REPO_FIELDS);
     if entries.is_empty() && c.errors.len() > errors_before {
         return None;
     }
-    let mut spec = JobSpec {
-        repo: RepoRef {
+    let mut spec = JobSpec::new(
+        RepoRef {
             organization: String::new(),
             name: String::new(),
             url: None,
             git_ref: None,
         },
-        prompt: DEFAULT_PROMPT.to_string(),
-        gpu_required: true,
-        timeout: default_timeout,
-        instance_type: None,
-        dockerfile: None,
-        smoke_command: None,
-        expected_errors: Vec::new(),
-        agent_image: None,
-    };
+        default_timeout,
+    );
     let mut timeout_line = None;
     for (key, value) in &entries {
         let f = join(field, key);

@@ -125,22 +125,16 @@ pub fn dockerfile(script: &str) -> String {
 
 /// A job spec for a local repository, no GPU, with a timeout.
 pub fn spec(name: &str, url: &str, timeout: Duration) -> JobSpec {
-    JobSpec {
-        repo: RepoRef {
-            organization: "local".into(),
-            name: name.into(),
-            url: Some(url.into()),
-            git_ref: None,
-        },
-        prompt: format!("check {name}"),
-        gpu_required: false,
-        timeout,
-        instance_type: None,
-        dockerfile: None,
-        smoke_command: None,
-        expected_errors: Vec::new(),
-        agent_image: None,
-    }
+    let repo = RepoRef {
+        organization: "local".into(),
+        name: name.into(),
+        url: Some(url.into()),
+        git_ref: None,
+    };
+    let mut spec = JobSpec::new(repo, timeout);
+    spec.prompt = format!("check {name}");
+    spec.gpu_required = false;
+    spec
 }
 
 /// moto's server plus the project's fixture, one per test.

@@ -8,7 +8,8 @@
   `target-lifecycle-state`, `spot-instance-action` (empty body clears it),
   `rebalance-recommendation`, or `fail-for` (seconds of HTTP 500 answers).
 - With --setup, the resources Terraform would make: the jobs queue and its dead-letter queue
-  (maxReceiveCount 3), the ledger bucket and the `/janitor-runner` log group.
+  (maxReceiveCount 3), the ledger bucket, the `/janitor-runner` log group, and the ASG
+  `janitor-asg` (min 0, max 4, desired 0) with its terminating lifecycle hook `janitor-drain`.
 
 Prints one JSON line with the endpoints and resource names when ready, then serves until killed.
 """
@@ -181,7 +182,21 @@ def setup(endpoint):
     )["QueueUrl"]
     boto3.client("s3", **kw).create_bucket(Bucket="janitor-test")
     boto3.client("logs", **kw).create_log_group(logGroupName="/janitor-runner")
-    return {"queue_url": queue_url, "dlq_url": dlq_url, "bucket": "janitor-test", "log_group": "/janitor-runner"}
+    ec2 = boto3.client("ec2", **kw)
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    ec2.create_launch_template(LaunchTemplateName="janitor-lt", LaunchTemplateData={"ImageId": ami, "InstanceType": "g5.xlarge"})
+    asg = boto3.client("autoscaling", **kw)
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="janitor-asg",
+        LaunchTemplate={"LaunchTemplateName": "janitor-lt", "Version": "$Latest"},
+        MinSize=0, MaxSize=4, DesiredCapacity=0, AvailabilityZones=["us-east-1a"],
+    )
+    asg.put_lifecycle_hook(
+        LifecycleHookName="janitor-drain", AutoScalingGroupName="janitor-asg",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=300, DefaultResult="CONTINUE",
+    )
+    return {"queue_url": queue_url, "dlq_url": dlq_url, "bucket": "janitor-test",
+            "log_group": "/janitor-runner", "asg_name": "janitor-asg"}
 
 
 def main():

@@ -1,9 +1,7 @@
 //! `janitorctl run --local`: the daemon's pipeline, in-process, on this machine's Docker.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use janitor_model::config::ParseOptions;
 use janitor_model::job::Job;
 use janitor_model::ledger;
 use janitor_model::report::{InstanceInfo, JobStatus, Report};
@@ -13,36 +11,22 @@ use janitord::pipeline::{self, JobContext};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::output;
+use crate::run::RunArgs;
+use crate::{output, Failure};
 
-pub struct LocalRun {
-    pub file: PathBuf,
-    pub out: PathBuf,
-    pub opts: ParseOptions,
-    pub stop_grace: Duration,
-    pub verbose: bool,
-}
-
-pub async fn command(run: LocalRun) -> u8 {
-    let Some(cfg) = crate::load_config(&run.file, &run.opts) else {
-        return crate::EXIT_USAGE;
-    };
-    let engine = match Engine::connect().await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("janitorctl: {e} (is Docker running, and may this user use it?)");
-            return 1;
-        }
-    };
+pub async fn command(run: RunArgs) -> Result<u8, Failure> {
+    let opts = crate::parse_options(true, run.timeout_minutes)?;
+    let cfg = crate::load_config(&run.file, &opts)?;
+    let stop_grace = Duration::from_secs(run.stop_grace_seconds);
+    let engine = Engine::connect()
+        .await
+        .map_err(|e| Failure::Runtime(format!("{e} (is Docker running, and may this user use it?)")))?;
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
     let run_dir = run.out.join(&run_id);
     let work_root = std::env::temp_dir().join("janitor-local").join(&run_id);
     for dir in [&run_dir, &work_root] {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("janitorctl: cannot create {}: {e}", dir.display());
-            return 1;
-        }
+        std::fs::create_dir_all(dir).map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
     }
     let cancel = CancellationToken::new();
     {
@@ -80,19 +64,13 @@ pub async fn command(run: LocalRun) -> u8 {
             spec.repo.full_name(),
             janitor_model::duration::format(spec.timeout)
         );
-        let sink = match FileSink::create(&log_path, run.verbose) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("janitorctl: cannot create {}: {e}", log_path.display());
-                return 1;
-            }
-        };
+        let sink = FileSink::create(&log_path, run.verbose).map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", log_path.display())))?;
         let ctx = JobContext {
             job,
             attempt: 1,
             instance: instance.clone(),
             work_root: work_root.clone(),
-            stop_grace: run.stop_grace,
+            stop_grace,
             allow_local_repos: true,
             log_ref: None,
         };
@@ -121,9 +99,5 @@ pub async fn command(run: LocalRun) -> u8 {
     println!("\n{}", output::results_table(&reports));
     println!("Reports: {}", run_dir.display());
     let all_ok = reports.len() == total && reports.iter().all(|r| r.status == JobStatus::Succeeded);
-    if all_ok {
-        0
-    } else {
-        1
-    }
+    Ok(if all_ok { 0 } else { 1 })
 }

@@ -1,23 +1,61 @@
-//! `janitorctl`: validate configs, enqueue runs, and run the pipeline locally.
-//! Exit codes: 0 success, 1 some job failed, 2 usage, config or settings error.
+//! `janitorctl`: validate configs, run validations on the fleet or locally, and answer
+//! questions about runs. Exit codes: 0 success, 1 a job failed or an AWS call did,
+//! 2 usage, config or settings error, 3 gave up waiting for the instances to stop.
 
+mod admin;
 mod enqueue;
+mod fleet;
+mod ledger;
 mod local;
 mod output;
+mod query;
+mod run;
+mod settings;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use janitor_model::config::{self, ParseOptions};
 
 /// Exit code for usage, config and settings errors.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the instances did not stop in time.
+pub const EXIT_GAVE_UP: u8 = 3;
+
+/// Why a command stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad input or settings: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// An AWS or Docker call failed: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl From<settings::SettingsError> for Failure {
+    fn from(e: settings::SettingsError) -> Self {
+        Failure::Usage(e.0)
+    }
+}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::Runtime(_) => 1,
+        }
+    }
+}
 
 /// Validate and fix Docker/GPU repositories on disposable GPU instances.
 #[derive(Parser)]
 #[command(name = "janitorctl", version)]
 struct Cli {
+    #[command(flatten)]
+    settings: settings::Flags,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,148 +69,193 @@ enum Command {
         #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
         allow_local_repos: bool,
     },
-    /// Write the run manifest and put one job per repository on the queue; prints the run id
+    /// Write the run manifest, put one job per repository on the queue, raise the fleet; prints the run id
     Enqueue {
         file: PathBuf,
-        #[command(flatten)]
-        aws: enqueue::AwsFlags,
         /// Override every repository's timeout (TIMEOUT_MINUTES in the Makefile)
         #[arg(long)]
         timeout_minutes: Option<u64>,
         /// Accept file:// and relative repository URLs (the daemon must allow them too)
         #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
         allow_local_repos: bool,
-    },
-    /// Run every repository of FILE through the pipeline
-    Run {
-        file: PathBuf,
-        /// Run on this machine's Docker, no AWS; reports go to --out
+        /// Leave the Auto Scaling group as it is
         #[arg(long)]
-        local: bool,
-        /// Where --local writes reports and logs
+        no_scale: bool,
+    },
+    /// Run every repository of FILE: on the fleet (default) or on this machine (--local)
+    Run(run::RunArgs),
+    /// What a run is doing: jobs, queue, instances (default: the latest run)
+    Status {
+        run_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A whole run: configuration, timing, every repository's result
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A repository's history, newest first
+    Results {
+        /// `name` or `organization/name`
+        #[arg(long)]
+        repo: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a run's reports plus one combined JSON (default: the latest run)
+    FetchReport {
+        run_id: Option<String>,
         #[arg(long, default_value = "reports")]
         out: PathBuf,
-        /// Override every repository's timeout
         #[arg(long)]
-        timeout_minutes: Option<u64>,
-        /// Seconds between SIGTERM and SIGKILL when a container must stop
-        #[arg(long, default_value_t = 30)]
-        stop_grace_seconds: u64,
-        /// Echo every container output line, not just step results
+        json: bool,
+    },
+    /// Print a job's output from CloudWatch Logs
+    Logs {
+        job_id: String,
+        /// The job's run, when it is not among the latest 20
+        #[arg(long)]
+        run: Option<String>,
+        /// Keep printing until the job ends
         #[arg(long, short)]
-        verbose: bool,
+        follow: bool,
+    },
+    /// Set the fleet's desired capacity
+    Scale {
+        /// min(max, ceil(backlog / jobs-per-worker)), never below the busy instances
+        #[arg(long, conflicts_with = "desired")]
+        auto: bool,
+        #[arg(long)]
+        desired: Option<i32>,
+        #[arg(long, default_value_t = 1)]
+        jobs_per_worker: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Emergency stop: purge the run's pending jobs, scale to zero, terminate every instance
+    KillAll {
+        /// The run whose pending jobs are purged (default: the latest)
+        run_id: Option<String>,
+        /// Purge every pending job on the queue, whatever its run
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
-fn parse_options(
-    allow_local_repos: bool,
-    timeout_minutes: Option<u64>,
-) -> Result<ParseOptions, String> {
+/// Settings plus the AWS configuration, built once per command.
+pub struct Ctx {
+    pub settings: settings::Settings,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Ctx {
+    async fn new(settings: settings::Settings) -> Ctx {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = settings.region() {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        Ctx { settings, sdk: loader.load().await }
+    }
+
+    pub fn ledger(&self) -> Result<ledger::Ledger, Failure> {
+        Ok(ledger::Ledger { s3: janitord::aws::s3_client(&self.sdk), bucket: self.settings.bucket()? })
+    }
+
+    pub fn fleet(&self) -> Result<fleet::Fleet, Failure> {
+        Ok(fleet::Fleet { asg: aws_sdk_autoscaling::Client::new(&self.sdk), name: self.settings.asg_name()? })
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.sdk)
+    }
+}
+
+/// Parse options from the timeout and local-repository flags.
+pub fn parse_options(allow_local_repos: bool, timeout_minutes: Option<u64>) -> Result<ParseOptions, Failure> {
+    let max = config::MAX_TIMEOUT.as_secs() / 60;
     let timeout_override = match timeout_minutes {
         None => None,
-        Some(m) if m == 0 || m > config::MAX_TIMEOUT.as_secs() / 60 => {
-            return Err(format!(
-                "--timeout-minutes {m}: must be from 1 to {}",
-                config::MAX_TIMEOUT.as_secs() / 60
-            ))
-        }
-        Some(m) => Some(std::time::Duration::from_secs(m * 60)),
+        Some(m) if m == 0 || m > max => return Err(Failure::Usage(format!("--timeout-minutes {m}: must be from 1 to {max}"))),
+        Some(m) => Some(Duration::from_secs(m * 60)),
     };
-    Ok(ParseOptions {
-        allow_local_repos,
-        timeout_override,
+    Ok(ParseOptions { allow_local_repos, timeout_override })
+}
+
+/// Loads and validates a config, printing every problem.
+pub fn load_config(file: &Path, opts: &ParseOptions) -> Result<config::WorkersConfig, Failure> {
+    config::load(file, opts).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        Failure::Usage(format!("{}: {} problem(s); nothing was started", file.display(), errors.0.len()))
     })
 }
 
-/// Loads and validates a config, printing every problem; `None` means exit 2.
-pub fn load_config(file: &std::path::Path, opts: &ParseOptions) -> Option<config::WorkersConfig> {
-    match config::load(file, opts) {
-        Ok(cfg) => Some(cfg),
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!(
-                "{}: {} problem(s); nothing was started",
-                file.display(),
-                errors.0.len()
-            );
-            None
+/// Prints a value as pretty JSON on standard output.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(format!("cannot write JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, Failure> {
+    let settings = settings::Settings::load(flags, Path::new("."))?;
+    match command {
+        Command::Validate { file, allow_local_repos } => {
+            let cfg = load_config(&file, &ParseOptions { allow_local_repos, timeout_override: None })?;
+            println!("{}", output::summary(&cfg));
+            Ok(0)
         }
+        Command::Enqueue { file, timeout_minutes, allow_local_repos, no_scale } => {
+            let opts = parse_options(allow_local_repos, timeout_minutes)?;
+            let cfg = load_config(&file, &opts)?;
+            let ctx = Ctx::new(settings).await;
+            let queue_url = ctx.settings.queue_url()?;
+            let fleet = if no_scale { None } else { Some(ctx.fleet()?) };
+            let manifest = enqueue::enqueue(&cfg, &ctx.ledger()?, &ctx.sqs(), &queue_url).await?;
+            eprintln!("enqueued {} job(s) for run {}", manifest.jobs.len(), manifest.run_id);
+            if let Some(fleet) = fleet {
+                run::scale_up(&fleet, &cfg).await?;
+            }
+            println!("{}", manifest.run_id);
+            Ok(0)
+        }
+        Command::Run(args) if args.local => local::command(args).await,
+        Command::Run(args) => run::command(args, Ctx::new(settings).await).await,
+        Command::Status { run_id, json } => query::status(&Ctx::new(settings).await, run_id.as_deref(), json).await,
+        Command::Show { run_id, json } => query::show(&Ctx::new(settings).await, &run_id, json).await,
+        Command::Results { repo, limit, json } => query::results(&Ctx::new(settings).await, &repo, limit, json).await,
+        Command::FetchReport { run_id, out, json } => query::fetch_report(&Ctx::new(settings).await, run_id.as_deref(), &out, json).await,
+        Command::Logs { job_id, run, follow } => query::logs(&Ctx::new(settings).await, &job_id, run.as_deref(), follow).await,
+        Command::Scale { auto, desired, jobs_per_worker, json } => admin::scale(&Ctx::new(settings).await, auto, desired, jobs_per_worker, json).await,
+        Command::KillAll { run_id, all, json } => admin::kill_all(&Ctx::new(settings).await, run_id.as_deref(), all, json).await,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Validate {
-            file,
-            allow_local_repos,
-        } => {
-            let opts = ParseOptions {
-                allow_local_repos,
-                timeout_override: None,
-            };
-            match load_config(&file, &opts) {
-                Some(cfg) => {
-                    println!("{}", output::summary(&cfg));
-                    0
-                }
-                None => EXIT_USAGE,
-            }
-        }
-        Command::Enqueue {
-            file,
-            aws,
-            timeout_minutes,
-            allow_local_repos,
-        } => match parse_options(allow_local_repos, timeout_minutes) {
-            Err(e) => {
-                eprintln!("janitorctl: {e}");
-                EXIT_USAGE
-            }
-            Ok(opts) => with_runtime(enqueue::command(file, aws, opts)),
-        },
-        Command::Run {
-            file,
-            local,
-            out,
-            timeout_minutes,
-            stop_grace_seconds,
-            verbose,
-        } => {
-            if !local {
-                eprintln!("janitorctl run: only --local runs are available in this version; use `janitorctl enqueue FILE` to queue jobs for the fleet");
-                EXIT_USAGE
-            } else {
-                match parse_options(true, timeout_minutes) {
-                    Err(e) => {
-                        eprintln!("janitorctl: {e}");
-                        EXIT_USAGE
-                    }
-                    Ok(opts) => with_runtime(local::command(local::LocalRun {
-                        file,
-                        out,
-                        opts,
-                        stop_grace: std::time::Duration::from_secs(stop_grace_seconds),
-                        verbose,
-                    })),
-                }
-            }
-        }
-    };
-    ExitCode::from(code)
-}
-
-fn with_runtime(fut: impl std::future::Future<Output = u8>) -> u8 {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(fut),
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
         Err(e) => {
             eprintln!("janitorctl: cannot start the async runtime: {e}");
-            1
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, cli.settings)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("janitorctl: {e}");
+            ExitCode::from(e.code())
         }
     }
 }

@@ -1,18 +1,20 @@
-//! What janitorctl prints: summaries and the results table in seed 002's shape.
+//! What janitorctl prints for people: summaries, progress, and the results in seed 002's shape.
+//! The `--json` forms serialise the same views.
+
+use std::time::Duration;
 
 use janitor_model::config::WorkersConfig;
 use janitor_model::duration;
-use janitor_model::report::{JobStatus, Report, StepStatus};
+use janitor_model::report::{JobStatus, Report, StepName, StepStatus};
+use time::OffsetDateTime;
+
+use crate::fleet::{GroupView, QueueDepth};
+use crate::ledger::{JobState, JobView, RunView};
 
 /// One line saying what a valid config holds.
 pub fn summary(cfg: &WorkersConfig) -> String {
     let gpu = cfg.repositories.iter().filter(|r| r.gpu_required).count();
-    let longest = cfg
-        .repositories
-        .iter()
-        .map(|r| r.timeout)
-        .max()
-        .unwrap_or_default();
+    let longest = cfg.repositories.iter().map(|r| r.timeout).max().unwrap_or_default();
     format!(
         "{}: valid: {} repositories ({} need a GPU), longest timeout {}, at most {} instances",
         cfg.path.display(),
@@ -31,59 +33,234 @@ pub fn status_word(status: JobStatus) -> &'static str {
     }
 }
 
-/// `✓ worker-basic: success (4m32s)`, with the reason on failures.
-pub fn result_line(report: &Report) -> String {
-    let mark = if report.status == JobStatus::Succeeded {
-        "✓"
-    } else {
-        "✗"
-    };
-    let took = duration::format(std::time::Duration::from_secs_f64(
-        report.timings.duration_seconds.max(0.0),
-    ));
-    let mut line = format!(
-        "{mark} {}: {} ({took})",
-        report.repo.name,
-        status_word(report.status)
-    );
-    if let Some(reason) = &report.reason {
-        line.push_str(" — ");
-        line.push_str(reason);
+/// `2024-01-15 14:30:00 UTC`
+pub fn when(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+}
+
+/// `30 minutes`, `1 minute`
+pub fn minutes(d: Duration) -> String {
+    let m = d.as_secs().div_ceil(60);
+    if m == 1 { "1 minute".to_string() } else { format!("{m} minutes") }
+}
+
+/// `22 minutes 15 seconds`
+pub fn long_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s} seconds"),
+        (m, 0) => format!("{m} minutes"),
+        (m, s) => format!("{m} minutes {s} seconds"),
     }
-    line
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+/// `✓ worker-basic: success (4m32s)`, with the reason on anything else.
+pub fn result_row(name: &str, status: Option<JobStatus>, state: JobState, took: Option<f64>, reason: Option<&str>) -> String {
+    match (state, status) {
+        (JobState::Finished, Some(status)) => {
+            let mark = if status == JobStatus::Succeeded { "✓" } else { "✗" };
+            let mut line = format!("{mark} {name}: {}", status_word(status));
+            if let Some(t) = took {
+                line.push_str(&format!(" ({})", duration::format(secs(t))));
+            }
+            if let Some(r) = reason.filter(|_| status != JobStatus::Succeeded) {
+                line.push_str(" — ");
+                line.push_str(r);
+            }
+            line
+        }
+        (JobState::Running, _) => format!("⏳ {name}: still running"),
+        _ => format!("⏳ {name}: still queued"),
+    }
+}
+
+pub fn result_line(report: &Report) -> String {
+    result_row(&report.repo.name, Some(report.status), JobState::Finished, Some(report.timings.duration_seconds), report.reason.as_deref())
 }
 
 /// `clone ✓  build ✓  run ✗  gpu –  agent –`
 pub fn steps_line(report: &Report) -> String {
-    report
-        .steps
+    StepName::ALL
         .iter()
-        .map(|s| {
-            let mark = match s.status {
-                StepStatus::Succeeded => "✓",
-                StepStatus::Failed | StepStatus::TimedOut | StepStatus::Interrupted => "✗",
-                StepStatus::Skipped | StepStatus::NotRun => "–",
+        .map(|name| {
+            let mark = match report.step(*name).map(|s| s.status) {
+                Some(StepStatus::Succeeded) => "✓",
+                Some(StepStatus::Failed | StepStatus::TimedOut | StepStatus::Interrupted) => "✗",
+                _ => "–",
             };
-            format!("{} {mark}", s.name.as_str())
+            format!("{} {mark}", name.as_str())
         })
         .collect::<Vec<_>>()
         .join("  ")
 }
 
-/// The `Results:` block and the `Overall Status` line.
+fn overall(ok: usize, total: usize) -> String {
+    format!("Overall Status: {ok}/{total} repositories successful")
+}
+
+/// The `Results:` block and the `Overall Status` line, for local reports.
 pub fn results_table(reports: &[Report]) -> String {
     let mut out = String::from("Results:\n");
     for r in reports {
         out.push_str(&result_line(r));
         out.push('\n');
     }
-    let ok = reports
-        .iter()
-        .filter(|r| r.status == JobStatus::Succeeded)
-        .count();
-    out.push_str(&format!(
-        "\nOverall Status: {ok}/{} repositories successful",
-        reports.len()
-    ));
+    let ok = reports.iter().filter(|r| r.status == JobStatus::Succeeded).count();
+    out.push('\n');
+    out.push_str(&overall(ok, reports.len()));
+    out
+}
+
+fn job_row(j: &JobView) -> String {
+    result_row(j.name(), j.status, j.state, j.duration_seconds, j.reason.as_deref())
+}
+
+/// The `Results:` block of a fleet run.
+pub fn run_results(view: &RunView) -> String {
+    let mut out = String::from("Results:\n");
+    for j in &view.jobs {
+        out.push_str(&job_row(j));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(&overall(view.succeeded(), view.jobs.len()));
+    out
+}
+
+/// `[██████░░░░] 2/3 done · 1 running · 0 queued · 4m12s elapsed · 25m48s left`
+pub fn progress_line(view: &RunView, now: OffsetDateTime) -> String {
+    let total = view.jobs.len().max(1);
+    let done = view.count(JobState::Finished);
+    let width = 20;
+    let filled = done * width / total;
+    let elapsed = secs((now - view.created_at).as_seconds_f64());
+    let left = secs((view.deadline() - now).as_seconds_f64());
+    format!(
+        "[{}{}] {done}/{} done · {} running · {} queued · {} elapsed · {} left",
+        "█".repeat(filled),
+        "░".repeat(width - filled),
+        view.jobs.len(),
+        view.count(JobState::Running),
+        view.count(JobState::Queued),
+        duration::format(elapsed),
+        duration::format(left)
+    )
+}
+
+fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    minutes(secs((now - t).as_seconds_f64()))
+}
+
+/// `make check-parallel-status`: seed 002's shape plus the queue and the instances.
+pub fn status_text(view: &RunView, queue: Option<QueueDepth>, dead_letter: Option<u64>, group: Option<&GroupView>, now: OffsetDateTime) -> String {
+    let mut out = format!("Parallel Run: {}\nStarted: {}\n", view.run_id, when(view.created_at));
+    let left = view.deadline() - now;
+    let timeout = minutes(Duration::from_secs(view.timeout_seconds));
+    if view.is_done() {
+        out.push_str(&format!("Timeout: {timeout} (run finished)\n\n"));
+    } else if left.is_negative() {
+        out.push_str(&format!("Timeout: {timeout} (passed {} ago)\n\n", ago(view.deadline(), now)));
+    } else {
+        out.push_str(&format!("Timeout: {timeout} ({} remaining)\n\n", minutes(secs(left.as_seconds_f64()))));
+    }
+    for j in &view.jobs {
+        let line = match (j.state, j.status) {
+            (JobState::Finished, Some(s)) => {
+                let mark = if s == JobStatus::Succeeded { "✓ completed" } else { "✗" };
+                let mut l = if s == JobStatus::Succeeded { format!("{}: {mark}", j.name()) } else { format!("{}: {mark} {}", j.name(), status_word(s)) };
+                if let Some(f) = j.finished_at {
+                    l.push_str(&format!(" ({} ago)", ago(f, now)));
+                }
+                if let Some(r) = j.reason.as_deref().filter(|_| s != JobStatus::Succeeded) {
+                    l.push_str(&format!(" — {r}"));
+                }
+                l
+            }
+            (JobState::Running, _) => {
+                let elapsed = j.started_at.map(|s| minutes(secs((now - s).as_seconds_f64()))).unwrap_or_default();
+                format!("{}: ⏳ running ({elapsed} elapsed, attempt {}, {})", j.name(), j.attempt, j.instance_id.as_deref().unwrap_or("?"))
+            }
+            (_, Some(JobStatus::Interrupted)) => format!("{}: ⏳ queued (retrying after an interruption)", j.name()),
+            _ => format!("{}: ⏳ queued", j.name()),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push('\n');
+    match (queue, dead_letter) {
+        (Some(q), Some(d)) => out.push_str(&format!("Queue: {} waiting, {} in flight; dead-letter queue: {d}\n", q.waiting, q.in_flight)),
+        (Some(q), None) => out.push_str(&format!("Queue: {} waiting, {} in flight (set dlq_url for the dead-letter count)\n", q.waiting, q.in_flight)),
+        _ => {}
+    }
+    match group {
+        Some(g) => {
+            out.push_str(&format!("Instances of {} (desired {}, min {}, max {}):", g.name, g.desired_capacity, g.min_size, g.max_size));
+            if g.instances.is_empty() {
+                out.push_str(" none\n");
+            } else {
+                out.push('\n');
+                for i in &g.instances {
+                    let protected = if i.protected_from_scale_in { "  busy (protected)" } else { "" };
+                    out.push_str(&format!("  {}  {}  {}{protected}\n", i.instance_id, i.lifecycle_state, i.health));
+                }
+            }
+        }
+        None => out.push_str("Instances: set asg_name to see them\n"),
+    }
+    out
+}
+
+/// `make query-parallel-run`: seed 002's shape.
+pub fn show_text(view: &RunView) -> String {
+    let mut out = format!("Run ID: {}\nConfiguration: {}\nStarted by: {}\nStarted: {}\n", view.run_id, view.config_path, view.created_by, when(view.created_at));
+    let timeout = minutes(Duration::from_secs(view.timeout_seconds));
+    match view.finished_at() {
+        Some(end) => {
+            out.push_str(&format!("Completed: {}\n", when(end)));
+            out.push_str(&format!("Total Duration: {}\n", long_duration(secs((end - view.created_at).as_seconds_f64()))));
+        }
+        None => out.push_str("Completed: not yet\n"),
+    }
+    let enforced = view.jobs.iter().filter(|j| j.status == Some(JobStatus::TimedOut)).count();
+    if enforced == 0 {
+        out.push_str(&format!("Timeout: {timeout} (not enforced)\n"));
+    } else {
+        out.push_str(&format!("Timeout: {timeout} (enforced on {enforced} job(s))\n"));
+    }
+    if let Some(c) = view.estimated_cost_usd {
+        out.push_str(&format!("Cost estimate: ${c:.2}\n"));
+    }
+    out.push('\n');
+    out.push_str(&run_results(view));
+    out
+}
+
+/// `make query-db REPO=…`: history, newest first.
+pub fn results_text(repo: &str, reports: &[Report]) -> String {
+    if reports.is_empty() {
+        return format!("Repository: {repo}\nNo results yet.");
+    }
+    let mut out = format!("Repository: {} ({} result(s), newest first)\n", reports[0].repo.full_name(), reports.len());
+    for r in reports {
+        out.push_str(&format!(
+            "\n{}  {}  {}  run {}  {}\n  Custom Prompt: \"{}\"\n  {}  ERROR lines: {}\n",
+            when(r.timings.finished_at),
+            status_word(r.status),
+            duration::format(secs(r.timings.duration_seconds)),
+            r.run_id,
+            r.instance.id,
+            r.prompt,
+            steps_line(r),
+            r.errors.count
+        ));
+        if let Some(reason) = &r.reason {
+            out.push_str(&format!("  Reason: {reason}\n"));
+        }
+    }
     out
 }

@@ -139,10 +139,7 @@ fn enqueue_without_settings_names_them() {
     let f = write(dir.path(), "r.yaml", "- a/b\n");
     let (code, out) = ctl(&["enqueue", f.to_str().unwrap()], &[]);
     assert_eq!(code, 2);
-    assert!(
-        out.contains("missing setting: pass --queue-url or set JANITOR_QUEUE_URL"),
-        "{out}"
-    );
+    assert_eq!(out.trim(), "janitorctl: missing setting `queue_url`: pass --queue-url, set JANITOR_QUEUE_URL, or name an environment with --env (ENV=dev in the Makefile) whose infra/env/<ENV>.json has it");
 }
 
 #[tokio::test(flavor = "multi_thread")]

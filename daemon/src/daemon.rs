@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use janitor_model::job::{self, Rejection};
 use janitor_model::ledger::{self, InstanceEvent, RejectedRecord, StartedRecord};
-use janitor_model::report::{
-    CacheInfo, DiskInfo, ErrorLines, InstanceInfo, JobStatus, LogRef, Report, Timings,
-    REPORT_SCHEMA,
-};
+use janitor_model::report::{InstanceInfo, JobIdentity, JobStatus, LogRef, Report};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -362,33 +359,16 @@ fn write_spool(path: &Path, spooled: &Spooled) -> std::io::Result<()> {
 
 /// A report for a job whose pipeline could not produce one.
 pub fn bare_report(ctx: &JobContext, status: JobStatus, reason: String) -> Report {
-    let now = OffsetDateTime::now_utc();
-    Report {
-        schema: REPORT_SCHEMA,
+    let job = JobIdentity {
         job_id: ctx.job.job_id.clone(),
         run_id: ctx.job.run_id.clone(),
         repo: ctx.job.spec.repo.clone(),
         prompt: ctx.job.spec.prompt.clone(),
         gpu_required: ctx.job.spec.gpu_required,
-        status,
-        reason: Some(reason),
+        enqueued_at: ctx.job.enqueued_at,
         attempt: ctx.attempt,
-        steps: Vec::new(),
-        timings: Timings {
-            enqueued_at: ctx.job.enqueued_at,
-            started_at: now,
-            finished_at: now,
-            queue_wait_seconds: 0.0,
-            duration_seconds: 0.0,
-        },
-        errors: ErrorLines::default(),
-        logs: ctx.log_ref.clone(),
-        instance: ctx.instance.clone(),
-        gpu: None,
-        cache: CacheInfo::default(),
-        disk: DiskInfo::default(),
-        estimated_cost_usd: None,
-        agent: None,
-        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
-    }
+    };
+    let mut report = Report::without_steps(job, ctx.instance.clone(), status, reason, env!("CARGO_PKG_VERSION"));
+    report.logs = ctx.log_ref.clone();
+    report
 }

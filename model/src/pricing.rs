@@ -4,6 +4,9 @@
 pub const PRICES_AS_OF: &str =
     "2026-11-01, AWS EC2 on-demand pricing page, region us-east-1, Linux";
 
+/// What the launch template starts when a repository names no instance type.
+pub const DEFAULT_INSTANCE_TYPE: &str = "g5.xlarge";
+
 /// Hourly on-demand price in USD by instance type (us-east-1, Linux).
 pub const HOURLY_USD: &[(&str, f64)] = &[
     ("g4dn.xlarge", 0.526),

@@ -178,8 +178,53 @@ pub struct Report {
     pub daemon_version: String,
 }
 
+/// Who and what a job was, for a report written without running its steps.
+#[derive(Debug, Clone)]
+pub struct JobIdentity {
+    pub job_id: String,
+    pub run_id: String,
+    pub repo: RepoRef,
+    pub prompt: String,
+    pub gpu_required: bool,
+    pub enqueued_at: OffsetDateTime,
+    pub attempt: u32,
+}
+
 impl Report {
     pub fn step(&self, name: StepName) -> Option<&StepReport> {
         self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// A report with no steps: a job the pipeline could not finish, or one cancelled before it ran.
+    pub fn without_steps(job: JobIdentity, instance: InstanceInfo, status: JobStatus, reason: String, version: &str) -> Report {
+        let now = OffsetDateTime::now_utc();
+        Report {
+            schema: REPORT_SCHEMA,
+            job_id: job.job_id,
+            run_id: job.run_id,
+            repo: job.repo,
+            prompt: job.prompt,
+            gpu_required: job.gpu_required,
+            status,
+            reason: Some(reason),
+            attempt: job.attempt,
+            steps: Vec::new(),
+            timings: Timings {
+                enqueued_at: job.enqueued_at,
+                started_at: now,
+                finished_at: now,
+                queue_wait_seconds: 0.0,
+                duration_seconds: 0.0,
+            },
+            errors: ErrorLines::default(),
+            logs: None,
+            instance,
+            gpu: None,
+            cache: CacheInfo::default(),
+            disk: DiskInfo::default(),
+            estimated_cost_usd: None,
+            agent: None,
+            daemon_version: version.to_string(),
+        }
     }
 }

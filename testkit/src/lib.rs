@@ -145,6 +145,7 @@ pub struct Fixture {
     pub dlq_url: String,
     pub bucket: String,
     pub log_group: String,
+    pub asg_name: String,
     pub imds: HashMap<String, String>,
     pub sdk: aws_config::SdkConfig,
 }
@@ -199,6 +200,7 @@ impl Fixture {
             dlq_url: s("dlq_url"),
             bucket: s("bucket"),
             log_group: s("log_group"),
+            asg_name: s("asg_name"),
             imds,
             sdk,
         }
@@ -209,6 +211,10 @@ impl Fixture {
         let mut env = aws_env(&self.endpoint);
         env.push(("JANITOR_QUEUE_URL".into(), self.queue_url.clone()));
         env.push(("JANITOR_BUCKET".into(), self.bucket.clone()));
+        if instance.is_none() {
+            env.push(("JANITOR_DLQ_URL".into(), self.dlq_url.clone()));
+            env.push(("JANITOR_ASG_NAME".into(), self.asg_name.clone()));
+        }
         if let Some(i) = instance {
             env.push((
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
@@ -227,6 +233,26 @@ impl Fixture {
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn asg(&self) -> aws_sdk_autoscaling::Client {
+        aws_sdk_autoscaling::Client::new(&self.sdk)
+    }
+
+    /// The group's desired capacity and its instances' (id, lifecycle state, protected).
+    pub async fn group(&self) -> (i32, Vec<(String, String, bool)>) {
+        let out = self.asg().describe_auto_scaling_groups().auto_scaling_group_names(&self.asg_name).send().await.unwrap();
+        let g = &out.auto_scaling_groups()[0];
+        let instances = g
+            .instances()
+            .iter()
+            .map(|i| (i.instance_id().unwrap().to_string(), i.lifecycle_state().unwrap().as_str().to_string(), i.protected_from_scale_in().unwrap_or(false)))
+            .collect();
+        (g.desired_capacity().unwrap(), instances)
+    }
+
+    pub async fn set_desired(&self, n: i32) {
+        self.asg().set_desired_capacity().auto_scaling_group_name(&self.asg_name).desired_capacity(n).send().await.unwrap();
     }
 
     pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {

@@ -1,0 +1,319 @@
+//! Reading the S3 ledger back: runs, their jobs' states, repository history.
+
+use std::collections::BTreeMap;
+
+use janitor_model::ledger::{self, RejectedRecord, RunManifest, StartedRecord};
+use janitor_model::report::{JobStatus, Report};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::Failure;
+
+pub struct Ledger {
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+/// Where a job is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Finished,
+}
+
+/// One job of a run, as the ledger tells it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub repository: String,
+    pub prompt: String,
+    pub state: JobState,
+    /// The final status when finished; `interrupted` while a retry is awaited.
+    pub status: Option<JobStatus>,
+    pub attempt: u32,
+    pub instance_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub duration_seconds: Option<f64>,
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+}
+
+impl JobView {
+    pub fn name(&self) -> &str {
+        self.repository.rsplit('/').next().unwrap_or(&self.repository)
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub run_id: String,
+    pub config_path: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The longest job timeout times the number of waves the instance limit forces.
+    pub timeout_seconds: u64,
+    pub max_concurrent_instances: u32,
+    pub estimated_cost_usd: Option<f64>,
+    pub jobs: Vec<JobView>,
+}
+
+impl RunView {
+    pub fn count(&self, state: JobState) -> usize {
+        self.jobs.iter().filter(|j| j.state == state).count()
+    }
+
+    pub fn succeeded(&self) -> usize {
+        self.jobs.iter().filter(|j| j.status == Some(JobStatus::Succeeded) && j.state == JobState::Finished).count()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.jobs.iter().all(|j| j.state == JobState::Finished)
+    }
+
+    pub fn deadline(&self) -> OffsetDateTime {
+        self.created_at + time::Duration::seconds(i64::try_from(self.timeout_seconds).unwrap_or(i64::MAX / 2))
+    }
+
+    /// When the last job finished, if all have.
+    pub fn finished_at(&self) -> Option<OffsetDateTime> {
+        if !self.is_done() {
+            return None;
+        }
+        self.jobs.iter().filter_map(|j| j.finished_at).max()
+    }
+}
+
+/// The run's timeout: the longest job timeout times the waves `max_concurrent_instances` forces.
+pub fn run_timeout_seconds(manifest: &RunManifest) -> u64 {
+    let longest = manifest.jobs.iter().map(|j| j.timeout_seconds).max().unwrap_or(0);
+    let per_wave = u64::from(manifest.max_concurrent_instances.max(1));
+    let waves = (manifest.jobs.len() as u64).div_ceil(per_wave).max(1);
+    longest * waves
+}
+
+impl Ledger {
+    fn aws(&self, what: &str, e: impl std::error::Error) -> Failure {
+        Failure::Runtime(format!("{what} in s3://{}: {}", self.bucket, janitord::aws::describe(e)))
+    }
+
+    /// Every key under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, Failure> {
+        let mut keys = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.aws(&format!("cannot list {prefix}"), e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        Ok(keys)
+    }
+
+    /// The "folders" directly under `prefix`, without it and the trailing slash.
+    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, Failure> {
+        let mut out = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).delimiter("/").into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.aws(&format!("cannot list {prefix}"), e))?;
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix())
+                    .map(|p| p.trim_start_matches(prefix).trim_end_matches('/').to_string()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// A JSON document, `None` when the key does not exist.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Failure> {
+        let out = match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    return Ok(None);
+                }
+                return Err(self.aws(&format!("cannot read {key}"), e));
+            }
+        };
+        let bytes = out.body.collect().await.map_err(|e| Failure::Runtime(format!("cannot read {key}: {e}")))?.into_bytes();
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| Failure::Runtime(format!("s3://{}/{key} is not a valid document: {e}", self.bucket)))
+    }
+
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), Failure> {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| Failure::Runtime(format!("{key}: {e}")))?;
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.aws(&format!("cannot write {key}"), e))
+    }
+
+    /// Run ids, oldest first (they start with their UTC time).
+    pub async fn run_ids(&self) -> Result<Vec<String>, Failure> {
+        let mut ids = self.folders(&format!("{}runs/", ledger::PREFIX)).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The given run (checked to exist), or the latest.
+    pub async fn resolve_run(&self, run_id: Option<&str>) -> Result<String, Failure> {
+        match run_id {
+            Some(id) => {
+                if self.get::<serde_json::Value>(&ledger::manifest_key(id)).await?.is_none() {
+                    let latest = self.run_ids().await?.pop().map_or("there are no runs yet".to_string(), |l| format!("the latest is {l}"));
+                    return Err(Failure::Usage(format!("no run `{id}` in s3://{}/{}runs/ ({latest})", self.bucket, ledger::PREFIX)));
+                }
+                Ok(id.to_string())
+            }
+            None => self
+                .run_ids()
+                .await?
+                .pop()
+                .ok_or_else(|| Failure::Usage(format!("no runs in s3://{}/{}runs/ yet: start one with `janitorctl run FILE`", self.bucket, ledger::PREFIX))),
+        }
+    }
+
+    pub async fn manifest(&self, run_id: &str) -> Result<RunManifest, Failure> {
+        self.get(&ledger::manifest_key(run_id))
+            .await?
+            .ok_or_else(|| Failure::Usage(format!("no run `{run_id}`: s3://{}/{} does not exist", self.bucket, ledger::manifest_key(run_id))))
+    }
+
+    /// The run with every job's state, read from one listing plus the documents it names.
+    pub async fn run_view(&self, run_id: &str) -> Result<RunView, Failure> {
+        let manifest = self.manifest(run_id).await?;
+        let jobs_prefix = format!("{}jobs/", ledger::run_prefix(run_id));
+        let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in self.keys(&jobs_prefix).await? {
+            if let Some((job, file)) = key.trim_start_matches(&jobs_prefix).split_once('/') {
+                files.entry(job.to_string()).or_default().push(file.to_string());
+            }
+        }
+        let mut jobs = Vec::new();
+        for mj in &manifest.jobs {
+            let have = files.get(&mj.job_id).cloned().unwrap_or_default();
+            let latest_start = have
+                .iter()
+                .filter_map(|f| f.strip_prefix("started-").and_then(|r| r.strip_suffix(".json")).and_then(|n| n.parse::<u32>().ok()))
+                .max();
+            let mut view = JobView {
+                job_id: mj.job_id.clone(),
+                repository: mj.repository.clone(),
+                prompt: mj.prompt.clone(),
+                state: JobState::Queued,
+                status: None,
+                attempt: latest_start.unwrap_or(0),
+                instance_id: None,
+                started_at: None,
+                finished_at: None,
+                duration_seconds: None,
+                reason: None,
+                report: None,
+            };
+            let report: Option<Report> = if have.iter().any(|f| f == "report.json") {
+                self.get(&ledger::report_key(run_id, &mj.job_id)).await?
+            } else {
+                None
+            };
+            let started: Option<StartedRecord> = match latest_start {
+                Some(n) => self.get(&ledger::started_key(run_id, &mj.job_id, n)).await?,
+                None => None,
+            };
+            if let Some(r) = report {
+                view.status = Some(r.status);
+                view.reason = r.reason.clone();
+                view.instance_id = Some(r.instance.id.clone());
+                view.started_at = Some(r.timings.started_at);
+                view.finished_at = Some(r.timings.finished_at);
+                view.duration_seconds = Some(r.timings.duration_seconds);
+                let retried = latest_start.is_some_and(|n| n > r.attempt);
+                view.state = match (r.status, retried) {
+                    (JobStatus::Interrupted, true) => JobState::Running,
+                    (JobStatus::Interrupted, false) => JobState::Queued,
+                    _ => JobState::Finished,
+                };
+                view.report = Some(r);
+            } else if have.iter().any(|f| f == "rejected.json") {
+                let rej: Option<RejectedRecord> = self.get(&format!("{jobs_prefix}{}/rejected.json", mj.job_id)).await?;
+                view.state = JobState::Finished;
+                view.status = Some(JobStatus::Rejected);
+                view.reason = rej.map(|r| r.reason);
+            } else if started.is_some() {
+                view.state = JobState::Running;
+            }
+            if view.state == JobState::Running {
+                if let Some(s) = &started {
+                    view.instance_id = Some(s.instance.id.clone());
+                    view.started_at = Some(s.started_at);
+                    view.finished_at = None;
+                }
+            }
+            jobs.push(view);
+        }
+        Ok(RunView {
+            run_id: run_id.to_string(),
+            config_path: manifest.config_path.clone(),
+            created_by: manifest.created_by.clone(),
+            created_at: manifest.created_at,
+            timeout_seconds: run_timeout_seconds(&manifest),
+            max_concurrent_instances: manifest.max_concurrent_instances,
+            estimated_cost_usd: manifest.estimated_cost_usd,
+            jobs,
+        })
+    }
+
+    /// A repository's reports, newest first. `repo` is `org/name` or just `name`.
+    pub async fn history(&self, repo: &str, limit: usize) -> Result<Vec<Report>, Failure> {
+        let base = format!("{}repos/", ledger::PREFIX);
+        let prefixes: Vec<String> = match repo.split_once('/') {
+            Some((org, name)) => vec![format!("{base}{org}/{name}/")],
+            None => self.folders(&base).await?.into_iter().map(|org| format!("{base}{org}/{repo}/")).collect(),
+        };
+        let mut keys = Vec::new();
+        for p in prefixes {
+            keys.extend(self.keys(&p).await?.into_iter().map(|k| {
+                let file = k.rsplit('/').next().unwrap_or("").to_string();
+                (file, k)
+            }));
+        }
+        // File names start with the finish time, so they sort by it across organizations.
+        keys.sort();
+        keys.reverse();
+        let mut out = Vec::new();
+        for (_, key) in keys.into_iter().take(limit) {
+            if let Some(r) = self.get::<Report>(&key).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The run id a job belongs to, searching the newest runs first.
+    pub async fn find_job(&self, job_id: &str, search: usize) -> Result<String, Failure> {
+        for run in self.run_ids().await?.into_iter().rev().take(search) {
+            let prefix = format!("{}jobs/{job_id}/", ledger::run_prefix(&run));
+            let found = self.s3.list_objects_v2().bucket(&self.bucket).prefix(&prefix).max_keys(1).send().await.map_err(|e| self.aws("cannot list", e))?;
+            if found.key_count().unwrap_or(0) > 0 {
+                return Ok(run);
+            }
+            let manifest = self.manifest(&run).await?;
+            if manifest.jobs.iter().any(|j| j.job_id == job_id) {
+                return Ok(run);
+            }
+        }
+        Err(Failure::Usage(format!("no job `{job_id}` in the latest {search} runs of s3://{}/{}runs/ (pass --run RUN_ID)", self.bucket, ledger::PREFIX)))
+    }
+}

@@ -1,0 +1,182 @@
+//! The questions: `status`, `show`, `results`, `fetch-report`, `logs`. S3 lists and gets,
+//! plus the queue's depth, the group's instances and the job's log stream.
+
+use std::path::Path;
+use std::time::Duration;
+
+use janitor_model::ledger;
+use janitor_model::report::Report;
+use janitor_model::ledger::StartedRecord;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::fleet::{self, GroupView, QueueDepth};
+use crate::ledger::{JobState, RunView};
+use crate::{output, print_json, Ctx, Failure};
+
+/// How many of the newest runs `logs` searches for a job.
+const LOG_RUN_SEARCH: usize = 20;
+
+#[derive(Serialize)]
+struct StatusView {
+    run: RunView,
+    minutes_left: i64,
+    queue: Option<QueueDepth>,
+    dead_letter: Option<u64>,
+    group: Option<GroupView>,
+}
+
+pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let ledger = ctx.ledger()?;
+    let run_id = ledger.resolve_run(run_id).await?;
+    let mut run = ledger.run_view(&run_id).await?;
+    let queue = match ctx.settings.queue_url() {
+        Ok(url) => Some(fleet::depth(&ctx.sqs(), &url).await?),
+        Err(_) => None,
+    };
+    let dead_letter = match ctx.settings.dlq_url() {
+        Some(url) => Some(fleet::depth(&ctx.sqs(), &url).await?.waiting),
+        None => None,
+    };
+    let group = match ctx.fleet() {
+        Ok(f) => Some(f.describe().await?),
+        Err(_) => None,
+    };
+    let now = OffsetDateTime::now_utc();
+    if json {
+        for j in &mut run.jobs {
+            j.report = None;
+        }
+        let minutes_left = ((run.deadline() - now).whole_seconds().max(0) + 59) / 60;
+        return print_json(&StatusView { run, minutes_left, queue, dead_letter, group }).map(|()| 0);
+    }
+    print!("{}", output::status_text(&run, queue, dead_letter, group.as_ref(), now));
+    Ok(0)
+}
+
+pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, Failure> {
+    let ledger = ctx.ledger()?;
+    let run_id = ledger.resolve_run(Some(run_id)).await?;
+    let view = ledger.run_view(&run_id).await?;
+    if json {
+        return print_json(&view).map(|()| 0);
+    }
+    println!("{}", output::show_text(&view));
+    Ok(0)
+}
+
+pub async fn results(ctx: &Ctx, repo: &str, limit: usize, json: bool) -> Result<u8, Failure> {
+    let bad = repo.is_empty() || repo.split('/').count() > 2 || repo.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+    if bad {
+        return Err(Failure::Usage(format!("--repo `{repo}`: give `name` or `organization/name`")));
+    }
+    let reports = ctx.ledger()?.history(repo, limit).await?;
+    if json {
+        return print_json(&reports).map(|()| 0);
+    }
+    println!("{}", output::results_text(repo, &reports));
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct Combined<'a> {
+    run: &'a RunView,
+    reports: Vec<&'a Report>,
+}
+
+#[derive(Serialize)]
+struct Fetched {
+    run_id: String,
+    directory: String,
+    files: Vec<String>,
+}
+
+pub async fn fetch_report(ctx: &Ctx, run_id: Option<&str>, out: &Path, json: bool) -> Result<u8, Failure> {
+    let ledger = ctx.ledger()?;
+    let run_id = ledger.resolve_run(run_id).await?;
+    let view = ledger.run_view(&run_id).await?;
+    let dir = out.join(&run_id);
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+    let mut files = Vec::new();
+    let write = |name: String, body: Vec<u8>| -> Result<String, Failure> {
+        let path = dir.join(name);
+        std::fs::write(&path, body).map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path.display().to_string())
+    };
+    let reports: Vec<&Report> = view.jobs.iter().filter_map(|j| j.report.as_ref()).collect();
+    for r in &reports {
+        let body = serde_json::to_vec_pretty(r).map_err(|e| Failure::Runtime(e.to_string()))?;
+        files.push(write(format!("{}.json", r.job_id), body)?);
+    }
+    let combined = serde_json::to_vec_pretty(&Combined { run: &view, reports: reports.clone() }).map_err(|e| Failure::Runtime(e.to_string()))?;
+    files.push(write("run.json".to_string(), combined)?);
+    if json {
+        return print_json(&Fetched { run_id, directory: dir.display().to_string(), files }).map(|()| 0);
+    }
+    println!("Run {run_id}: {} report(s) of {} job(s)", reports.len(), view.jobs.len());
+    for f in &files {
+        println!("  {f}");
+    }
+    Ok(0)
+}
+
+pub async fn logs(ctx: &Ctx, job_id: &str, run: Option<&str>, follow: bool) -> Result<u8, Failure> {
+    janitor_model::names::check_id(job_id).map_err(|e| Failure::Usage(format!("job id {e}")))?;
+    let ledger = ctx.ledger()?;
+    let run_id = match run {
+        Some(r) => ledger.resolve_run(Some(r)).await?,
+        None => ledger.find_job(job_id, LOG_RUN_SEARCH).await?,
+    };
+    let group = ctx.settings.log_group();
+    let client = ctx.logs();
+    let mut token: Option<String> = None;
+    let mut stream: Option<String> = None;
+    loop {
+        let view = ledger.run_view(&run_id).await?;
+        let job = view.jobs.iter().find(|j| j.job_id == job_id).ok_or_else(|| Failure::Usage(format!("no job `{job_id}` in run {run_id}")))?;
+        let finished = job.state == JobState::Finished;
+        if stream.is_none() {
+            stream = match &job.report {
+                Some(r) => r.logs.as_ref().map(|l| l.stream.clone()),
+                None if job.attempt > 0 => ledger
+                    .get::<StartedRecord>(&ledger::started_key(&run_id, job_id, job.attempt))
+                    .await?
+                    .map(|s| format!("{}/{job_id}", s.instance.id)),
+                None => None,
+            };
+        }
+        if let Some(s) = &stream {
+            loop {
+                let out = client
+                    .get_log_events()
+                    .log_group_name(&group)
+                    .log_stream_name(s)
+                    .start_from_head(true)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await;
+                let out = match out {
+                    Ok(o) => o,
+                    Err(e) if e.as_service_error().is_some_and(|x| x.is_resource_not_found_exception()) => break,
+                    Err(e) => return Err(Failure::Runtime(format!("cannot read {group} {s}: {}", janitord::aws::describe(e)))),
+                };
+                for e in out.events() {
+                    println!("{}", e.message().unwrap_or(""));
+                }
+                let next = out.next_forward_token().map(str::to_string);
+                let same = next == token;
+                token = next;
+                if same || out.events().is_empty() {
+                    break;
+                }
+            }
+        } else if !follow {
+            eprintln!("job {job_id} has not started yet: no output");
+            return Ok(0);
+        }
+        if !follow || finished {
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,234 @@
+//! `janitorctl run FILE`: validate, estimate the cost, enqueue, scale up, follow the run to its
+//! end, print the results, and wait until the fleet has stopped.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use janitor_model::config::WorkersConfig;
+use janitor_model::duration;
+use janitor_model::pricing;
+
+use crate::fleet::Fleet;
+use crate::ledger::{JobState, RunView};
+use crate::{output, Ctx, Failure, EXIT_GAVE_UP};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// Run on this machine's Docker, no AWS; reports go to --out
+    #[arg(long)]
+    pub local: bool,
+    /// Override every repository's timeout (TIMEOUT_MINUTES in the Makefile)
+    #[arg(long)]
+    pub timeout_minutes: Option<u64>,
+    /// Enqueue and scale up, then return without following the run
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Start without asking to confirm the cost estimate
+    #[arg(long, short)]
+    pub yes: bool,
+    /// How long to wait for the instances to stop after the run, in minutes
+    #[arg(long, default_value_t = 5)]
+    pub wait_minutes: u64,
+    /// Seconds between progress checks
+    #[arg(long, default_value_t = 5)]
+    pub poll_seconds: u64,
+    /// Accept file:// and relative repository URLs (always on with --local)
+    #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+    /// --local: where reports and logs go
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// --local: seconds between SIGTERM and SIGKILL when a container must stop
+    #[arg(long, default_value_t = 30)]
+    pub stop_grace_seconds: u64,
+    /// --local: echo every container output line
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// The cost of a run if every job used its whole timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    pub total_usd: f64,
+    /// One line per instance type: `3 × g5.xlarge × 30m00s at $1.006/h = $1.509`.
+    pub lines: Vec<String>,
+    /// Types the price table does not know.
+    pub unknown: Vec<String>,
+}
+
+/// Jobs × timeout × hourly price, grouped by instance type.
+pub fn estimate(cfg: &WorkersConfig) -> Estimate {
+    let mut groups: std::collections::BTreeMap<(&str, u64), usize> = std::collections::BTreeMap::new();
+    for r in &cfg.repositories {
+        let t = r.instance_type.as_deref().unwrap_or(pricing::DEFAULT_INSTANCE_TYPE);
+        *groups.entry((t, r.timeout.as_secs())).or_default() += 1;
+    }
+    let mut out = Estimate { total_usd: 0.0, lines: Vec::new(), unknown: Vec::new() };
+    for ((t, secs), n) in groups {
+        let took = duration::format(Duration::from_secs(secs));
+        match pricing::hourly_usd(t) {
+            Some(h) => {
+                let cost = h * secs as f64 / 3600.0 * n as f64;
+                out.total_usd += cost;
+                out.lines.push(format!("{n} × {t} × {took} at ${h}/h = ${cost:.2}"));
+            }
+            None => {
+                out.unknown.push(t.to_string());
+                out.lines.push(format!("{n} × {t} × {took}: price unknown, not counted"));
+            }
+        }
+    }
+    out.total_usd = (out.total_usd * 1000.0).round() / 1000.0;
+    out
+}
+
+/// Raises the group to `min(max_concurrent_instances, jobs)`, never lowering it.
+pub async fn scale_up(fleet: &Fleet, cfg: &WorkersConfig) -> Result<(), Failure> {
+    let want = cfg.repositories.len().min(cfg.max_concurrent_instances as usize);
+    let (before, after) = fleet.raise_to(i32::try_from(want).unwrap_or(i32::MAX)).await?;
+    if after > before {
+        eprintln!("Desired capacity of {}: {before} → {after}", fleet.name);
+    } else {
+        eprintln!("Desired capacity of {} stays at {before} (asked for {want})", fleet.name);
+    }
+    Ok(())
+}
+
+fn confirm(yes: bool) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Usage("standard input is not a terminal: pass --yes to start the run without confirming the estimate".to_string()));
+    }
+    eprint!("Start the run? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| Failure::Usage(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::Usage("not started".to_string()))
+    }
+}
+
+pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, Failure> {
+    let opts = crate::parse_options(args.allow_local_repos, args.timeout_minutes)?;
+    let cfg = crate::load_config(&args.file, &opts)?;
+    // Every setting up front: nothing is sent unless all are there.
+    let queue_url = ctx.settings.queue_url()?;
+    let ledger = ctx.ledger()?;
+    let fleet = ctx.fleet()?;
+    let est = estimate(&cfg);
+    eprintln!("Launching parallel validation for {} repositories...", cfg.repositories.len());
+    eprintln!("Cost estimate (if every job used its whole timeout): ${:.2}", est.total_usd);
+    for line in &est.lines {
+        eprintln!("  {line}");
+    }
+    eprintln!("  prices: {}", pricing::PRICES_AS_OF);
+    confirm(args.yes)?;
+    let manifest = crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &queue_url).await?;
+    let run_id = manifest.run_id.clone();
+    eprintln!("Run {run_id}: {} job(s) enqueued", manifest.jobs.len());
+    scale_up(&fleet, &cfg).await?;
+    let timeout = Duration::from_secs(crate::ledger::run_timeout_seconds(&manifest));
+    if args.no_wait {
+        eprintln!();
+        eprintln!("Timeout: {}", output::minutes(timeout));
+        eprintln!("Use 'make check-parallel-status ENV=…' (janitorctl status {run_id}) to monitor progress");
+        eprintln!("Use 'make kill-all-workers ENV=…' (janitorctl kill-all) for emergency termination");
+        println!("{run_id}");
+        return Ok(0);
+    }
+
+    let view = follow(&ledger, &run_id, Duration::from_secs(args.poll_seconds.max(1))).await?;
+    println!("\n{}", output::run_results(&view));
+    let all_ok = view.is_done() && view.succeeded() == view.jobs.len();
+
+    let waited = wait_for_stop(&fleet, Duration::from_secs(args.wait_minutes * 60), Duration::from_secs(args.poll_seconds.max(1))).await?;
+    match waited {
+        Ok(took) => println!("All instances of {} stopped {} after the run.", fleet.name, duration::format(took)),
+        Err(left) => {
+            println!("Gave up after {}m: still InService: {}. Stop them with `janitorctl kill-all`.", args.wait_minutes, left.join(", "));
+            return Ok(EXIT_GAVE_UP);
+        }
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+/// Follows the run until every job is finished or the run's timeout has passed.
+async fn follow(ledger: &crate::ledger::Ledger, run_id: &str, every: Duration) -> Result<RunView, Failure> {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let view = ledger.run_view(run_id).await?;
+        let now = time::OffsetDateTime::now_utc();
+        let line = output::progress_line(&view, now);
+        let counts = (view.count(JobState::Finished), view.count(JobState::Running), view.count(JobState::Queued));
+        let key = format!("{counts:?}");
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else if key != last {
+            eprintln!("{line}");
+        }
+        last = key;
+        if view.is_done() {
+            if tty {
+                eprintln!();
+            }
+            return Ok(view);
+        }
+        if now > view.deadline() {
+            if tty {
+                eprintln!();
+            }
+            eprintln!("The run's timeout has passed with jobs unfinished; giving up on following it.");
+            return Ok(view);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits until no instance of the group is InService. `Err` holds the ones still there.
+async fn wait_for_stop(fleet: &Fleet, limit: Duration, every: Duration) -> Result<Result<Duration, Vec<String>>, Failure> {
+    let start = Instant::now();
+    let mut announced = false;
+    loop {
+        let g = fleet.describe().await?;
+        let in_service: Vec<String> = g.in_service().iter().map(|i| i.instance_id.clone()).collect();
+        if in_service.is_empty() {
+            return Ok(Ok(start.elapsed()));
+        }
+        if start.elapsed() >= limit {
+            return Ok(Err(in_service));
+        }
+        if !announced {
+            eprintln!("Waiting up to {}m for {} instance(s) to scale in...", limit.as_secs() / 60, in_service.len());
+            announced = true;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use janitor_model::config::{parse, ParseOptions};
+
+    #[test]
+    fn estimate_groups_and_flags_unknown_types() {
+        let cfg = parse(
+            std::path::Path::new("c.yaml"),
+            "repositories:\n  - a/one\n  - a/two\n  - {name: three, organization: a, instance_type: x9.huge}\n",
+            &ParseOptions::default(),
+        )
+        .unwrap();
+        let e = estimate(&cfg);
+        assert_eq!(e.total_usd, 1.006);
+        assert_eq!(e.unknown, ["x9.huge"]);
+        assert_eq!(e.lines[0], "2 × g5.xlarge × 30m00s at $1.006/h = $1.01");
+        assert_eq!(e.lines[1], "1 × x9.huge × 30m00s: price unknown, not counted");
+    }
+}

@@ -2,9 +2,14 @@
 SHELL := bash
 CARGO ?= cargo
 ENV ?= dev
+REPOS_FILE ?= infra/repos.yaml
+CONFIG ?= infra/workers-config.yaml
 JANITORCTL := ./target/debug/janitorctl
+CTL := $(JANITORCTL) --env $(ENV)
+TIMEOUT_FLAG := $(if $(TIMEOUT_MINUTES),--timeout-minutes $(TIMEOUT_MINUTES))
 
-.PHONY: help build demo test lint fmt test-deps validate ci
+.PHONY: help build demo test lint fmt test-deps validate ci run-janitor validate-all-workers \
+	check-parallel-status kill-all-workers query-db query-parallel-run fetch-report
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -30,7 +35,30 @@ fmt: ## Format the code
 test-deps: ## Install what the tests need (busybox-static, git, .venv with moto)
 	bash scripts/test-deps.sh
 
-validate: build ## Check a config: make validate CONFIG=infra/workers-config.yaml
-	$(JANITORCTL) validate $(or $(CONFIG),infra/workers-config.yaml)
+validate: build ## Check a config offline: make validate CONFIG=infra/workers-config.yaml
+	$(JANITORCTL) validate $(CONFIG)
+
+run-janitor: build ## Validate every repository of REPOS_FILE on the fleet: make run-janitor ENV=dev
+	$(CTL) run $(REPOS_FILE) $(TIMEOUT_FLAG)
+
+validate-all-workers: build ## Same with CONFIG: make validate-all-workers ENV=dev CONFIG=… TIMEOUT_MINUTES=45
+	$(CTL) run $(CONFIG) $(TIMEOUT_FLAG)
+
+check-parallel-status: build ## The latest run (or RUN_ID=…): jobs, queue, instances
+	$(CTL) status $(RUN_ID)
+
+query-parallel-run: build ## A whole run: make query-parallel-run RUN_ID=…
+	@test -n "$(RUN_ID)" || { echo "make query-parallel-run: set RUN_ID=… (see make check-parallel-status)" >&2; exit 2; }
+	$(CTL) show $(RUN_ID)
+
+query-db: build ## A repository's history: make query-db REPO=worker-basic
+	@test -n "$(REPO)" || { echo "make query-db: set REPO=name or REPO=organization/name" >&2; exit 2; }
+	$(CTL) results --repo $(REPO)
+
+fetch-report: build ## Download the latest run's reports (or RUN_ID=…) into reports/
+	$(CTL) fetch-report $(RUN_ID) --out reports
+
+kill-all-workers: build ## Emergency stop: purge the latest run's jobs, scale to zero, terminate
+	$(CTL) kill-all
 
 ci: test-deps test ## What CI runs

@@ -23,18 +23,30 @@ struct Scaled {
     protected: usize,
 }
 
-pub async fn scale(ctx: &Ctx, auto: bool, desired: Option<i32>, jobs_per_worker: u32, json: bool) -> Result<u8, Failure> {
+pub async fn scale(
+    ctx: &Ctx,
+    auto: bool,
+    desired: Option<i32>,
+    jobs_per_worker: u32,
+    json: bool,
+) -> Result<u8, Failure> {
     let fleet = ctx.fleet()?;
     let g = fleet.describe().await?;
     let (target, backlog) = match (auto, desired) {
         (true, _) => {
             let d = fleet::depth(&ctx.sqs(), &ctx.settings.queue_url()?).await?;
             let backlog = d.waiting + d.in_flight;
-            (auto_desired(backlog, jobs_per_worker, g.max_size, g.protected()), Some(backlog))
+            (
+                auto_desired(backlog, jobs_per_worker, g.max_size, g.protected()),
+                Some(backlog),
+            )
         }
         (false, Some(n)) => {
             if n < g.min_size || n > g.max_size {
-                return Err(Failure::Usage(format!("--desired {n}: the group {} takes {} to {}", g.name, g.min_size, g.max_size)));
+                return Err(Failure::Usage(format!(
+                    "--desired {n}: the group {} takes {} to {}",
+                    g.name, g.min_size, g.max_size
+                )));
             }
             (n, None)
         }
@@ -43,12 +55,23 @@ pub async fn scale(ctx: &Ctx, auto: bool, desired: Option<i32>, jobs_per_worker:
     if target != g.desired_capacity {
         fleet.set_desired(target).await?;
     }
-    let out = Scaled { group: g.name.clone(), before: g.desired_capacity, after: target, backlog, protected: g.protected() };
+    let out = Scaled {
+        group: g.name.clone(),
+        before: g.desired_capacity,
+        after: target,
+        backlog,
+        protected: g.protected(),
+    };
     if json {
         return print_json(&out).map(|()| 0);
     }
-    let why = backlog.map_or(String::new(), |b| format!(" (backlog {b}, {} busy)", out.protected));
-    println!("Desired capacity of {}: {} → {}{why}", out.group, out.before, out.after);
+    let why = backlog.map_or(String::new(), |b| {
+        format!(" (backlog {b}, {} busy)", out.protected)
+    });
+    println!(
+        "Desired capacity of {}: {} → {}{why}",
+        out.group, out.before, out.after
+    );
     Ok(0)
 }
 
@@ -64,7 +87,12 @@ struct Killed {
     errors: Vec<String>,
 }
 
-pub async fn kill_all(ctx: &Ctx, run_id: Option<&str>, all: bool, json: bool) -> Result<u8, Failure> {
+pub async fn kill_all(
+    ctx: &Ctx,
+    run_id: Option<&str>,
+    all: bool,
+    json: bool,
+) -> Result<u8, Failure> {
     let fleet = ctx.fleet()?;
     let queue_url = ctx.settings.queue_url()?;
     let ledger = ctx.ledger()?;
@@ -72,40 +100,62 @@ pub async fn kill_all(ctx: &Ctx, run_id: Option<&str>, all: bool, json: bool) ->
         (true, None) => None,
         (_, r) => Some(ledger.resolve_run(r).await?),
     };
-    let mut done = Killed { run_id: run_id.clone(), ..Killed::default() };
+    let mut done = Killed {
+        run_id: run_id.clone(),
+        ..Killed::default()
+    };
 
     // 1. Pending jobs off the queue first, so nothing new starts.
     let (purged, released) = purge(&ctx.sqs(), &queue_url, run_id.as_deref()).await?;
     done.purged = purged;
     done.released = released;
 
-    // 2. No capacity, no protection, no instances. Every step is tried even if one fails.
+    // 2. No protection, no capacity, no instances. Every step is tried even if one fails.
     let g = fleet.describe().await?;
     done.desired_before = g.desired_capacity;
-    if let Err(e) = fleet.zero(&g).await {
-        done.errors.push(e.to_string());
-    }
-    let protected: Vec<String> = g.instances.iter().filter(|i| i.protected_from_scale_in).map(|i| i.instance_id.clone()).collect();
+    let protected: Vec<String> = g
+        .instances
+        .iter()
+        .filter(|i| i.protected_from_scale_in)
+        .map(|i| i.instance_id.clone())
+        .collect();
     match fleet.unprotect(&protected).await {
         Ok(()) => done.unprotected = protected,
         Err(e) => done.errors.push(e.to_string()),
     }
-    for i in &g.instances {
-        match fleet.terminate(&i.instance_id).await {
-            Ok(()) => done.terminated.push(i.instance_id.clone()),
-            Err(e) => done.errors.push(e.to_string()),
+    if let Err(e) = fleet.zero(&g).await {
+        done.errors.push(e.to_string());
+    }
+    // Zero capacity starts terminating the unprotected instances; the rest are terminated here.
+    let stopping: Vec<String> = g.instances.iter().map(|i| i.instance_id.clone()).collect();
+    let still = fleet.describe().await?;
+    for i in &still.instances {
+        if i.lifecycle_state.starts_with("Terminat") {
+            continue;
+        }
+        if let Err(e) = fleet.terminate(&i.instance_id).await {
+            done.errors.push(e.to_string());
         }
     }
+    done.terminated = stopping;
 
     // 3. The ledger says what happened to the jobs that will not finish.
     if let Some(run_id) = &run_id {
         let view = ledger.run_view(run_id).await?;
         for j in view.jobs.iter().filter(|j| j.state != JobState::Finished) {
-            let (organization, name) = j.repository.split_once('/').unwrap_or(("unknown", &j.repository));
+            let (organization, name) = j
+                .repository
+                .split_once('/')
+                .unwrap_or(("unknown", &j.repository));
             let job = JobIdentity {
                 job_id: j.job_id.clone(),
                 run_id: run_id.clone(),
-                repo: RepoRef { organization: organization.to_string(), name: name.to_string(), url: None, git_ref: None },
+                repo: RepoRef {
+                    organization: organization.to_string(),
+                    name: name.to_string(),
+                    url: None,
+                    git_ref: None,
+                },
                 prompt: j.prompt.clone(),
                 gpu_required: true,
                 enqueued_at: view.created_at,
@@ -117,8 +167,17 @@ pub async fn kill_all(ctx: &Ctx, run_id: Option<&str>, all: bool, json: bool) ->
                 availability_zone: "unknown".to_string(),
                 lifecycle: "unknown".to_string(),
             };
-            let report = Report::without_steps(job, instance, JobStatus::Cancelled, "cancelled by janitorctl kill-all".to_string(), env!("CARGO_PKG_VERSION"));
-            match ledger.put(&ledger::report_key(run_id, &j.job_id), &report).await {
+            let report = Report::without_steps(
+                job,
+                instance,
+                JobStatus::Cancelled,
+                "cancelled by janitorctl kill-all".to_string(),
+                env!("CARGO_PKG_VERSION"),
+            );
+            match ledger
+                .put(&ledger::report_key(run_id, &j.job_id), &report)
+                .await
+            {
                 Ok(()) => done.cancelled.push(j.job_id.clone()),
                 Err(e) => done.errors.push(e.to_string()),
             }
@@ -130,12 +189,34 @@ pub async fn kill_all(ctx: &Ctx, run_id: Option<&str>, all: bool, json: bool) ->
         print_json(&done)?;
         return Ok(code);
     }
-    let scope = run_id.as_deref().map_or("any run".to_string(), |r| format!("run {r}"));
-    println!("Purged {} pending job(s) of {scope} from the queue ({} of other runs left there)", done.purged, done.released);
-    println!("Desired capacity of {}: {} → 0", g.name, done.desired_before);
-    println!("Removed scale-in protection from {} instance(s)", done.unprotected.len());
-    println!("Terminating {} instance(s){}{}", done.terminated.len(), if done.terminated.is_empty() { "" } else { ": " }, done.terminated.join(", "));
-    println!("Marked {} unfinished job(s) cancelled", done.cancelled.len());
+    let scope = run_id
+        .as_deref()
+        .map_or("any run".to_string(), |r| format!("run {r}"));
+    println!(
+        "Purged {} pending job(s) of {scope} from the queue ({} of other runs left there)",
+        done.purged, done.released
+    );
+    println!(
+        "Desired capacity of {}: {} → 0",
+        g.name, done.desired_before
+    );
+    println!(
+        "Removed scale-in protection from {} instance(s)",
+        done.unprotected.len()
+    );
+    println!(
+        "Terminating {} instance(s){}{}",
+        done.terminated.len(),
+        if done.terminated.is_empty() { "" } else { ": " },
+        done.terminated.join(", ")
+    );
+    if !done.terminated.is_empty() {
+        println!("(instances with a running job drain first through the group's lifecycle hook, at most the job's timeout)");
+    }
+    println!(
+        "Marked {} unfinished job(s) cancelled",
+        done.cancelled.len()
+    );
     for e in &done.errors {
         println!("FAILED: {e}");
     }
@@ -144,7 +225,11 @@ pub async fn kill_all(ctx: &Ctx, run_id: Option<&str>, all: bool, json: bool) ->
 
 /// Deletes the waiting messages of `run_id` (all when `None`); others are released at once.
 /// Returns (deleted, released).
-async fn purge(sqs: &aws_sdk_sqs::Client, url: &str, run_id: Option<&str>) -> Result<(usize, usize), Failure> {
+async fn purge(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    run_id: Option<&str>,
+) -> Result<(usize, usize), Failure> {
     let err = |what: &str, e: String| Failure::Runtime(format!("{what} on {url}: {e}"));
     let mut seen: HashSet<String> = HashSet::new();
     let (mut deleted, mut released) = (0, 0);
@@ -159,23 +244,42 @@ async fn purge(sqs: &aws_sdk_sqs::Client, url: &str, run_id: Option<&str>) -> Re
             .await
             .map_err(|e| err("ReceiveMessage", janitord::aws::describe(e)))?;
         let messages = out.messages();
-        if messages.is_empty() || messages.iter().all(|m| m.message_id().is_some_and(|id| seen.contains(id))) {
+        if messages.is_empty() {
             break;
         }
+        let mut new = false;
         for m in messages {
             let id = m.message_id().unwrap_or_default().to_string();
             let receipt = m.receipt_handle().unwrap_or_default();
             let body_run = serde_json::from_str::<serde_json::Value>(m.body().unwrap_or(""))
                 .ok()
                 .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(str::to_string));
-            let ours = run_id.is_none_or(|r| body_run.as_deref() == Some(r));
-            if ours {
-                sqs.delete_message().queue_url(url).receipt_handle(receipt).send().await.map_err(|e| err("DeleteMessage", janitord::aws::describe(e)))?;
+            if run_id.is_none_or(|r| body_run.as_deref() == Some(r)) {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .map_err(|e| err("DeleteMessage", janitord::aws::describe(e)))?;
                 deleted += 1;
-            } else if seen.insert(id) {
-                sqs.change_message_visibility().queue_url(url).receipt_handle(receipt).visibility_timeout(0).send().await.map_err(|e| err("ChangeMessageVisibility", janitord::aws::describe(e)))?;
-                released += 1;
+                new = true;
+                continue;
             }
+            // Another run's job: back on the queue at once, every time it is seen.
+            sqs.change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map_err(|e| err("ChangeMessageVisibility", janitord::aws::describe(e)))?;
+            if seen.insert(id) {
+                released += 1;
+                new = true;
+            }
+        }
+        if !new {
+            break;
         }
     }
     Ok((deleted, released))

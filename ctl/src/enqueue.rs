@@ -17,18 +17,32 @@ pub const SEND_ATTEMPTS: u32 = 3;
 /// Who started a run: `$USER@host`.
 fn whoami() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".to_string());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
     format!("{user}@{host}")
 }
 
 /// Writes the manifest, then sends the messages. Returns the manifest.
-pub async fn enqueue(cfg: &WorkersConfig, ledger: &Ledger, sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<RunManifest, Failure> {
+pub async fn enqueue(
+    cfg: &WorkersConfig,
+    ledger: &Ledger,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<RunManifest, Failure> {
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
     let messages: Vec<JobMessage> = cfg
         .repositories
         .iter()
-        .map(|spec| JobMessage::new(ledger::new_job_id(&spec.repo.name), run_id.clone(), spec, now))
+        .map(|spec| {
+            JobMessage::new(
+                ledger::new_job_id(&spec.repo.name),
+                run_id.clone(),
+                spec,
+                now,
+            )
+        })
         .collect();
     let manifest = RunManifest {
         schema: 1,
@@ -50,23 +64,36 @@ pub async fn enqueue(cfg: &WorkersConfig, ledger: &Ledger, sqs: &aws_sdk_sqs::Cl
             .collect(),
         estimated_cost_usd: Some(crate::run::estimate(cfg).total_usd),
     };
-    ledger.put(&ledger::manifest_key(&run_id), &manifest).await?;
+    ledger
+        .put(&ledger::manifest_key(&run_id), &manifest)
+        .await?;
     for chunk in messages.chunks(SQS_BATCH) {
         send_batch(sqs, queue_url, chunk).await?;
     }
     Ok(manifest)
 }
 
-async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, chunk: &[JobMessage]) -> Result<(), Failure> {
+async fn send_batch(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    chunk: &[JobMessage],
+) -> Result<(), Failure> {
     let mut pending: Vec<(String, String)> = Vec::new();
     for (i, m) in chunk.iter().enumerate() {
-        let body = serde_json::to_string(m).map_err(|e| Failure::Runtime(format!("job {}: {e}", m.job_id)))?;
+        let body = serde_json::to_string(m)
+            .map_err(|e| Failure::Runtime(format!("job {}: {e}", m.job_id)))?;
         pending.push((format!("m{i}"), body));
     }
     for attempt in 1..=SEND_ATTEMPTS {
         let entries: Vec<SendMessageBatchRequestEntry> = pending
             .iter()
-            .filter_map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build().ok())
+            .filter_map(|(id, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .message_body(body)
+                    .build()
+                    .ok()
+            })
             .collect();
         let out = sqs
             .send_message_batch()
@@ -74,14 +101,27 @@ async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, chunk: &[JobMess
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| Failure::Runtime(format!("cannot send to {queue_url}: {}", janitord::aws::describe(e))))?;
+            .map_err(|e| {
+                Failure::Runtime(format!(
+                    "cannot send to {queue_url}: {}",
+                    janitord::aws::describe(e)
+                ))
+            })?;
         let failed: Vec<String> = out.failed().iter().map(|f| f.id().to_string()).collect();
         if failed.is_empty() {
             return Ok(());
         }
-        let why: Vec<String> = out.failed().iter().map(|f| format!("{}: {}", f.code(), f.message().unwrap_or(""))).collect();
+        let why: Vec<String> = out
+            .failed()
+            .iter()
+            .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or("")))
+            .collect();
         if attempt == SEND_ATTEMPTS {
-            return Err(Failure::Runtime(format!("SQS refused {} message(s) after {SEND_ATTEMPTS} attempts: {}", failed.len(), why.join("; "))));
+            return Err(Failure::Runtime(format!(
+                "SQS refused {} message(s) after {SEND_ATTEMPTS} attempts: {}",
+                failed.len(),
+                why.join("; ")
+            )));
         }
         pending.retain(|(id, _)| failed.contains(id));
         tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;

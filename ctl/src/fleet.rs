@@ -26,11 +26,17 @@ pub struct GroupView {
 
 impl GroupView {
     pub fn in_service(&self) -> Vec<&InstanceView> {
-        self.instances.iter().filter(|i| i.lifecycle_state == "InService").collect()
+        self.instances
+            .iter()
+            .filter(|i| i.lifecycle_state == "InService")
+            .collect()
     }
 
     pub fn protected(&self) -> usize {
-        self.instances.iter().filter(|i| i.protected_from_scale_in).count()
+        self.instances
+            .iter()
+            .filter(|i| i.protected_from_scale_in)
+            .count()
     }
 }
 
@@ -45,8 +51,9 @@ pub struct Fleet {
     pub name: String,
 }
 
-fn aws_err(what: String) -> impl FnOnce(String) -> Failure {
-    move |e| Failure::Runtime(format!("{what}: {e}"))
+/// Turns an SDK error into a failure saying what was being done.
+fn aws_err<E: std::error::Error>(what: String) -> impl FnOnce(E) -> Failure {
+    move |e| Failure::Runtime(format!("{what}: {}", janitord::aws::describe(e)))
 }
 
 impl Fleet {
@@ -57,12 +64,16 @@ impl Fleet {
             .auto_scaling_group_names(&self.name)
             .send()
             .await
-            .map_err(|e| janitord::aws::describe(e))
-            .map_err(aws_err(format!("cannot describe the Auto Scaling group {}", self.name)))?;
-        let g = out
-            .auto_scaling_groups()
-            .first()
-            .ok_or_else(|| Failure::Usage(format!("no Auto Scaling group named `{}` (check asg_name)", self.name)))?;
+            .map_err(aws_err(format!(
+                "cannot describe the Auto Scaling group {}",
+                self.name
+            )))?;
+        let g = out.auto_scaling_groups().first().ok_or_else(|| {
+            Failure::Usage(format!(
+                "no Auto Scaling group named `{}` (check asg_name)",
+                self.name
+            ))
+        })?;
         Ok(GroupView {
             name: self.name.clone(),
             min_size: g.min_size().unwrap_or(0),
@@ -73,7 +84,10 @@ impl Fleet {
                 .iter()
                 .map(|i| InstanceView {
                     instance_id: i.instance_id().unwrap_or_default().to_string(),
-                    lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    lifecycle_state: i
+                        .lifecycle_state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
                     health: i.health_status().unwrap_or_default().to_string(),
                     protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
                     instance_type: i.instance_type().map(str::to_string),
@@ -91,8 +105,10 @@ impl Fleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| janitord::aws::describe(e))
-            .map_err(aws_err(format!("cannot set the desired capacity of {} to {n}", self.name)))
+            .map_err(aws_err(format!(
+                "cannot set the desired capacity of {} to {n}",
+                self.name
+            )))
     }
 
     /// Raises the desired capacity to `target` (capped at the group's maximum), never lowering it.
@@ -119,7 +135,6 @@ impl Fleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| janitord::aws::describe(e))
             .map_err(aws_err("cannot remove scale-in protection".to_string()))
     }
 
@@ -132,7 +147,6 @@ impl Fleet {
                 .min_size(0)
                 .send()
                 .await
-                .map_err(|e| janitord::aws::describe(e))
                 .map_err(aws_err("cannot lower the group's minimum to 0".to_string()))?;
         }
         self.set_desired(0).await
@@ -146,7 +160,6 @@ impl Fleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| janitord::aws::describe(e))
             .map_err(aws_err(format!("cannot terminate {id}")))
     }
 }
@@ -160,8 +173,18 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueDepth, F
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| Failure::Runtime(format!("cannot read the depth of {url}: {}", janitord::aws::describe(e))))?;
-    let get = |a: QueueAttributeName| out.attributes().and_then(|m| m.get(&a)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        .map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot read the depth of {url}: {}",
+                janitord::aws::describe(e)
+            ))
+        })?;
+    let get = |a: QueueAttributeName| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     Ok(QueueDepth {
         waiting: get(QueueAttributeName::ApproximateNumberOfMessages),
         in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
@@ -171,8 +194,11 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueDepth, F
 /// `min(max, ceil(backlog / jobs_per_worker))`, never below the busy (protected) instances.
 pub fn auto_desired(backlog: u64, jobs_per_worker: u32, max: i32, protected: usize) -> i32 {
     let per = u64::from(jobs_per_worker.max(1));
-    let want = i32::try_from(backlog.div_ceil(per)).unwrap_or(i32::MAX).min(max);
-    want.max(i32::try_from(protected).unwrap_or(i32::MAX)).max(0)
+    let want = i32::try_from(backlog.div_ceil(per))
+        .unwrap_or(i32::MAX)
+        .min(max);
+    want.max(i32::try_from(protected).unwrap_or(i32::MAX))
+        .max(0)
 }
 
 #[cfg(test)]
@@ -190,7 +216,11 @@ mod tests {
             ((7, 0, 10, 0), 7),
         ];
         for ((backlog, per, max, protected), want) in cases {
-            assert_eq!(super::auto_desired(backlog, per, max, protected), want, "{backlog} {per} {max} {protected}");
+            assert_eq!(
+                super::auto_desired(backlog, per, max, protected),
+                want,
+                "{backlog} {per} {max} {protected}"
+            );
         }
     }
 }

@@ -47,7 +47,10 @@ pub struct JobView {
 
 impl JobView {
     pub fn name(&self) -> &str {
-        self.repository.rsplit('/').next().unwrap_or(&self.repository)
+        self.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.repository)
     }
 }
 
@@ -72,7 +75,10 @@ impl RunView {
     }
 
     pub fn succeeded(&self) -> usize {
-        self.jobs.iter().filter(|j| j.status == Some(JobStatus::Succeeded) && j.state == JobState::Finished).count()
+        self.jobs
+            .iter()
+            .filter(|j| j.status == Some(JobStatus::Succeeded) && j.state == JobState::Finished)
+            .count()
     }
 
     pub fn is_done(&self) -> bool {
@@ -80,7 +86,8 @@ impl RunView {
     }
 
     pub fn deadline(&self) -> OffsetDateTime {
-        self.created_at + time::Duration::seconds(i64::try_from(self.timeout_seconds).unwrap_or(i64::MAX / 2))
+        self.created_at
+            + time::Duration::seconds(i64::try_from(self.timeout_seconds).unwrap_or(i64::MAX / 2))
     }
 
     /// When the last job finished, if all have.
@@ -94,7 +101,12 @@ impl RunView {
 
 /// The run's timeout: the longest job timeout times the waves `max_concurrent_instances` forces.
 pub fn run_timeout_seconds(manifest: &RunManifest) -> u64 {
-    let longest = manifest.jobs.iter().map(|j| j.timeout_seconds).max().unwrap_or(0);
+    let longest = manifest
+        .jobs
+        .iter()
+        .map(|j| j.timeout_seconds)
+        .max()
+        .unwrap_or(0);
     let per_wave = u64::from(manifest.max_concurrent_instances.max(1));
     let waves = (manifest.jobs.len() as u64).div_ceil(per_wave).max(1);
     longest * waves
@@ -102,16 +114,30 @@ pub fn run_timeout_seconds(manifest: &RunManifest) -> u64 {
 
 impl Ledger {
     fn aws(&self, what: &str, e: impl std::error::Error) -> Failure {
-        Failure::Runtime(format!("{what} in s3://{}: {}", self.bucket, janitord::aws::describe(e)))
+        Failure::Runtime(format!(
+            "{what} in s3://{}: {}",
+            self.bucket,
+            janitord::aws::describe(e)
+        ))
     }
 
     /// Every key under `prefix`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, Failure> {
         let mut keys = Vec::new();
-        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.aws(&format!("cannot list {prefix}"), e))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
         }
         Ok(keys)
     }
@@ -119,14 +145,25 @@ impl Ledger {
     /// The "folders" directly under `prefix`, without it and the trailing slash.
     pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, Failure> {
         let mut out = Vec::new();
-        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).delimiter("/").into_paginator().send();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.aws(&format!("cannot list {prefix}"), e))?;
             out.extend(
                 page.common_prefixes()
                     .iter()
                     .filter_map(|p| p.prefix())
-                    .map(|p| p.trim_start_matches(prefix).trim_end_matches('/').to_string()),
+                    .map(|p| {
+                        p.trim_start_matches(prefix)
+                            .trim_end_matches('/')
+                            .to_string()
+                    }),
             );
         }
         Ok(out)
@@ -134,7 +171,14 @@ impl Ledger {
 
     /// A JSON document, `None` when the key does not exist.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Failure> {
-        let out = match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) => {
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
@@ -143,12 +187,23 @@ impl Ledger {
                 return Err(self.aws(&format!("cannot read {key}"), e));
             }
         };
-        let bytes = out.body.collect().await.map_err(|e| Failure::Runtime(format!("cannot read {key}: {e}")))?.into_bytes();
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| Failure::Runtime(format!("s3://{}/{key} is not a valid document: {e}", self.bucket)))
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Failure::Runtime(format!("cannot read {key}: {e}")))?
+            .into_bytes();
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Failure::Runtime(format!(
+                "s3://{}/{key} is not a valid document: {e}",
+                self.bucket
+            ))
+        })
     }
 
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), Failure> {
-        let body = serde_json::to_vec_pretty(value).map_err(|e| Failure::Runtime(format!("{key}: {e}")))?;
+        let body = serde_json::to_vec_pretty(value)
+            .map_err(|e| Failure::Runtime(format!("{key}: {e}")))?;
         self.s3
             .put_object()
             .bucket(&self.bucket)
@@ -172,24 +227,67 @@ impl Ledger {
     pub async fn resolve_run(&self, run_id: Option<&str>) -> Result<String, Failure> {
         match run_id {
             Some(id) => {
-                if self.get::<serde_json::Value>(&ledger::manifest_key(id)).await?.is_none() {
-                    let latest = self.run_ids().await?.pop().map_or("there are no runs yet".to_string(), |l| format!("the latest is {l}"));
-                    return Err(Failure::Usage(format!("no run `{id}` in s3://{}/{}runs/ ({latest})", self.bucket, ledger::PREFIX)));
+                if self
+                    .get::<serde_json::Value>(&ledger::manifest_key(id))
+                    .await?
+                    .is_none()
+                {
+                    let latest = self
+                        .latest_run()
+                        .await?
+                        .map_or("there are no runs yet".to_string(), |l| {
+                            format!("the latest is {l}")
+                        });
+                    return Err(Failure::Usage(format!(
+                        "no run `{id}` in s3://{}/{}runs/ ({latest})",
+                        self.bucket,
+                        ledger::PREFIX
+                    )));
                 }
                 Ok(id.to_string())
             }
-            None => self
-                .run_ids()
-                .await?
-                .pop()
-                .ok_or_else(|| Failure::Usage(format!("no runs in s3://{}/{}runs/ yet: start one with `janitorctl run FILE`", self.bucket, ledger::PREFIX))),
+            None => self.latest_run().await?.ok_or_else(|| {
+                Failure::Usage(format!(
+                    "no runs in s3://{}/{}runs/ yet: start one with `janitorctl run FILE`",
+                    self.bucket,
+                    ledger::PREFIX
+                ))
+            }),
         }
+    }
+
+    /// The newest run. Ids sort by their second; runs started within the same second are
+    /// told apart by their manifests' exact creation time.
+    pub async fn latest_run(&self) -> Result<Option<String>, Failure> {
+        let ids = self.run_ids().await?;
+        let Some(last) = ids.last() else {
+            return Ok(None);
+        };
+        let second = last.split('-').next().unwrap_or(last).to_string();
+        let tied: Vec<&String> = ids.iter().filter(|id| id.starts_with(&second)).collect();
+        if tied.len() == 1 {
+            return Ok(Some(last.clone()));
+        }
+        let mut best: Option<(OffsetDateTime, String)> = None;
+        for id in tied {
+            let created = self.manifest(id).await?.created_at;
+            if best.as_ref().is_none_or(|(t, _)| created > *t) {
+                best = Some((created, id.clone()));
+            }
+        }
+        Ok(best.map(|(_, id)| id))
     }
 
     pub async fn manifest(&self, run_id: &str) -> Result<RunManifest, Failure> {
         self.get(&ledger::manifest_key(run_id))
             .await?
-            .ok_or_else(|| Failure::Usage(format!("no run `{run_id}`: s3://{}/{} does not exist", self.bucket, ledger::manifest_key(run_id))))
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "no run `{run_id}`: s3://{}/{} does not exist",
+                    self.bucket,
+                    ledger::manifest_key(run_id)
+                ))
+            })
     }
 
     /// The run with every job's state, read from one listing plus the documents it names.
@@ -199,7 +297,10 @@ impl Ledger {
         let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for key in self.keys(&jobs_prefix).await? {
             if let Some((job, file)) = key.trim_start_matches(&jobs_prefix).split_once('/') {
-                files.entry(job.to_string()).or_default().push(file.to_string());
+                files
+                    .entry(job.to_string())
+                    .or_default()
+                    .push(file.to_string());
             }
         }
         let mut jobs = Vec::new();
@@ -207,7 +308,11 @@ impl Ledger {
             let have = files.get(&mj.job_id).cloned().unwrap_or_default();
             let latest_start = have
                 .iter()
-                .filter_map(|f| f.strip_prefix("started-").and_then(|r| r.strip_suffix(".json")).and_then(|n| n.parse::<u32>().ok()))
+                .filter_map(|f| {
+                    f.strip_prefix("started-")
+                        .and_then(|r| r.strip_suffix(".json"))
+                        .and_then(|n| n.parse::<u32>().ok())
+                })
                 .max();
             let mut view = JobView {
                 job_id: mj.job_id.clone(),
@@ -229,7 +334,10 @@ impl Ledger {
                 None
             };
             let started: Option<StartedRecord> = match latest_start {
-                Some(n) => self.get(&ledger::started_key(run_id, &mj.job_id, n)).await?,
+                Some(n) => {
+                    self.get(&ledger::started_key(run_id, &mj.job_id, n))
+                        .await?
+                }
                 None => None,
             };
             if let Some(r) = report {
@@ -247,7 +355,9 @@ impl Ledger {
                 };
                 view.report = Some(r);
             } else if have.iter().any(|f| f == "rejected.json") {
-                let rej: Option<RejectedRecord> = self.get(&format!("{jobs_prefix}{}/rejected.json", mj.job_id)).await?;
+                let rej: Option<RejectedRecord> = self
+                    .get(&format!("{jobs_prefix}{}/rejected.json", mj.job_id))
+                    .await?;
                 view.state = JobState::Finished;
                 view.status = Some(JobStatus::Rejected);
                 view.reason = rej.map(|r| r.reason);
@@ -280,7 +390,12 @@ impl Ledger {
         let base = format!("{}repos/", ledger::PREFIX);
         let prefixes: Vec<String> = match repo.split_once('/') {
             Some((org, name)) => vec![format!("{base}{org}/{name}/")],
-            None => self.folders(&base).await?.into_iter().map(|org| format!("{base}{org}/{repo}/")).collect(),
+            None => self
+                .folders(&base)
+                .await?
+                .into_iter()
+                .map(|org| format!("{base}{org}/{repo}/"))
+                .collect(),
         };
         let mut keys = Vec::new();
         for p in prefixes {
@@ -305,7 +420,15 @@ impl Ledger {
     pub async fn find_job(&self, job_id: &str, search: usize) -> Result<String, Failure> {
         for run in self.run_ids().await?.into_iter().rev().take(search) {
             let prefix = format!("{}jobs/{job_id}/", ledger::run_prefix(&run));
-            let found = self.s3.list_objects_v2().bucket(&self.bucket).prefix(&prefix).max_keys(1).send().await.map_err(|e| self.aws("cannot list", e))?;
+            let found = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(|e| self.aws("cannot list", e))?;
             if found.key_count().unwrap_or(0) > 0 {
                 return Ok(run);
             }
@@ -314,6 +437,10 @@ impl Ledger {
                 return Ok(run);
             }
         }
-        Err(Failure::Usage(format!("no job `{job_id}` in the latest {search} runs of s3://{}/{}runs/ (pass --run RUN_ID)", self.bucket, ledger::PREFIX)))
+        Err(Failure::Usage(format!(
+            "no job `{job_id}` in the latest {search} runs of s3://{}/{}runs/ (pass --run RUN_ID)",
+            self.bucket,
+            ledger::PREFIX
+        )))
     }
 }

@@ -18,15 +18,18 @@ pub async fn command(run: RunArgs) -> Result<u8, Failure> {
     let opts = crate::parse_options(true, run.timeout_minutes)?;
     let cfg = crate::load_config(&run.file, &opts)?;
     let stop_grace = Duration::from_secs(run.stop_grace_seconds);
-    let engine = Engine::connect()
-        .await
-        .map_err(|e| Failure::Runtime(format!("{e} (is Docker running, and may this user use it?)")))?;
+    let engine = Engine::connect().await.map_err(|e| {
+        Failure::Runtime(format!(
+            "{e} (is Docker running, and may this user use it?)"
+        ))
+    })?;
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
     let run_dir = run.out.join(&run_id);
     let work_root = std::env::temp_dir().join("janitor-local").join(&run_id);
     for dir in [&run_dir, &work_root] {
-        std::fs::create_dir_all(dir).map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
     }
     let cancel = CancellationToken::new();
     {
@@ -64,7 +67,8 @@ pub async fn command(run: RunArgs) -> Result<u8, Failure> {
             spec.repo.full_name(),
             janitor_model::duration::format(spec.timeout)
         );
-        let sink = FileSink::create(&log_path, run.verbose).map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", log_path.display())))?;
+        let sink = FileSink::create(&log_path, run.verbose)
+            .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", log_path.display())))?;
         let ctx = JobContext {
             job,
             attempt: 1,

@@ -160,15 +160,24 @@ impl Ctx {
         if let Some(region) = settings.region() {
             loader = loader.region(aws_config::Region::new(region));
         }
-        Ctx { settings, sdk: loader.load().await }
+        Ctx {
+            settings,
+            sdk: loader.load().await,
+        }
     }
 
     pub fn ledger(&self) -> Result<ledger::Ledger, Failure> {
-        Ok(ledger::Ledger { s3: janitord::aws::s3_client(&self.sdk), bucket: self.settings.bucket()? })
+        Ok(ledger::Ledger {
+            s3: janitord::aws::s3_client(&self.sdk),
+            bucket: self.settings.bucket()?,
+        })
     }
 
     pub fn fleet(&self) -> Result<fleet::Fleet, Failure> {
-        Ok(fleet::Fleet { asg: aws_sdk_autoscaling::Client::new(&self.sdk), name: self.settings.asg_name()? })
+        Ok(fleet::Fleet {
+            asg: aws_sdk_autoscaling::Client::new(&self.sdk),
+            name: self.settings.asg_name()?,
+        })
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
@@ -181,14 +190,24 @@ impl Ctx {
 }
 
 /// Parse options from the timeout and local-repository flags.
-pub fn parse_options(allow_local_repos: bool, timeout_minutes: Option<u64>) -> Result<ParseOptions, Failure> {
+pub fn parse_options(
+    allow_local_repos: bool,
+    timeout_minutes: Option<u64>,
+) -> Result<ParseOptions, Failure> {
     let max = config::MAX_TIMEOUT.as_secs() / 60;
     let timeout_override = match timeout_minutes {
         None => None,
-        Some(m) if m == 0 || m > max => return Err(Failure::Usage(format!("--timeout-minutes {m}: must be from 1 to {max}"))),
+        Some(m) if m == 0 || m > max => {
+            return Err(Failure::Usage(format!(
+                "--timeout-minutes {m}: must be from 1 to {max}"
+            )))
+        }
         Some(m) => Some(Duration::from_secs(m * 60)),
     };
-    Ok(ParseOptions { allow_local_repos, timeout_override })
+    Ok(ParseOptions {
+        allow_local_repos,
+        timeout_override,
+    })
 }
 
 /// Loads and validates a config, printing every problem.
@@ -197,13 +216,18 @@ pub fn load_config(file: &Path, opts: &ParseOptions) -> Result<config::WorkersCo
         for e in &errors.0 {
             eprintln!("{e}");
         }
-        Failure::Usage(format!("{}: {} problem(s); nothing was started", file.display(), errors.0.len()))
+        Failure::Usage(format!(
+            "{}: {} problem(s); nothing was started",
+            file.display(),
+            errors.0.len()
+        ))
     })
 }
 
 /// Prints a value as pretty JSON on standard output.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(format!("cannot write JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::Runtime(format!("cannot write JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }
@@ -211,19 +235,37 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, Failure> {
     let settings = settings::Settings::load(flags, Path::new("."))?;
     match command {
-        Command::Validate { file, allow_local_repos } => {
-            let cfg = load_config(&file, &ParseOptions { allow_local_repos, timeout_override: None })?;
+        Command::Validate {
+            file,
+            allow_local_repos,
+        } => {
+            let cfg = load_config(
+                &file,
+                &ParseOptions {
+                    allow_local_repos,
+                    timeout_override: None,
+                },
+            )?;
             println!("{}", output::summary(&cfg));
             Ok(0)
         }
-        Command::Enqueue { file, timeout_minutes, allow_local_repos, no_scale } => {
+        Command::Enqueue {
+            file,
+            timeout_minutes,
+            allow_local_repos,
+            no_scale,
+        } => {
             let opts = parse_options(allow_local_repos, timeout_minutes)?;
             let cfg = load_config(&file, &opts)?;
             let ctx = Ctx::new(settings).await;
             let queue_url = ctx.settings.queue_url()?;
             let fleet = if no_scale { None } else { Some(ctx.fleet()?) };
             let manifest = enqueue::enqueue(&cfg, &ctx.ledger()?, &ctx.sqs(), &queue_url).await?;
-            eprintln!("enqueued {} job(s) for run {}", manifest.jobs.len(), manifest.run_id);
+            eprintln!(
+                "enqueued {} job(s) for run {}",
+                manifest.jobs.len(),
+                manifest.run_id
+            );
             if let Some(fleet) = fleet {
                 run::scale_up(&fleet, &cfg).await?;
             }
@@ -232,19 +274,50 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, Failur
         }
         Command::Run(args) if args.local => local::command(args).await,
         Command::Run(args) => run::command(args, Ctx::new(settings).await).await,
-        Command::Status { run_id, json } => query::status(&Ctx::new(settings).await, run_id.as_deref(), json).await,
-        Command::Show { run_id, json } => query::show(&Ctx::new(settings).await, &run_id, json).await,
-        Command::Results { repo, limit, json } => query::results(&Ctx::new(settings).await, &repo, limit, json).await,
-        Command::FetchReport { run_id, out, json } => query::fetch_report(&Ctx::new(settings).await, run_id.as_deref(), &out, json).await,
-        Command::Logs { job_id, run, follow } => query::logs(&Ctx::new(settings).await, &job_id, run.as_deref(), follow).await,
-        Command::Scale { auto, desired, jobs_per_worker, json } => admin::scale(&Ctx::new(settings).await, auto, desired, jobs_per_worker, json).await,
-        Command::KillAll { run_id, all, json } => admin::kill_all(&Ctx::new(settings).await, run_id.as_deref(), all, json).await,
+        Command::Status { run_id, json } => {
+            query::status(&Ctx::new(settings).await, run_id.as_deref(), json).await
+        }
+        Command::Show { run_id, json } => {
+            query::show(&Ctx::new(settings).await, &run_id, json).await
+        }
+        Command::Results { repo, limit, json } => {
+            query::results(&Ctx::new(settings).await, &repo, limit, json).await
+        }
+        Command::FetchReport { run_id, out, json } => {
+            query::fetch_report(&Ctx::new(settings).await, run_id.as_deref(), &out, json).await
+        }
+        Command::Logs {
+            job_id,
+            run,
+            follow,
+        } => query::logs(&Ctx::new(settings).await, &job_id, run.as_deref(), follow).await,
+        Command::Scale {
+            auto,
+            desired,
+            jobs_per_worker,
+            json,
+        } => {
+            admin::scale(
+                &Ctx::new(settings).await,
+                auto,
+                desired,
+                jobs_per_worker,
+                json,
+            )
+            .await
+        }
+        Command::KillAll { run_id, all, json } => {
+            admin::kill_all(&Ctx::new(settings).await, run_id.as_deref(), all, json).await
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("janitorctl: cannot start the async runtime: {e}");

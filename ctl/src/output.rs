@@ -14,7 +14,12 @@ use crate::ledger::{JobState, JobView, RunView};
 /// One line saying what a valid config holds.
 pub fn summary(cfg: &WorkersConfig) -> String {
     let gpu = cfg.repositories.iter().filter(|r| r.gpu_required).count();
-    let longest = cfg.repositories.iter().map(|r| r.timeout).max().unwrap_or_default();
+    let longest = cfg
+        .repositories
+        .iter()
+        .map(|r| r.timeout)
+        .max()
+        .unwrap_or_default();
     format!(
         "{}: valid: {} repositories ({} need a GPU), longest timeout {}, at most {} instances",
         cfg.path.display(),
@@ -36,13 +41,25 @@ pub fn status_word(status: JobStatus) -> &'static str {
 /// `2024-01-15 14:30:00 UTC`
 pub fn when(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// `30 minutes`, `1 minute`
 pub fn minutes(d: Duration) -> String {
     let m = d.as_secs().div_ceil(60);
-    if m == 1 { "1 minute".to_string() } else { format!("{m} minutes") }
+    if m == 1 {
+        "1 minute".to_string()
+    } else {
+        format!("{m} minutes")
+    }
 }
 
 /// `22 minutes 15 seconds`
@@ -60,10 +77,20 @@ fn secs(v: f64) -> Duration {
 }
 
 /// `✓ worker-basic: success (4m32s)`, with the reason on anything else.
-pub fn result_row(name: &str, status: Option<JobStatus>, state: JobState, took: Option<f64>, reason: Option<&str>) -> String {
+pub fn result_row(
+    name: &str,
+    status: Option<JobStatus>,
+    state: JobState,
+    took: Option<f64>,
+    reason: Option<&str>,
+) -> String {
     match (state, status) {
         (JobState::Finished, Some(status)) => {
-            let mark = if status == JobStatus::Succeeded { "✓" } else { "✗" };
+            let mark = if status == JobStatus::Succeeded {
+                "✓"
+            } else {
+                "✗"
+            };
             let mut line = format!("{mark} {name}: {}", status_word(status));
             if let Some(t) = took {
                 line.push_str(&format!(" ({})", duration::format(secs(t))));
@@ -80,7 +107,13 @@ pub fn result_row(name: &str, status: Option<JobStatus>, state: JobState, took: 
 }
 
 pub fn result_line(report: &Report) -> String {
-    result_row(&report.repo.name, Some(report.status), JobState::Finished, Some(report.timings.duration_seconds), report.reason.as_deref())
+    result_row(
+        &report.repo.name,
+        Some(report.status),
+        JobState::Finished,
+        Some(report.timings.duration_seconds),
+        report.reason.as_deref(),
+    )
 }
 
 /// `clone ✓  build ✓  run ✗  gpu –  agent –`
@@ -110,14 +143,23 @@ pub fn results_table(reports: &[Report]) -> String {
         out.push_str(&result_line(r));
         out.push('\n');
     }
-    let ok = reports.iter().filter(|r| r.status == JobStatus::Succeeded).count();
+    let ok = reports
+        .iter()
+        .filter(|r| r.status == JobStatus::Succeeded)
+        .count();
     out.push('\n');
     out.push_str(&overall(ok, reports.len()));
     out
 }
 
 fn job_row(j: &JobView) -> String {
-    result_row(j.name(), j.status, j.state, j.duration_seconds, j.reason.as_deref())
+    result_row(
+        j.name(),
+        j.status,
+        j.state,
+        j.duration_seconds,
+        j.reason.as_deref(),
+    )
 }
 
 /// The `Results:` block of a fleet run.
@@ -152,29 +194,63 @@ pub fn progress_line(view: &RunView, now: OffsetDateTime) -> String {
     )
 }
 
+/// `just now`, `1 minute ago`, `5 minutes ago`
 fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
-    minutes(secs((now - t).as_seconds_f64()))
+    let d = secs((now - t).as_seconds_f64());
+    if d.as_secs() < 60 {
+        return "just now".to_string();
+    }
+    let m = d.as_secs() / 60;
+    if m == 1 {
+        "1 minute ago".to_string()
+    } else {
+        format!("{m} minutes ago")
+    }
 }
 
 /// `make check-parallel-status`: seed 002's shape plus the queue and the instances.
-pub fn status_text(view: &RunView, queue: Option<QueueDepth>, dead_letter: Option<u64>, group: Option<&GroupView>, now: OffsetDateTime) -> String {
-    let mut out = format!("Parallel Run: {}\nStarted: {}\n", view.run_id, when(view.created_at));
+pub fn status_text(
+    view: &RunView,
+    queue: Option<QueueDepth>,
+    dead_letter: Option<u64>,
+    group: Option<&GroupView>,
+    now: OffsetDateTime,
+) -> String {
+    let mut out = format!(
+        "Parallel Run: {}\nStarted: {}\n",
+        view.run_id,
+        when(view.created_at)
+    );
     let left = view.deadline() - now;
     let timeout = minutes(Duration::from_secs(view.timeout_seconds));
     if view.is_done() {
         out.push_str(&format!("Timeout: {timeout} (run finished)\n\n"));
     } else if left.is_negative() {
-        out.push_str(&format!("Timeout: {timeout} (passed {} ago)\n\n", ago(view.deadline(), now)));
+        out.push_str(&format!(
+            "Timeout: {timeout} (passed {})\n\n",
+            ago(view.deadline(), now)
+        ));
     } else {
-        out.push_str(&format!("Timeout: {timeout} ({} remaining)\n\n", minutes(secs(left.as_seconds_f64()))));
+        out.push_str(&format!(
+            "Timeout: {timeout} ({} remaining)\n\n",
+            minutes(secs(left.as_seconds_f64()))
+        ));
     }
     for j in &view.jobs {
         let line = match (j.state, j.status) {
             (JobState::Finished, Some(s)) => {
-                let mark = if s == JobStatus::Succeeded { "✓ completed" } else { "✗" };
-                let mut l = if s == JobStatus::Succeeded { format!("{}: {mark}", j.name()) } else { format!("{}: {mark} {}", j.name(), status_word(s)) };
+                let mark = if s == JobStatus::Succeeded {
+                    "✓ completed"
+                } else {
+                    "✗"
+                };
+                let mut l = if s == JobStatus::Succeeded {
+                    format!("{}: {mark}", j.name())
+                } else {
+                    format!("{}: {mark} {}", j.name(), status_word(s))
+                };
                 if let Some(f) = j.finished_at {
-                    l.push_str(&format!(" ({} ago)", ago(f, now)));
+                    l.push_str(&format!(" ({})", ago(f, now)));
                 }
                 if let Some(r) = j.reason.as_deref().filter(|_| s != JobStatus::Succeeded) {
                     l.push_str(&format!(" — {r}"));
@@ -182,10 +258,20 @@ pub fn status_text(view: &RunView, queue: Option<QueueDepth>, dead_letter: Optio
                 l
             }
             (JobState::Running, _) => {
-                let elapsed = j.started_at.map(|s| minutes(secs((now - s).as_seconds_f64()))).unwrap_or_default();
-                format!("{}: ⏳ running ({elapsed} elapsed, attempt {}, {})", j.name(), j.attempt, j.instance_id.as_deref().unwrap_or("?"))
+                let elapsed = j
+                    .started_at
+                    .map(|s| minutes(secs((now - s).as_seconds_f64())))
+                    .unwrap_or_default();
+                format!(
+                    "{}: ⏳ running ({elapsed} elapsed, attempt {}, {})",
+                    j.name(),
+                    j.attempt,
+                    j.instance_id.as_deref().unwrap_or("?")
+                )
             }
-            (_, Some(JobStatus::Interrupted)) => format!("{}: ⏳ queued (retrying after an interruption)", j.name()),
+            (_, Some(JobStatus::Interrupted)) => {
+                format!("{}: ⏳ queued (retrying after an interruption)", j.name())
+            }
             _ => format!("{}: ⏳ queued", j.name()),
         };
         out.push_str(&line);
@@ -193,20 +279,36 @@ pub fn status_text(view: &RunView, queue: Option<QueueDepth>, dead_letter: Optio
     }
     out.push('\n');
     match (queue, dead_letter) {
-        (Some(q), Some(d)) => out.push_str(&format!("Queue: {} waiting, {} in flight; dead-letter queue: {d}\n", q.waiting, q.in_flight)),
-        (Some(q), None) => out.push_str(&format!("Queue: {} waiting, {} in flight (set dlq_url for the dead-letter count)\n", q.waiting, q.in_flight)),
+        (Some(q), Some(d)) => out.push_str(&format!(
+            "Queue: {} waiting, {} in flight; dead-letter queue: {d}\n",
+            q.waiting, q.in_flight
+        )),
+        (Some(q), None) => out.push_str(&format!(
+            "Queue: {} waiting, {} in flight (set dlq_url for the dead-letter count)\n",
+            q.waiting, q.in_flight
+        )),
         _ => {}
     }
     match group {
         Some(g) => {
-            out.push_str(&format!("Instances of {} (desired {}, min {}, max {}):", g.name, g.desired_capacity, g.min_size, g.max_size));
+            out.push_str(&format!(
+                "Instances of {} (desired {}, min {}, max {}):",
+                g.name, g.desired_capacity, g.min_size, g.max_size
+            ));
             if g.instances.is_empty() {
                 out.push_str(" none\n");
             } else {
                 out.push('\n');
                 for i in &g.instances {
-                    let protected = if i.protected_from_scale_in { "  busy (protected)" } else { "" };
-                    out.push_str(&format!("  {}  {}  {}{protected}\n", i.instance_id, i.lifecycle_state, i.health));
+                    let protected = if i.protected_from_scale_in {
+                        "  busy (protected)"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!(
+                        "  {}  {}  {}{protected}\n",
+                        i.instance_id, i.lifecycle_state, i.health
+                    ));
                 }
             }
         }
@@ -217,20 +319,35 @@ pub fn status_text(view: &RunView, queue: Option<QueueDepth>, dead_letter: Optio
 
 /// `make query-parallel-run`: seed 002's shape.
 pub fn show_text(view: &RunView) -> String {
-    let mut out = format!("Run ID: {}\nConfiguration: {}\nStarted by: {}\nStarted: {}\n", view.run_id, view.config_path, view.created_by, when(view.created_at));
+    let mut out = format!(
+        "Run ID: {}\nConfiguration: {}\nStarted by: {}\nStarted: {}\n",
+        view.run_id,
+        view.config_path,
+        view.created_by,
+        when(view.created_at)
+    );
     let timeout = minutes(Duration::from_secs(view.timeout_seconds));
     match view.finished_at() {
         Some(end) => {
             out.push_str(&format!("Completed: {}\n", when(end)));
-            out.push_str(&format!("Total Duration: {}\n", long_duration(secs((end - view.created_at).as_seconds_f64()))));
+            out.push_str(&format!(
+                "Total Duration: {}\n",
+                long_duration(secs((end - view.created_at).as_seconds_f64()))
+            ));
         }
         None => out.push_str("Completed: not yet\n"),
     }
-    let enforced = view.jobs.iter().filter(|j| j.status == Some(JobStatus::TimedOut)).count();
+    let enforced = view
+        .jobs
+        .iter()
+        .filter(|j| j.status == Some(JobStatus::TimedOut))
+        .count();
     if enforced == 0 {
         out.push_str(&format!("Timeout: {timeout} (not enforced)\n"));
     } else {
-        out.push_str(&format!("Timeout: {timeout} (enforced on {enforced} job(s))\n"));
+        out.push_str(&format!(
+            "Timeout: {timeout} (enforced on {enforced} job(s))\n"
+        ));
     }
     if let Some(c) = view.estimated_cost_usd {
         out.push_str(&format!("Cost estimate: ${c:.2}\n"));
@@ -245,7 +362,11 @@ pub fn results_text(repo: &str, reports: &[Report]) -> String {
     if reports.is_empty() {
         return format!("Repository: {repo}\nNo results yet.");
     }
-    let mut out = format!("Repository: {} ({} result(s), newest first)\n", reports[0].repo.full_name(), reports.len());
+    let mut out = format!(
+        "Repository: {} ({} result(s), newest first)\n",
+        reports[0].repo.full_name(),
+        reports.len()
+    );
     for r in reports {
         out.push_str(&format!(
             "\n{}  {}  {}  run {}  {}\n  Custom Prompt: \"{}\"\n  {}  ERROR lines: {}\n",

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use janitor_model::ledger;
-use janitor_model::report::Report;
 use janitor_model::ledger::StartedRecord;
+use janitor_model::report::Report;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -48,9 +48,19 @@ pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, F
             j.report = None;
         }
         let minutes_left = ((run.deadline() - now).whole_seconds().max(0) + 59) / 60;
-        return print_json(&StatusView { run, minutes_left, queue, dead_letter, group }).map(|()| 0);
+        return print_json(&StatusView {
+            run,
+            minutes_left,
+            queue,
+            dead_letter,
+            group,
+        })
+        .map(|()| 0);
     }
-    print!("{}", output::status_text(&run, queue, dead_letter, group.as_ref(), now));
+    print!(
+        "{}",
+        output::status_text(&run, queue, dead_letter, group.as_ref(), now)
+    );
     Ok(0)
 }
 
@@ -66,9 +76,15 @@ pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, Failure> {
 }
 
 pub async fn results(ctx: &Ctx, repo: &str, limit: usize, json: bool) -> Result<u8, Failure> {
-    let bad = repo.is_empty() || repo.split('/').count() > 2 || repo.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+    let bad = repo.is_empty()
+        || repo.split('/').count() > 2
+        || repo
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
     if bad {
-        return Err(Failure::Usage(format!("--repo `{repo}`: give `name` or `organization/name`")));
+        return Err(Failure::Usage(format!(
+            "--repo `{repo}`: give `name` or `organization/name`"
+        )));
     }
     let reports = ctx.ledger()?.history(repo, limit).await?;
     if json {
@@ -91,16 +107,23 @@ struct Fetched {
     files: Vec<String>,
 }
 
-pub async fn fetch_report(ctx: &Ctx, run_id: Option<&str>, out: &Path, json: bool) -> Result<u8, Failure> {
+pub async fn fetch_report(
+    ctx: &Ctx,
+    run_id: Option<&str>,
+    out: &Path,
+    json: bool,
+) -> Result<u8, Failure> {
     let ledger = ctx.ledger()?;
     let run_id = ledger.resolve_run(run_id).await?;
     let view = ledger.run_view(&run_id).await?;
     let dir = out.join(&run_id);
-    std::fs::create_dir_all(&dir).map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
     let mut files = Vec::new();
     let write = |name: String, body: Vec<u8>| -> Result<String, Failure> {
         let path = dir.join(name);
-        std::fs::write(&path, body).map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, body)
+            .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
         Ok(path.display().to_string())
     };
     let reports: Vec<&Report> = view.jobs.iter().filter_map(|j| j.report.as_ref()).collect();
@@ -108,12 +131,25 @@ pub async fn fetch_report(ctx: &Ctx, run_id: Option<&str>, out: &Path, json: boo
         let body = serde_json::to_vec_pretty(r).map_err(|e| Failure::Runtime(e.to_string()))?;
         files.push(write(format!("{}.json", r.job_id), body)?);
     }
-    let combined = serde_json::to_vec_pretty(&Combined { run: &view, reports: reports.clone() }).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let combined = serde_json::to_vec_pretty(&Combined {
+        run: &view,
+        reports: reports.clone(),
+    })
+    .map_err(|e| Failure::Runtime(e.to_string()))?;
     files.push(write("run.json".to_string(), combined)?);
     if json {
-        return print_json(&Fetched { run_id, directory: dir.display().to_string(), files }).map(|()| 0);
+        return print_json(&Fetched {
+            run_id,
+            directory: dir.display().to_string(),
+            files,
+        })
+        .map(|()| 0);
     }
-    println!("Run {run_id}: {} report(s) of {} job(s)", reports.len(), view.jobs.len());
+    println!(
+        "Run {run_id}: {} report(s) of {} job(s)",
+        reports.len(),
+        view.jobs.len()
+    );
     for f in &files {
         println!("  {f}");
     }
@@ -133,7 +169,11 @@ pub async fn logs(ctx: &Ctx, job_id: &str, run: Option<&str>, follow: bool) -> R
     let mut stream: Option<String> = None;
     loop {
         let view = ledger.run_view(&run_id).await?;
-        let job = view.jobs.iter().find(|j| j.job_id == job_id).ok_or_else(|| Failure::Usage(format!("no job `{job_id}` in run {run_id}")))?;
+        let job = view
+            .jobs
+            .iter()
+            .find(|j| j.job_id == job_id)
+            .ok_or_else(|| Failure::Usage(format!("no job `{job_id}` in run {run_id}")))?;
         let finished = job.state == JobState::Finished;
         if stream.is_none() {
             stream = match &job.report {
@@ -157,8 +197,18 @@ pub async fn logs(ctx: &Ctx, job_id: &str, run: Option<&str>, follow: bool) -> R
                     .await;
                 let out = match out {
                     Ok(o) => o,
-                    Err(e) if e.as_service_error().is_some_and(|x| x.is_resource_not_found_exception()) => break,
-                    Err(e) => return Err(Failure::Runtime(format!("cannot read {group} {s}: {}", janitord::aws::describe(e)))),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|x| x.is_resource_not_found_exception()) =>
+                    {
+                        break
+                    }
+                    Err(e) => {
+                        return Err(Failure::Runtime(format!(
+                            "cannot read {group} {s}: {}",
+                            janitord::aws::describe(e)
+                        )))
+                    }
                 };
                 for e in out.events() {
                     println!("{}", e.message().unwrap_or(""));

@@ -60,23 +60,33 @@ pub struct Estimate {
 
 /// Jobs × timeout × hourly price, grouped by instance type.
 pub fn estimate(cfg: &WorkersConfig) -> Estimate {
-    let mut groups: std::collections::BTreeMap<(&str, u64), usize> = std::collections::BTreeMap::new();
+    let mut groups: std::collections::BTreeMap<(&str, u64), usize> =
+        std::collections::BTreeMap::new();
     for r in &cfg.repositories {
-        let t = r.instance_type.as_deref().unwrap_or(pricing::DEFAULT_INSTANCE_TYPE);
+        let t = r
+            .instance_type
+            .as_deref()
+            .unwrap_or(pricing::DEFAULT_INSTANCE_TYPE);
         *groups.entry((t, r.timeout.as_secs())).or_default() += 1;
     }
-    let mut out = Estimate { total_usd: 0.0, lines: Vec::new(), unknown: Vec::new() };
+    let mut out = Estimate {
+        total_usd: 0.0,
+        lines: Vec::new(),
+        unknown: Vec::new(),
+    };
     for ((t, secs), n) in groups {
         let took = duration::format(Duration::from_secs(secs));
         match pricing::hourly_usd(t) {
             Some(h) => {
                 let cost = h * secs as f64 / 3600.0 * n as f64;
                 out.total_usd += cost;
-                out.lines.push(format!("{n} × {t} × {took} at ${h}/h = ${cost:.2}"));
+                out.lines
+                    .push(format!("{n} × {t} × {took} at ${h}/h = ${cost:.2}"));
             }
             None => {
                 out.unknown.push(t.to_string());
-                out.lines.push(format!("{n} × {t} × {took}: price unknown, not counted"));
+                out.lines
+                    .push(format!("{n} × {t} × {took}: price unknown, not counted"));
             }
         }
     }
@@ -86,12 +96,20 @@ pub fn estimate(cfg: &WorkersConfig) -> Estimate {
 
 /// Raises the group to `min(max_concurrent_instances, jobs)`, never lowering it.
 pub async fn scale_up(fleet: &Fleet, cfg: &WorkersConfig) -> Result<(), Failure> {
-    let want = cfg.repositories.len().min(cfg.max_concurrent_instances as usize);
-    let (before, after) = fleet.raise_to(i32::try_from(want).unwrap_or(i32::MAX)).await?;
+    let want = cfg
+        .repositories
+        .len()
+        .min(cfg.max_concurrent_instances as usize);
+    let (before, after) = fleet
+        .raise_to(i32::try_from(want).unwrap_or(i32::MAX))
+        .await?;
     if after > before {
         eprintln!("Desired capacity of {}: {before} → {after}", fleet.name);
     } else {
-        eprintln!("Desired capacity of {} stays at {before} (asked for {want})", fleet.name);
+        eprintln!(
+            "Desired capacity of {} stays at {before} (asked for {want})",
+            fleet.name
+        );
     }
     Ok(())
 }
@@ -106,7 +124,9 @@ fn confirm(yes: bool) -> Result<(), Failure> {
     eprint!("Start the run? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(|e| Failure::Usage(format!("cannot read the answer: {e}")))?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::Usage(format!("cannot read the answer: {e}")))?;
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
@@ -122,8 +142,14 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, Failure> {
     let ledger = ctx.ledger()?;
     let fleet = ctx.fleet()?;
     let est = estimate(&cfg);
-    eprintln!("Launching parallel validation for {} repositories...", cfg.repositories.len());
-    eprintln!("Cost estimate (if every job used its whole timeout): ${:.2}", est.total_usd);
+    eprintln!(
+        "Launching parallel validation for {} repositories...",
+        cfg.repositories.len()
+    );
+    eprintln!(
+        "Cost estimate (if every job used its whole timeout): ${:.2}",
+        est.total_usd
+    );
     for line in &est.lines {
         eprintln!("  {line}");
     }
@@ -138,20 +164,40 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, Failure> {
         eprintln!();
         eprintln!("Timeout: {}", output::minutes(timeout));
         eprintln!("Use 'make check-parallel-status ENV=…' (janitorctl status {run_id}) to monitor progress");
-        eprintln!("Use 'make kill-all-workers ENV=…' (janitorctl kill-all) for emergency termination");
+        eprintln!(
+            "Use 'make kill-all-workers ENV=…' (janitorctl kill-all) for emergency termination"
+        );
         println!("{run_id}");
         return Ok(0);
     }
 
-    let view = follow(&ledger, &run_id, Duration::from_secs(args.poll_seconds.max(1))).await?;
+    let view = follow(
+        &ledger,
+        &run_id,
+        Duration::from_secs(args.poll_seconds.max(1)),
+    )
+    .await?;
     println!("\n{}", output::run_results(&view));
     let all_ok = view.is_done() && view.succeeded() == view.jobs.len();
 
-    let waited = wait_for_stop(&fleet, Duration::from_secs(args.wait_minutes * 60), Duration::from_secs(args.poll_seconds.max(1))).await?;
+    let waited = wait_for_stop(
+        &fleet,
+        Duration::from_secs(args.wait_minutes * 60),
+        Duration::from_secs(args.poll_seconds.max(1)),
+    )
+    .await?;
     match waited {
-        Ok(took) => println!("All instances of {} stopped {} after the run.", fleet.name, duration::format(took)),
+        Ok(took) => println!(
+            "All instances of {} stopped {} after the run.",
+            fleet.name,
+            duration::format(took)
+        ),
         Err(left) => {
-            println!("Gave up after {}m: still InService: {}. Stop them with `janitorctl kill-all`.", args.wait_minutes, left.join(", "));
+            println!(
+                "Gave up after {}m: still InService: {}. Stop them with `janitorctl kill-all`.",
+                args.wait_minutes,
+                left.join(", ")
+            );
             return Ok(EXIT_GAVE_UP);
         }
     }
@@ -159,14 +205,22 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, Failure> {
 }
 
 /// Follows the run until every job is finished or the run's timeout has passed.
-async fn follow(ledger: &crate::ledger::Ledger, run_id: &str, every: Duration) -> Result<RunView, Failure> {
+async fn follow(
+    ledger: &crate::ledger::Ledger,
+    run_id: &str,
+    every: Duration,
+) -> Result<RunView, Failure> {
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
     loop {
         let view = ledger.run_view(run_id).await?;
         let now = time::OffsetDateTime::now_utc();
         let line = output::progress_line(&view, now);
-        let counts = (view.count(JobState::Finished), view.count(JobState::Running), view.count(JobState::Queued));
+        let counts = (
+            view.count(JobState::Finished),
+            view.count(JobState::Running),
+            view.count(JobState::Queued),
+        );
         let key = format!("{counts:?}");
         if tty {
             eprint!("\r\x1b[2K{line}");
@@ -184,7 +238,9 @@ async fn follow(ledger: &crate::ledger::Ledger, run_id: &str, every: Duration) -
             if tty {
                 eprintln!();
             }
-            eprintln!("The run's timeout has passed with jobs unfinished; giving up on following it.");
+            eprintln!(
+                "The run's timeout has passed with jobs unfinished; giving up on following it."
+            );
             return Ok(view);
         }
         tokio::time::sleep(every).await;
@@ -192,12 +248,20 @@ async fn follow(ledger: &crate::ledger::Ledger, run_id: &str, every: Duration) -
 }
 
 /// Waits until no instance of the group is InService. `Err` holds the ones still there.
-async fn wait_for_stop(fleet: &Fleet, limit: Duration, every: Duration) -> Result<Result<Duration, Vec<String>>, Failure> {
+async fn wait_for_stop(
+    fleet: &Fleet,
+    limit: Duration,
+    every: Duration,
+) -> Result<Result<Duration, Vec<String>>, Failure> {
     let start = Instant::now();
     let mut announced = false;
     loop {
         let g = fleet.describe().await?;
-        let in_service: Vec<String> = g.in_service().iter().map(|i| i.instance_id.clone()).collect();
+        let in_service: Vec<String> = g
+            .in_service()
+            .iter()
+            .map(|i| i.instance_id.clone())
+            .collect();
         if in_service.is_empty() {
             return Ok(Ok(start.elapsed()));
         }
@@ -205,7 +269,11 @@ async fn wait_for_stop(fleet: &Fleet, limit: Duration, every: Duration) -> Resul
             return Ok(Err(in_service));
         }
         if !announced {
-            eprintln!("Waiting up to {}m for {} instance(s) to scale in...", limit.as_secs() / 60, in_service.len());
+            eprintln!(
+                "Waiting up to {}m for {} instance(s) to scale in...",
+                limit.as_secs() / 60,
+                in_service.len()
+            );
             announced = true;
         }
         tokio::time::sleep(every).await;
@@ -229,6 +297,9 @@ mod tests {
         assert_eq!(e.total_usd, 1.006);
         assert_eq!(e.unknown, ["x9.huge"]);
         assert_eq!(e.lines[0], "2 × g5.xlarge × 30m00s at $1.006/h = $1.01");
-        assert_eq!(e.lines[1], "1 × x9.huge × 30m00s: price unknown, not counted");
+        assert_eq!(
+            e.lines[1],
+            "1 × x9.huge × 30m00s: price unknown, not counted"
+        );
     }
 }

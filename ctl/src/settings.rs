@@ -48,10 +48,19 @@ impl Settings {
     /// Reads `infra/env/<ENV>.json` (relative to `root`) when an environment is named.
     pub fn load(flags: Flags, root: &Path) -> Result<Settings, SettingsError> {
         let Some(env) = flags.env_name.clone().filter(|e| !e.is_empty()) else {
-            return Ok(Settings { flags, file: serde_json::Map::new(), file_path: None });
+            return Ok(Settings {
+                flags,
+                file: serde_json::Map::new(),
+                file_path: None,
+            });
         };
-        if !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(SettingsError(format!("environment name `{env}` may hold only letters, digits, `-` and `_`")));
+        if !env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(SettingsError(format!(
+                "environment name `{env}` may hold only letters, digits, `-` and `_`"
+            )));
         }
         let path = root.join(ENV_DIR).join(format!("{env}.json"));
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -60,23 +69,37 @@ impl Settings {
                 path.display()
             ))
         })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| SettingsError(format!("{}:{}: not valid JSON: {e}", path.display(), e.line())))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            SettingsError(format!(
+                "{}:{}: not valid JSON: {e}",
+                path.display(),
+                e.line()
+            ))
+        })?;
         let serde_json::Value::Object(file) = value else {
-            return Err(SettingsError(format!("{}: must be a JSON object of settings (Terraform outputs)", path.display())));
+            return Err(SettingsError(format!(
+                "{}: must be a JSON object of settings (Terraform outputs)",
+                path.display()
+            )));
         };
-        Ok(Settings { flags, file, file_path: Some(path) })
+        Ok(Settings {
+            flags,
+            file,
+            file_path: Some(path),
+        })
     }
 
     /// A value from the file: a plain string, or Terraform's `{"value": "…"}`.
-    fn from_file(&self, key: &str) -> Option<String> {
+    fn in_file(&self, key: &str) -> Option<String> {
         let v = self.file.get(key)?;
         let v = v.get("value").unwrap_or(v);
         v.as_str().map(str::to_string).filter(|s| !s.is_empty())
     }
 
     fn get(&self, flag: &Option<String>, key: &str) -> Option<String> {
-        flag.clone().filter(|s| !s.is_empty()).or_else(|| self.from_file(key))
+        flag.clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.in_file(key))
     }
 
     fn require(&self, flag: &Option<String>, key: &str) -> Result<String, SettingsError> {
@@ -108,7 +131,8 @@ impl Settings {
     }
 
     pub fn log_group(&self) -> String {
-        self.get(&self.flags.log_group, "log_group").unwrap_or_else(|| janitord::settings::DEFAULT_LOG_GROUP.to_string())
+        self.get(&self.flags.log_group, "log_group")
+            .unwrap_or_else(|| janitord::settings::DEFAULT_LOG_GROUP.to_string())
     }
 
     pub fn region(&self) -> Option<String> {
@@ -129,14 +153,30 @@ mod tests {
             r#"{"queue_url": {"value": "https://q", "type": "string"}, "bucket": "b", "asg_name": ""}"#,
         )
         .unwrap();
-        let flags = Flags { env_name: Some("dev".into()), bucket: Some("flag-bucket".into()), ..Flags::default() };
+        let flags = Flags {
+            env_name: Some("dev".into()),
+            bucket: Some("flag-bucket".into()),
+            ..Flags::default()
+        };
         let s = Settings::load(flags, dir.path()).unwrap();
         assert_eq!(s.queue_url().unwrap(), "https://q");
         assert_eq!(s.bucket().unwrap(), "flag-bucket");
         assert_eq!(s.log_group(), "/janitor-runner");
         let e = s.asg_name().unwrap_err().to_string();
         assert!(e.starts_with("missing setting `asg_name`: pass --asg-name, set JANITOR_ASG_NAME, add `asg_name` to "), "{e}");
-        let e = Settings::load(Flags { env_name: Some("prod".into()), ..Flags::default() }, dir.path()).unwrap_err().to_string();
-        assert!(e.contains("infra/env/prod.json: cannot read") && e.contains("make infra-apply ENV=prod"), "{e}");
+        let e = Settings::load(
+            Flags {
+                env_name: Some("prod".into()),
+                ..Flags::default()
+            },
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("infra/env/prod.json: cannot read")
+                && e.contains("make infra-apply ENV=prod"),
+            "{e}"
+        );
     }
 }

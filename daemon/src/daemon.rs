@@ -368,7 +368,13 @@ pub fn bare_report(ctx: &JobContext, status: JobStatus, reason: String) -> Repor
         enqueued_at: ctx.job.enqueued_at,
         attempt: ctx.attempt,
     };
-    let mut report = Report::without_steps(job, ctx.instance.clone(), status, reason, env!("CARGO_PKG_VERSION"));
+    let mut report = Report::without_steps(
+        job,
+        ctx.instance.clone(),
+        status,
+        reason,
+        env!("CARGO_PKG_VERSION"),
+    );
     report.logs = ctx.log_ref.clone();
     report
 }

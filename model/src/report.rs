@@ -196,7 +196,13 @@ impl Report {
     }
 
     /// A report with no steps: a job the pipeline could not finish, or one cancelled before it ran.
-    pub fn without_steps(job: JobIdentity, instance: InstanceInfo, status: JobStatus, reason: String, version: &str) -> Report {
+    pub fn without_steps(
+        job: JobIdentity,
+        instance: InstanceInfo,
+        status: JobStatus,
+        reason: String,
+        version: &str,
+    ) -> Report {
         let now = OffsetDateTime::now_utc();
         Report {
             schema: REPORT_SCHEMA,

@@ -241,18 +241,36 @@ impl Fixture {
 
     /// The group's desired capacity and its instances' (id, lifecycle state, protected).
     pub async fn group(&self) -> (i32, Vec<(String, String, bool)>) {
-        let out = self.asg().describe_auto_scaling_groups().auto_scaling_group_names(&self.asg_name).send().await.unwrap();
+        let out = self
+            .asg()
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.asg_name)
+            .send()
+            .await
+            .unwrap();
         let g = &out.auto_scaling_groups()[0];
         let instances = g
             .instances()
             .iter()
-            .map(|i| (i.instance_id().unwrap().to_string(), i.lifecycle_state().unwrap().as_str().to_string(), i.protected_from_scale_in().unwrap_or(false)))
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_string(),
+                    i.lifecycle_state().unwrap().as_str().to_string(),
+                    i.protected_from_scale_in().unwrap_or(false),
+                )
+            })
             .collect();
         (g.desired_capacity().unwrap(), instances)
     }
 
     pub async fn set_desired(&self, n: i32) {
-        self.asg().set_desired_capacity().auto_scaling_group_name(&self.asg_name).desired_capacity(n).send().await.unwrap();
+        self.asg()
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.asg_name)
+            .desired_capacity(n)
+            .send()
+            .await
+            .unwrap();
     }
 
     pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {

@@ -74,7 +74,10 @@ pub async fn command(run: RunArgs) -> Result<u8, Failure> {
             attempt: 1,
             instance: instance.clone(),
             work_root: work_root.clone(),
-            stop_grace,
+            graces: janitord::docker::Graces {
+                deadline: stop_grace,
+                interrupt: stop_grace,
+            },
             allow_local_repos: true,
             log_ref: None,
         };

@@ -1,24 +1,32 @@
-//! The daemon's loop: take one message at a time, run its job, store the report, then delete
-//! the message. Results are spooled to disk before upload so none is lost in between.
+//! The daemon's loop: one `select!` over the queue, the running job, instance-metadata notices,
+//! signals and a one-second tick; `machine::next` decides, this module acts. A job's report is
+//! spooled to disk before upload and its message deleted only after, so none is lost between.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use janitor_model::job::{self, Rejection};
+use janitor_model::job::{self, Job, Rejection};
 use janitor_model::ledger::{self, InstanceEvent, RejectedRecord, StartedRecord};
 use janitor_model::report::{InstanceInfo, JobIdentity, JobStatus, LogRef, Report};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{self, JobQueue, Received, ReportStore};
+use crate::aws::{self, JobQueue, Received, ReportStore, AWS_RETRY_BASE, AWS_RETRY_CAP};
 use crate::backoff::Backoff;
-use crate::docker::Engine;
+use crate::docker::{Engine, Graces};
+use crate::lifecycle::{self, Membership, Notice};
 use crate::logs::{CloudWatchShipper, LogSink};
+use crate::machine::{self, Action, Event, State, Target};
 use crate::pipeline::{self, JobContext};
 use crate::settings::Settings;
+use crate::systemd;
 
 /// How long the daemon waits for a job's output to reach CloudWatch after the job ends.
 pub const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(15);
@@ -26,6 +34,10 @@ pub const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(15);
 pub const SQS_RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest delay between failed SQS receives.
 pub const SQS_RETRY_CAP: Duration = Duration::from_secs(30);
+/// Attempts at `CompleteLifecycleAction` before the hook's own timeout is left to act.
+pub const LIFECYCLE_COMPLETE_ATTEMPTS: u32 = 5;
+/// How often the dead-man heartbeat file is rewritten.
+pub const HEARTBEAT_FILE_EVERY: Duration = Duration::from_secs(10);
 
 /// A report waiting in the spool for its upload, with what is needed to settle the message.
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,49 +53,313 @@ pub struct Daemon<Q, S> {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub engine: Engine,
     pub instance: InstanceInfo,
-    /// Cancelled on SIGTERM/SIGINT: the running job is stopped and handed back.
+    /// This instance in its Auto Scaling group; `None` off a group (tests, a lone machine).
+    pub membership: Option<Membership>,
+    /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
 }
 
+/// Everything that reaches the loop, from one `select!`.
+enum Input {
+    Received(Result<Option<Received>, aws::AwsError>),
+    JobDone,
+    Notice(Notice),
+    Signal,
+    Tick,
+}
+
+type Pending<'a, T> = Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>;
+
+/// Awaits an optional future; never resolves when there is none.
+async fn maybe<T>(f: &mut Pending<'_, T>) -> T {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, S> {
-    /// Runs until shutdown (or, with `exit_when_idle`, until the queue is empty).
+    /// Runs until shutdown (or, with `exit_when_idle`, until the queue is empty or the instance
+    /// is parked). Every input is one [`Input`]; every decision is `machine::next`.
     pub async fn run(&self) {
+        self.recover_orphans().await;
         self.record_instance_event("daemon-start", "janitord started and is polling the queue")
             .await;
-        let mut backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
-        loop {
-            self.drain_spool().await;
-            if self.shutdown.is_cancelled() {
-                break;
+        self.drain_spool().await;
+        let clock = Instant::now();
+        let now = || clock.elapsed().as_secs();
+        let cfg = machine::Config {
+            idle_timeout: self.settings.idle_timeout.as_secs(),
+            heartbeat_every: self
+                .membership
+                .as_ref()
+                .map_or(self.settings.lifecycle_heartbeat.as_secs(), |m| {
+                    m.heartbeat_every
+                }),
+            scale_in: self.membership.is_some(),
+        };
+        let (notice_tx, mut notices) = mpsc::channel(16);
+        let watcher_stop = CancellationToken::new();
+        // Off EC2 (an instance id given in the settings) there is no metadata service to watch.
+        let watcher = self.settings.instance_id.is_none().then(|| {
+            lifecycle::watch_imds(self.settings.imds_interval, notice_tx, watcher_stop.clone())
+        });
+        let watchdog = systemd::watchdog_every();
+        let mut last_watchdog = Instant::now();
+        let mut last_beat: Option<Instant> = None;
+        let mut state = State::Idle { since: 0 };
+        let mut receiving: Pending<'_, Result<Option<Received>, aws::AwsError>> = None;
+        let mut job: Pending<'_, ()> = None;
+        let mut job_cancel = CancellationToken::new();
+        let mut poll_backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
+        let mut poll_after = Instant::now();
+        let mut signalled = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        systemd::notify("READY=1");
+        tracing::info!(in_group = self.membership.is_some(), "janitord is serving");
+
+        while state != State::Done {
+            if state.accepts_jobs()
+                && job.is_none()
+                && receiving.is_none()
+                && Instant::now() >= poll_after
+            {
+                // Reports a failed upload left behind go before the next job is taken.
+                self.drain_spool().await;
+                let queue = self.queue.clone();
+                let (wait, visibility) =
+                    (self.settings.poll_wait, self.settings.visibility_timeout);
+                receiving = Some(Box::pin(
+                    async move { queue.receive(wait, visibility).await },
+                ));
             }
-            let received = tokio::select! {
-                r = self.queue.receive(self.settings.poll_wait, self.settings.visibility_timeout) => r,
-                () = self.shutdown.cancelled() => break,
+            let input = tokio::select! {
+                r = maybe(&mut receiving) => { receiving = None; Input::Received(r) }
+                () = maybe(&mut job) => { job = None; Input::JobDone }
+                Some(n) = notices.recv() => Input::Notice(n),
+                () = self.shutdown.cancelled(), if !signalled => { signalled = true; Input::Signal }
+                _ = tick.tick() => Input::Tick,
             };
-            match received {
-                Err(e) => {
-                    let delay = backoff.next_delay();
+            let event = match input {
+                Input::Received(Err(e)) => {
+                    let delay = poll_backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "could not poll the queue");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => break,
-                    }
+                    poll_after = Instant::now() + delay;
+                    None
                 }
-                Ok(None) => {
-                    backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
-                    if self.settings.exit_when_idle && self.queue_is_empty().await {
+                Input::Received(Ok(None)) => {
+                    poll_backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
+                    if self.settings.exit_when_idle
+                        && state.accepts_jobs()
+                        && self.queue_is_empty().await
+                    {
                         tracing::info!("queue is empty; exiting as asked (--exit-when-idle)");
                         break;
                     }
+                    None
                 }
-                Ok(Some(message)) => {
-                    backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
-                    self.handle(message).await;
+                Input::Received(Ok(Some(message))) => {
+                    poll_backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
+                    if !state.accepts_jobs() {
+                        // The state changed while the poll was out: give the message straight back.
+                        if let Err(e) = self
+                            .queue
+                            .set_visibility(&message.receipt_handle, Duration::ZERO)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "could not hand a message back");
+                        }
+                        None
+                    } else {
+                        match job::decode(&message.body, self.settings.allow_local_repos) {
+                            Err(rejection) => {
+                                self.reject(&message, rejection).await;
+                                None
+                            }
+                            Ok(decoded) => {
+                                job_cancel = CancellationToken::new();
+                                job = Some(Box::pin(self.handle(
+                                    message,
+                                    decoded,
+                                    job_cancel.clone(),
+                                )));
+                                Some(Event::JobStarted)
+                            }
+                        }
+                    }
+                }
+                Input::JobDone => Some(Event::JobEnded { now: now() }),
+                Input::Notice(Notice::Target(t)) => Some(Event::Lifecycle {
+                    now: now(),
+                    target: Target::parse(&t),
+                }),
+                Input::Notice(Notice::Spot(_)) => Some(Event::SpotNotice),
+                Input::Signal => {
+                    systemd::notify("STOPPING=1");
+                    Some(Event::Signal)
+                }
+                Input::Tick => {
+                    if let Some(every) = watchdog {
+                        if last_watchdog.elapsed() >= every {
+                            systemd::notify("WATCHDOG=1");
+                            last_watchdog = Instant::now();
+                        }
+                    }
+                    if last_beat.is_none_or(|b| b.elapsed() >= HEARTBEAT_FILE_EVERY) {
+                        if let Err(e) = systemd::beat(&self.settings.heartbeat_file) {
+                            tracing::warn!(path = %self.settings.heartbeat_file.display(), error = %e, "could not write the heartbeat file; the dead-man timer may power the instance off");
+                        }
+                        last_beat = Some(Instant::now());
+                    }
+                    Some(Event::Tick { now: now() })
+                }
+            };
+            if let Some(event) = event {
+                state = self.apply(state, event, &cfg, &job_cancel, now).await;
+            }
+            if state == State::Parked && self.settings.exit_when_idle {
+                tracing::info!("parked; exiting as asked (--exit-when-idle)");
+                break;
+            }
+        }
+        watcher_stop.cancel();
+        if let Some(w) = watcher {
+            let _ = w.await;
+        }
+        if state != State::Done {
+            self.record_instance_event("daemon-stop", "janitord stopped")
+                .await;
+        }
+    }
+
+    /// Feeds one event through the machine and performs its actions; actions that ask a
+    /// question (queue empty? capacity lowered?) feed their answer back in.
+    async fn apply(
+        &self,
+        mut state: State,
+        event: Event,
+        cfg: &machine::Config,
+        job_cancel: &CancellationToken,
+        now: impl Fn() -> u64,
+    ) -> State {
+        let mut pending = VecDeque::from([event]);
+        while let Some(event) = pending.pop_front() {
+            let (next, actions) = machine::next(state, &event, cfg);
+            if next != state {
+                tracing::debug!(from = ?state, to = ?next, event = ?event, "state");
+            }
+            state = next;
+            for action in actions {
+                match action {
+                    Action::Protect | Action::Unprotect => {
+                        if let Some(m) = &self.membership {
+                            if let Err(e) = m.protect(action == Action::Protect).await {
+                                tracing::warn!(error = %e, "scale-in protection not changed");
+                            }
+                        }
+                    }
+                    Action::StopJob => {
+                        tracing::info!(
+                            "stopping the running job; its message goes back to the queue"
+                        );
+                        job_cancel.cancel();
+                    }
+                    Action::CheckQueue => {
+                        let empty = self.queue_is_empty().await;
+                        pending.push_back(Event::QueueChecked { now: now(), empty });
+                    }
+                    Action::ScaleIn => {
+                        let lowered = match &self.membership {
+                            Some(m) => m.scale_in().await.unwrap_or_else(|e| {
+                                tracing::warn!(error = %e, "could not lower the desired capacity; trying again after the next idle period");
+                                false
+                            }),
+                            None => false,
+                        };
+                        pending.push_back(Event::ScaledIn {
+                            now: now(),
+                            lowered,
+                        });
+                    }
+                    Action::Heartbeat => {
+                        if let Some(m) = &self.membership {
+                            match m.heartbeat().await {
+                                Ok(()) => tracing::info!(
+                                    "lifecycle heartbeat sent while the job finishes"
+                                ),
+                                Err(e) => tracing::warn!(error = %e, "lifecycle heartbeat failed"),
+                            }
+                        }
+                    }
+                    Action::CompleteLifecycle => self.complete_lifecycle().await,
+                    Action::Record(event) => {
+                        self.record_instance_event(event, &format!("state {state:?}"))
+                            .await
+                    }
                 }
             }
         }
-        self.record_instance_event("daemon-stop", "janitord stopped")
+        state
+    }
+
+    async fn complete_lifecycle(&self) {
+        let Some(m) = &self.membership else { return };
+        let mut backoff = Backoff::new(AWS_RETRY_BASE, AWS_RETRY_CAP);
+        for attempt in 1..=LIFECYCLE_COMPLETE_ATTEMPTS {
+            match m.complete().await {
+                Ok(()) => {
+                    tracing::info!(group = %m.group, hook = ?m.hook, "lifecycle action completed (CONTINUE)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "CompleteLifecycleAction failed");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+        tracing::error!("could not complete the lifecycle action; the group will continue at the hook's timeout");
+    }
+
+    /// Removes containers a previous janitord on this instance left behind (it crashed or was
+    /// killed) and records the crashed attempts. Their jobs come back through the queue.
+    async fn recover_orphans(&self) {
+        let orphans = match self.engine.managed_containers(&self.instance.id).await {
+            Ok(o) => o,
+            Err(e) => {
+                return tracing::warn!(error = %e, "could not look for containers left by an earlier janitord")
+            }
+        };
+        for (name, labels) in orphans {
+            tracing::warn!(container = %name, "removing a container left by an earlier janitord");
+            self.engine.remove(&name).await;
+            let (Some(run_id), Some(job_id)) =
+                (labels.get("janitor.run_id"), labels.get("janitor.job_id"))
+            else {
+                continue;
+            };
+            let attempt = labels
+                .get("janitor.attempt")
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string());
+            let record = serde_json::json!({
+                "job_id": job_id,
+                "run_id": run_id,
+                "attempt": attempt,
+                "container": name,
+                "instance": self.instance,
+                "found_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "detail": "janitord stopped without finishing this attempt; the job comes back through the queue",
+            });
+            self.put_record(
+                &format!(
+                    "{}jobs/{job_id}/crashed-{attempt}.json",
+                    ledger::run_prefix(run_id)
+                ),
+                &record,
+            )
             .await;
+        }
     }
 
     async fn queue_is_empty(&self) -> bool {
@@ -97,12 +373,9 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
         }
     }
 
-    async fn handle(&self, message: Received) {
+    /// Runs one decoded job to its settled report.
+    async fn handle(&self, message: Received, job: Job, cancel: CancellationToken) {
         let received_at = Instant::now();
-        let job = match job::decode(&message.body, self.settings.allow_local_repos) {
-            Ok(job) => job,
-            Err(rejection) => return self.reject(&message, rejection).await,
-        };
         let attempt = message.receive_count;
         let span = tracing::info_span!("job", job_id = %job.job_id, run_id = %job.run_id, repo = %job.spec.repo.full_name(), attempt);
         let _enter = span.enter();
@@ -135,7 +408,10 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             attempt,
             instance: self.instance.clone(),
             work_root: self.settings.work_root(),
-            stop_grace: self.settings.stop_grace,
+            graces: Graces {
+                deadline: self.settings.stop_grace,
+                interrupt: self.settings.interrupt_grace,
+            },
             allow_local_repos: self.settings.allow_local_repos,
             log_ref: Some(log_ref),
         };
@@ -145,7 +421,6 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             let engine = self.engine.clone();
             let ctx = ctx.clone();
             let sink: Arc<dyn LogSink> = shipper.sink();
-            let cancel = self.shutdown.child_token();
             tokio::spawn(
                 async move { pipeline::run_job(&engine, &ctx, sink.as_ref(), &cancel).await },
             )

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Label on every container `janitord` creates; restart recovery finds orphans by it.
 pub const MANAGED_LABEL: &str = "janitor.managed";
+/// Label naming the instance whose daemon created the container.
+pub const INSTANCE_LABEL: &str = "janitor.instance";
 /// How long to keep reading a container's output after it has exited.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
 /// How long a forced stop may take before it is given up on (after the grace).
@@ -78,6 +80,15 @@ pub struct BuildSpec<'a> {
     pub dockerfile: &'a str,
     pub tag: &'a str,
     pub labels: HashMap<String, String>,
+}
+
+/// How long a container gets between SIGTERM and SIGKILL.
+#[derive(Debug, Clone, Copy)]
+pub struct Graces {
+    /// When the job's hard timeout passes.
+    pub deadline: Duration,
+    /// When the job is interrupted (SIGTERM to the daemon, a spot notice).
+    pub interrupt: Duration,
 }
 
 /// What to run.
@@ -246,7 +257,7 @@ impl Engine {
         &self,
         spec: &ContainerSpec,
         deadline: Instant,
-        grace: Duration,
+        grace: Graces,
         cancel: &CancellationToken,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ContainerOutcome, EngineError> {
@@ -296,7 +307,7 @@ impl Engine {
         &self,
         spec: &ContainerSpec,
         deadline: Instant,
-        grace: Duration,
+        grace: Graces,
         cancel: &CancellationToken,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ContainerOutcome, EngineError> {
@@ -341,11 +352,11 @@ impl Engine {
                 (result, _) = &mut wait => break exit_code_of(result),
                 () = &mut hard_deadline, if stopped.is_none() => {
                     stopped = Some(StopReason::Deadline);
-                    stop_task = Some(self.spawn_stop(name, grace));
+                    stop_task = Some(self.spawn_stop(name, grace.deadline));
                 }
                 () = cancel.cancelled(), if stopped.is_none() => {
                     stopped = Some(StopReason::Interrupted);
-                    stop_task = Some(self.spawn_stop(name, grace));
+                    stop_task = Some(self.spawn_stop(name, grace.interrupt));
                 }
             }
         };
@@ -406,9 +417,19 @@ impl Engine {
         }
     }
 
-    /// Names of containers carrying `janitor.managed`, running or not.
-    pub async fn managed_containers(&self) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])]);
+    /// Containers carrying `janitor.managed` and `janitor.instance={instance}`, running or
+    /// not: (name, labels).
+    pub async fn managed_containers(
+        &self,
+        instance: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{MANAGED_LABEL}=true"),
+                format!("{INSTANCE_LABEL}={instance}"),
+            ],
+        )]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -420,8 +441,15 @@ impl Engine {
             .map_err(api("list containers"))?;
         Ok(list
             .into_iter()
-            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
-            .map(|n| n.trim_start_matches('/').to_string())
+            .filter_map(|c| {
+                let name = c
+                    .names?
+                    .into_iter()
+                    .next()?
+                    .trim_start_matches('/')
+                    .to_string();
+                Some((name, c.labels.unwrap_or_default()))
+            })
             .collect())
     }
 }

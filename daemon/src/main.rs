@@ -7,6 +7,7 @@ use janitor_model::report::InstanceInfo;
 use janitord::aws::{self, S3Store, SqsQueue};
 use janitord::daemon::Daemon;
 use janitord::docker::Engine;
+use janitord::lifecycle::Membership;
 use janitord::settings::{self, Flags};
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +65,27 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         None => aws::instance_identity().await?,
     };
     let config = aws::sdk_config().await;
+    let asg = aws_sdk_autoscaling::Client::new(&config);
+    let membership = match Membership::discover(
+        asg,
+        &instance.id,
+        settings.lifecycle_heartbeat.as_secs(),
+    )
+    .await
+    {
+        Ok(Some(m)) => {
+            tracing::info!(group = %m.group, hook = ?m.hook, heartbeat_s = m.heartbeat_every, "member of an Auto Scaling group");
+            Some(m)
+        }
+        Ok(None) => {
+            tracing::info!("not in an Auto Scaling group: no scale-in protection, lifecycle hooks or idle scale-in");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether this instance is in an Auto Scaling group; running without group actions");
+            None
+        }
+    };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let daemon = Daemon {
@@ -78,6 +100,7 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         logs: aws_sdk_cloudwatchlogs::Client::new(&config),
         engine,
         instance,
+        membership,
         shutdown,
         settings,
     };

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{BuildSpec, ContainerSpec, Engine, StopReason};
+use crate::docker::{BuildSpec, ContainerSpec, Engine, Graces, StopReason, INSTANCE_LABEL};
 use crate::logs::LogSink;
 
 /// How many unexpected `ERROR` lines a report quotes.
@@ -38,7 +38,7 @@ pub struct JobContext {
     /// Job workspaces are made under here (on the cache volume on real instances).
     pub work_root: PathBuf,
     /// Between SIGTERM and SIGKILL when a container must stop.
-    pub stop_grace: Duration,
+    pub graces: Graces,
     pub allow_local_repos: bool,
     pub log_ref: Option<LogRef>,
 }
@@ -76,6 +76,16 @@ impl ErrorScanner {
     pub fn into_lines(self) -> ErrorLines {
         self.found
     }
+}
+
+/// Labels on a job's containers: restart recovery reads them to record the crashed attempt.
+pub fn job_labels(ctx: &JobContext) -> HashMap<String, String> {
+    HashMap::from([
+        ("janitor.job_id".to_string(), ctx.job.job_id.clone()),
+        ("janitor.run_id".to_string(), ctx.job.run_id.clone()),
+        ("janitor.attempt".to_string(), ctx.attempt.to_string()),
+        (INSTANCE_LABEL.to_string(), ctx.instance.id.clone()),
+    ])
 }
 
 /// The image tag a repository builds to: one per repository, so rebuilds replace it.
@@ -273,10 +283,7 @@ pub async fn run_job(
     };
 
     // run
-    let labels = HashMap::from([
-        ("janitor.job_id".to_string(), ctx.job.job_id.clone()),
-        ("janitor.run_id".to_string(), ctx.job.run_id.clone()),
-    ]);
+    let labels = job_labels(ctx);
     if !built {
         steps.not_run(StepName::Run, "the image was not built");
     } else {
@@ -294,7 +301,7 @@ pub async fn run_job(
             sink.line(&format!("[run] {l}"));
         };
         let (status, code, detail) = match engine
-            .run(&container, deadline, ctx.stop_grace, cancel, &mut on_line)
+            .run(&container, deadline, ctx.graces, cancel, &mut on_line)
             .await
         {
             Err(e) => (StepStatus::Failed, None, e.to_string()),
@@ -362,7 +369,7 @@ pub async fn run_job(
             }
         };
         let outcome = engine
-            .run(&container, deadline, ctx.stop_grace, cancel, &mut on_line)
+            .run(&container, deadline, ctx.graces, cancel, &mut on_line)
             .await;
         let lines = lines.into_inner().unwrap_or_default();
         let (status, code, detail) = match outcome {
@@ -730,13 +737,13 @@ async fn run_agent(
             format!("{}:/workspace", repo_dir.display()),
             format!("{}:/janitor", io_dir.display()),
         ],
-        labels: HashMap::from([("janitor.job_id".to_string(), ctx.job.job_id.clone())]),
+        labels: job_labels(ctx),
         gpu: ctx.job.spec.gpu_required,
         ..Default::default()
     };
     let mut on_line = |l: &str| sink.line(&format!("[agent] {l}"));
     let outcome = match engine
-        .run(&container, deadline, ctx.stop_grace, cancel, &mut on_line)
+        .run(&container, deadline, ctx.graces, cancel, &mut on_line)
         .await
     {
         Err(e) => return (StepStatus::Failed, None, e.to_string(), None),

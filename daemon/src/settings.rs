@@ -54,6 +54,21 @@ pub struct Flags {
     /// queue's maxReceiveCount, moves it to the dead-letter queue) [default: 5]
     #[arg(long, env = "JANITOR_REJECT_RETRY_SECONDS")]
     pub reject_retry_seconds: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL when a job is interrupted (daemon stop, spot notice) [default: 90]
+    #[arg(long, env = "JANITOR_INTERRUPT_GRACE_SECONDS")]
+    pub interrupt_grace_seconds: Option<u64>,
+    /// Idle this long with an empty queue, the instance lowers the group's capacity by one [default: 120]
+    #[arg(long, env = "JANITOR_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Seconds between instance-metadata checks (lifecycle state, spot notice) [default: 5]
+    #[arg(long, env = "JANITOR_IMDS_INTERVAL_SECONDS")]
+    pub imds_interval_seconds: Option<u64>,
+    /// Seconds between lifecycle heartbeats when the hook's timeout cannot be read [default: 60]
+    #[arg(long, env = "JANITOR_LIFECYCLE_HEARTBEAT_SECONDS")]
+    pub lifecycle_heartbeat_seconds: Option<u64>,
+    /// File touched every few seconds for the dead-man timer [default: CACHE_DIR/janitord.heartbeat]
+    #[arg(long, env = "JANITOR_HEARTBEAT_FILE")]
+    pub heartbeat_file: Option<PathBuf>,
     /// Accept jobs whose repository URL is local (file://); for tests and single-machine use
     #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
@@ -80,6 +95,11 @@ struct FileSettings {
     visibility_timeout_seconds: Option<u64>,
     stop_grace_seconds: Option<u64>,
     reject_retry_seconds: Option<u64>,
+    interrupt_grace_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    imds_interval_seconds: Option<u64>,
+    lifecycle_heartbeat_seconds: Option<u64>,
+    heartbeat_file: Option<PathBuf>,
     allow_local_repos: Option<bool>,
     exit_when_idle: Option<bool>,
     instance_id: Option<String>,
@@ -97,6 +117,11 @@ pub struct Settings {
     pub visibility_timeout: Duration,
     pub stop_grace: Duration,
     pub reject_retry: Duration,
+    pub interrupt_grace: Duration,
+    pub idle_timeout: Duration,
+    pub imds_interval: Duration,
+    pub lifecycle_heartbeat: Duration,
+    pub heartbeat_file: PathBuf,
     pub allow_local_repos: bool,
     pub exit_when_idle: bool,
     pub instance_id: Option<String>,
@@ -208,10 +233,57 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
         0,
         43_200,
     );
+    let interrupt_grace = ranged(
+        "interrupt_grace_seconds",
+        flags.interrupt_grace_seconds,
+        file.interrupt_grace_seconds,
+        90,
+        0,
+        110,
+    );
+    let idle_timeout = ranged(
+        "idle_timeout_seconds",
+        flags.idle_timeout_seconds,
+        file.idle_timeout_seconds,
+        120,
+        1,
+        86_400,
+    );
+    let imds_interval = ranged(
+        "imds_interval_seconds",
+        flags.imds_interval_seconds,
+        file.imds_interval_seconds,
+        5,
+        1,
+        60,
+    );
+    let lifecycle_heartbeat = ranged(
+        "lifecycle_heartbeat_seconds",
+        flags.lifecycle_heartbeat_seconds,
+        file.lifecycle_heartbeat_seconds,
+        60,
+        5,
+        3_600,
+    );
     if !problems.is_empty() {
         return Err(SettingsError(problems));
     }
+    let cache_dir = flags
+        .cache_dir
+        .clone()
+        .or(file.cache_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
     Ok(Settings {
+        heartbeat_file: flags
+            .heartbeat_file
+            .clone()
+            .or(file.heartbeat_file)
+            .unwrap_or_else(|| cache_dir.join("janitord.heartbeat")),
+        cache_dir,
+        interrupt_grace,
+        idle_timeout,
+        imds_interval,
+        lifecycle_heartbeat,
         queue_url,
         bucket,
         log_group: flags
@@ -219,11 +291,6 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .clone()
             .or(file.log_group)
             .unwrap_or_else(|| DEFAULT_LOG_GROUP.to_string()),
-        cache_dir: flags
-            .cache_dir
-            .clone()
-            .or(file.cache_dir)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR)),
         poll_wait,
         visibility_timeout,
         stop_grace,

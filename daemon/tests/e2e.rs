@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use janitor_testkit::{dockerfile, ensure_base_image, eventually, git_repo, spec, Fixture, Proc};
 
-const INSTANCE: &str = "i-0e2e000000000001";
-
 fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc {
     let mut args = vec![
         "--exit-when-idle",
@@ -41,6 +39,7 @@ fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
+    const INSTANCE: &str = "i-0e2e000000000001";
     ensure_base_image();
     janitor_testkit::build_image(
         "janitor-test-agent:latest",
@@ -207,6 +206,7 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overrunning_job_is_killed_after_the_grace() {
+    const INSTANCE: &str = "i-0e2e000000000002";
     ensure_base_image();
     let fx = Fixture::start(&[INSTANCE]).await;
     let repos = tempfile::tempdir().unwrap();
@@ -251,6 +251,7 @@ async fn an_overrunning_job_is_killed_after_the_grace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_messages_go_to_the_dead_letter_queue_and_the_daemon_goes_on() {
+    const INSTANCE: &str = "i-0e2e000000000003";
     ensure_base_image();
     let fx = Fixture::start(&[INSTANCE]).await;
     fx.send_raw("this is not json").await;
@@ -302,6 +303,7 @@ async fn malformed_messages_go_to_the_dead_letter_queue_and_the_daemon_goes_on()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_job_and_hands_the_message_back() {
+    const INSTANCE: &str = "i-0e2e000000000004";
     ensure_base_image();
     let fx = Fixture::start(&[INSTANCE]).await;
     let repos = tempfile::tempdir().unwrap();

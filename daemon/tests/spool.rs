@@ -66,6 +66,11 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             visibility_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),
             reject_retry: Duration::ZERO,
+            interrupt_grace: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(120),
+            imds_interval: Duration::from_secs(5),
+            lifecycle_heartbeat: Duration::from_secs(60),
+            heartbeat_file: cache.path().join("heartbeat"),
             allow_local_repos: true,
             exit_when_idle: true,
             instance_id: Some("i-0spool0000000001".into()),
@@ -90,6 +95,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             availability_zone: "us-east-1a".into(),
             lifecycle: "on-demand".into(),
         },
+        membership: None,
         shutdown: CancellationToken::new(),
     };
     tokio::time::timeout(Duration::from_secs(120), daemon.run())

@@ -3,7 +3,8 @@
 
 - ASG `CompleteLifecycleAction` and `RecordLifecycleActionHeartbeat`, recorded so tests can
   assert on them (GET /_fixture/lifecycle-actions).
-- One IMDSv2 endpoint per instance id given with --instance, each with its own port; a test
+- One IMDSv2 endpoint per instance id given with --instance (or added later with
+  POST /_fixture/imds/{instance}, for instances moto's ASG launched), each on its own port; a test
   changes what it answers through PUT /_fixture/imds/{instance}/{field}, where field is
   `target-lifecycle-state`, `spot-instance-action` (empty body clears it),
   `rebalance-recommendation`, or `fail-for` (seconds of HTTP 500 answers).
@@ -80,6 +81,10 @@ class Fixture:
         return self.app(environ, start_response)
 
     def control(self, environ, start_response, path):
+        def reply(status, body=b"", ctype="application/json"):
+            start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+            return [body]
+
         method = environ.get("REQUEST_METHOD")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length).decode() if length else ""
@@ -87,8 +92,7 @@ class Fixture:
         if method == "GET" and parts == ["_fixture", "lifecycle-actions"]:
             with STATE_LOCK:
                 out = json.dumps(RECORDED)
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [out.encode()]
+            return reply("200 OK", out.encode())
         if method == "PUT" and len(parts) == 4 and parts[1] == "imds" and parts[2] in INSTANCES:
             inst, field = INSTANCES[parts[2]], parts[3]
             with STATE_LOCK:
@@ -105,15 +109,15 @@ class Fixture:
                 elif field == "fail-for":
                     inst.fail_until = time.time() + float(body)
                 else:
-                    start_response("404 Not Found", [])
-                    return [b"unknown field"]
-            start_response("204 No Content", [])
-            return [b""]
+                    return reply("404 Not Found", b"unknown field", "text/plain")
+            return reply("204 No Content")
+        if method == "POST" and len(parts) == 3 and parts[1] == "imds":
+            # An IMDS for an instance that exists elsewhere (one moto's ASG launched).
+            url = start_imds(parts[2], body or "g5.xlarge:us-east-1a:on-demand")
+            return reply("200 OK", json.dumps({"url": url}).encode())
         if method == "GET" and len(parts) == 4 and parts[1] == "imds" and parts[3] == "requests" and parts[2] in INSTANCES:
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps(INSTANCES[parts[2]].requests).encode()]
-        start_response("404 Not Found", [])
-        return [b"unknown fixture path"]
+            return reply("200 OK", json.dumps(INSTANCES[parts[2]].requests).encode())
+        return reply("404 Not Found", b"unknown fixture path", "text/plain")
 
 
 def imds_handler(inst):
@@ -166,6 +170,16 @@ def imds_handler(inst):
     return Handler
 
 
+def start_imds(instance_id, spec):
+    """Starts an IMDSv2 server for one instance; spec is `type:az:lifecycle`, each optional."""
+    fields = (spec or "").split(":") + [None] * 3
+    inst = Instance(instance_id, fields[0] or "g5.xlarge", fields[1] or "us-east-1a", fields[2] or "on-demand")
+    INSTANCES[instance_id] = inst
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), imds_handler(inst))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_port}"
+
+
 def setup(endpoint):
     import boto3
 
@@ -212,13 +226,8 @@ def main():
 
     imds = {}
     for spec in args.instance:
-        fields = spec.split(":") + [None] * 3
-        iid, itype, az, life = fields[0], fields[1] or "g5.xlarge", fields[2] or "us-east-1a", fields[3] or "on-demand"
-        inst = Instance(iid, itype, az, life)
-        INSTANCES[iid] = inst
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), imds_handler(inst))
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        imds[iid] = f"http://127.0.0.1:{httpd.server_port}"
+        iid, _, rest = spec.partition(":")
+        imds[iid] = start_imds(iid, rest)
 
     ready = {"endpoint": endpoint, "imds": imds}
     if args.setup:

@@ -49,7 +49,7 @@ pub fn watch_imds(
             match (&target, &spot) {
                 (Err(e), _) | (_, Err(e)) => {
                     failures += 1;
-                    if failures == 1 || failures % IMDS_LOG_EVERY == 0 {
+                    if failures == 1 || failures.is_multiple_of(IMDS_LOG_EVERY) {
                         tracing::warn!(error = %e, failures, "instance metadata could not be read; retrying");
                     }
                     continue;
@@ -97,6 +97,13 @@ async fn read(client: &aws_config::imds::Client, path: &str) -> Result<Option<St
         Err(ImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => Ok(None),
         Err(e) => Err(format!("{path}: {}", describe(e))),
     }
+}
+
+/// Whether an idle instance may lower the desired capacity by one: never below the group's
+/// minimum, never below the busy (protected) instances, and only from `InService`.
+pub fn may_scale_in(desired: i32, min: i32, protected: usize, in_service: bool) -> bool {
+    let floor = min.max(i32::try_from(protected).unwrap_or(i32::MAX));
+    in_service && desired > floor
 }
 
 /// This instance as a member of its Auto Scaling group.
@@ -273,5 +280,26 @@ impl Membership {
             .map_err(|e| self.err("TerminateInstanceInAutoScalingGroup", e))?;
         tracing::info!(group = %self.group, from = desired, to = desired - 1, "idle with an empty queue: lowered the desired capacity by one, taking this instance out");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scale_in_floor() {
+        // (desired, min, protected, in_service) -> allowed
+        let cases = [
+            ((3, 0, 2, true), true),
+            ((2, 0, 2, true), false),
+            ((1, 0, 0, true), true),
+            ((1, 1, 0, true), false),
+            ((4, 2, 1, true), true),
+            ((3, 2, 2, true), true),
+            ((3, 0, 0, false), false),
+            ((0, 0, 0, true), false),
+        ];
+        for ((d, m, p, s), want) in cases {
+            assert_eq!(super::may_scale_in(d, m, p, s), want, "{d} {m} {p} {s}");
+        }
     }
 }

@@ -146,7 +146,7 @@ pub struct Fixture {
     pub bucket: String,
     pub log_group: String,
     pub asg_name: String,
-    pub imds: HashMap<String, String>,
+    pub imds: std::sync::Mutex<HashMap<String, String>>,
     pub sdk: aws_config::SdkConfig,
 }
 
@@ -201,7 +201,7 @@ impl Fixture {
             bucket: s("bucket"),
             log_group: s("log_group"),
             asg_name: s("asg_name"),
-            imds,
+            imds: std::sync::Mutex::new(imds),
             sdk,
         }
     }
@@ -216,10 +216,16 @@ impl Fixture {
             env.push(("JANITOR_ASG_NAME".into(), self.asg_name.clone()));
         }
         if let Some(i) = instance {
-            env.push((
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
-                self.imds[i].clone(),
-            ));
+            let url = self
+                .imds
+                .lock()
+                .unwrap()
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| {
+                    panic!("no IMDS for {i}: start the fixture with it or call add_imds")
+                });
+            env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), url));
         }
         env
     }
@@ -379,6 +385,39 @@ impl Fixture {
             &format!("/_fixture/imds/{instance}/{field}"),
             body,
         );
+    }
+
+    /// Gives an instance (one moto's ASG launched) its own IMDS.
+    pub fn add_imds(&self, instance: &str) {
+        let out: serde_json::Value = serde_json::from_str(&http(
+            &self.endpoint,
+            "POST",
+            &format!("/_fixture/imds/{instance}"),
+            "",
+        ))
+        .unwrap();
+        self.imds.lock().unwrap().insert(
+            instance.to_string(),
+            out["url"].as_str().unwrap().to_string(),
+        );
+    }
+
+    /// Raises the group to `n` and returns its instance ids, each with an IMDS.
+    pub async fn launch(&self, n: i32) -> Vec<String> {
+        self.set_desired(n).await;
+        let ids: Vec<String> = self
+            .group()
+            .await
+            .1
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        for id in &ids {
+            if !self.imds.lock().unwrap().contains_key(id) {
+                self.add_imds(id);
+            }
+        }
+        ids
     }
 
     /// Lifecycle actions the fixture recorded.

@@ -255,7 +255,7 @@ async fn idle_scale_in_lowers_the_desired_capacity_by_one_and_respects_the_floor
         .await;
     let cache = tempfile::tempdir().unwrap();
     let d = janitord(&fx, &me, cache.path(), &["--idle-timeout-seconds", "3"]);
-    let report = eventually(Duration::from_secs(60), "the job's report", || async {
+    eventually(Duration::from_secs(60), "the job's report", || async {
         let keys = fx
             .keys(&format!(
                 "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
@@ -264,7 +264,6 @@ async fn idle_scale_in_lowers_the_desired_capacity_by_one_and_respects_the_floor
         (!keys.is_empty()).then_some(())
     })
     .await;
-    let _ = report;
     let finished = Instant::now();
     eventually(Duration::from_secs(30), "desired capacity 2", || async {
         (fx.group().await.0 == 2).then_some(())

@@ -369,9 +369,11 @@ async fn a_spot_notice_hands_the_job_to_another_instance() {
         .iter()
         .any(|k| k.ends_with("-spot-notice.json")));
     assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
-    assert!(
-        !da.output().contains("job taken\n") || da.output().matches("job taken").count() == 1,
-        "a parked instance takes nothing more"
+    assert_eq!(
+        da.output().matches("job taken").count(),
+        1,
+        "the parked spot instance took nothing more:\n{}",
+        da.output()
     );
 }
 

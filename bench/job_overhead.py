@@ -6,7 +6,8 @@ N trivial jobs in a row, then reports the medians of
   setup_ms  : message received -> pipeline started (decode, started record, log stream, keep-alive)
   report_ms : pipeline ended (container exited and removed) -> report stored, message deleted
               (includes flushing the job's output to CloudWatch)
-and the resident memory of an idle daemon polling an empty queue.
+and the resident memory and CPU of an idle daemon polling an empty queue, its /health and
+/metrics server running.
 
 Usage: .venv/bin/python bench/job_overhead.py [--jobs 10] [--bin target/release/janitord]
 """
@@ -65,6 +66,7 @@ def main():
             "JANITOR_QUEUE_URL": ready["queue_url"], "JANITOR_BUCKET": ready["bucket"],
             "JANITOR_CACHE_DIR": os.path.join(work, "cache"), "JANITOR_ALLOW_LOCAL_REPOS": "true",
             "JANITOR_POLL_WAIT_SECONDS": "1", "JANITOR_LOG_FORMAT": "json",
+            "JANITOR_JOURNALD_DAYS": "0", "JANITOR_MIN_FREE_BYTES": "1048576",
         }
         out = subprocess.run([args.bin, "--exit-when-idle"], env=env, capture_output=True, text=True, timeout=600)
         setup, report = [], []
@@ -81,13 +83,24 @@ def main():
             print(out.stderr[-3000:], file=sys.stderr)
             sys.exit(f"expected {args.jobs} finished jobs, saw {len(setup)}")
 
+        # The idle daemon with its health server (the default 127.0.0.1:9464) running.
         idle = subprocess.Popen([args.bin], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu_ticks():
+            with open(f"/proc/{idle.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+
+        start_ticks, start = cpu_ticks(), time.time()
         samples = []
         for _ in range(args.idle_seconds):
             time.sleep(1)
             with open(f"/proc/{idle.pid}/status") as f:
                 rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
             samples.append(rss)
+        idle_cpu = (cpu_ticks() - start_ticks) / tick / (time.time() - start) * 100
         idle.terminate()
         idle.wait(timeout=30)
         print(json.dumps({
@@ -96,6 +109,7 @@ def main():
             "setup_ms_median": statistics.median(setup), "setup_ms_max": max(setup),
             "report_ms_median": statistics.median(report), "report_ms_max": max(report),
             "idle_rss_kib_median": statistics.median(samples), "idle_rss_kib_max": max(samples),
+            "idle_cpu_percent_of_one_core": round(idle_cpu, 2),
         }, indent=2))
     finally:
         fixture.kill()

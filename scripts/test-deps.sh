@@ -20,8 +20,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 want=$(sed -n 's/^moto\[server\]==//p' testkit/requirements.txt)
-if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$want')" >/dev/null 2>&1; then
-  echo "test-deps: creating .venv with moto[server]==$want"
+if ! .venv/bin/python -c "import moto, prometheus_client, sys; sys.exit(moto.__version__ != '$want')" >/dev/null 2>&1; then
+  echo "test-deps: creating .venv with testkit/requirements.txt (moto[server]==$want)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r testkit/requirements.txt
 fi

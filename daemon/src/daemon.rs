@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use janitor_model::job::{self, Job, Rejection};
 use janitor_model::ledger::{self, InstanceEvent, RejectedRecord, StartedRecord};
-use janitor_model::report::{InstanceInfo, JobIdentity, JobStatus, LogRef, Report};
+use janitor_model::report::{
+    InstanceInfo, JobIdentity, JobStatus, LogRef, Report, StepName, StepStatus,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -21,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::{self, JobQueue, Received, ReportStore, AWS_RETRY_BASE, AWS_RETRY_CAP};
 use crate::backoff::Backoff;
 use crate::docker::{Engine, Graces};
+use crate::gpu;
+use crate::health::{self, CurrentJob};
+use crate::hygiene::{self, Usage};
 use crate::lifecycle::{self, Membership, Notice};
 use crate::logs::{CloudWatchShipper, LogSink};
 use crate::machine::{self, Action, Event, State, Target};
@@ -55,6 +60,12 @@ pub struct Daemon<Q, S> {
     pub instance: InstanceInfo,
     /// This instance in its Auto Scaling group; `None` off a group (tests, a lone machine).
     pub membership: Option<Membership>,
+    /// NVML, or the reason there is none.
+    pub gpu: Arc<gpu::Probe>,
+    /// What `/health` and `/metrics` show; the loop keeps it current.
+    pub status: health::Shared,
+    /// When each cached image was last used, for eviction.
+    pub usage: std::sync::Mutex<Usage>,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
 }
@@ -86,6 +97,10 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
         self.record_instance_event("daemon-start", "janitord started and is polling the queue")
             .await;
         self.drain_spool().await;
+        let policy = self.settings.hygiene();
+        let inventory = self.status_mut(|s| s.gpus.clone());
+        self.cleanup(&policy).await;
+        let mut last_cleanup = Instant::now();
         let clock = Instant::now();
         let now = || clock.elapsed().as_secs();
         let cfg = machine::Config {
@@ -127,6 +142,13 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             {
                 // Reports a failed upload left behind go before the next job is taken.
                 self.drain_spool().await;
+                if let Some(reason) = self.unfit_for_jobs(&policy).await {
+                    self.status_mut(|s| s.unhealthy = Some(reason.clone()));
+                    state = self
+                        .apply(state, Event::Unfit, &cfg, &job_cancel, now)
+                        .await;
+                    continue;
+                }
                 let queue = self.queue.clone();
                 let (wait, visibility) =
                     (self.settings.poll_wait, self.settings.visibility_timeout);
@@ -150,6 +172,7 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                 }
                 Input::Received(Ok(None)) => {
                     poll_backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
+                    self.status_mut(|s| s.last_successful_poll = Some(OffsetDateTime::now_utc()));
                     if self.settings.exit_when_idle
                         && state.accepts_jobs()
                         && self.queue_is_empty().await
@@ -161,6 +184,7 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                 }
                 Input::Received(Ok(Some(message))) => {
                     poll_backoff = Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP);
+                    self.status_mut(|s| s.last_successful_poll = Some(OffsetDateTime::now_utc()));
                     if !state.accepts_jobs() {
                         // The state changed while the poll was out: give the message straight back.
                         if let Err(e) = self
@@ -176,6 +200,22 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                             Err(rejection) => {
                                 self.reject(&message, rejection).await;
                                 None
+                            }
+                            Ok(decoded)
+                                if decoded.spec.gpu_required
+                                    && self.gpu.check(inventory.count).is_err() =>
+                            {
+                                let reason =
+                                    self.gpu.check(inventory.count).err().unwrap_or_default();
+                                self.hand_back_for_gpu(&message, &decoded, &reason).await;
+                                if self.settings.expect_gpus {
+                                    self.status_mut(|s| {
+                                        s.unhealthy = Some(format!("no usable GPU: {reason}"))
+                                    });
+                                    Some(Event::Unfit)
+                                } else {
+                                    None
+                                }
                             }
                             Ok(decoded) => {
                                 job_cancel = CancellationToken::new();
@@ -215,9 +255,19 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                     Some(Event::Tick { now: now() })
                 }
             };
+            let job_ended = matches!(event, Some(Event::JobEnded { .. }));
             if let Some(event) = event {
                 state = self.apply(state, event, &cfg, &job_cancel, now).await;
             }
+            // Cleanup only while no job runs: after each job and on the interval.
+            if state.accepts_jobs()
+                && job.is_none()
+                && (job_ended || last_cleanup.elapsed() >= self.settings.cleanup_interval)
+            {
+                self.cleanup(&policy).await;
+                last_cleanup = Instant::now();
+            }
+            self.status_mut(|s| s.state = format!("{state:?}"));
             if state == State::Parked && self.settings.exit_when_idle {
                 tracing::info!("parked; exiting as asked (--exit-when-idle)");
                 break;
@@ -293,14 +343,98 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                         }
                     }
                     Action::CompleteLifecycle => self.complete_lifecycle().await,
+                    Action::MarkUnhealthy => {
+                        let reason = self.status_mut(|s| s.unhealthy.clone()).unwrap_or_default();
+                        tracing::error!(reason = %reason, "this instance cannot take jobs; marking it unhealthy");
+                        if let Some(m) = &self.membership {
+                            if let Err(e) = m.mark_unhealthy().await {
+                                tracing::warn!(error = %e, "could not mark the instance unhealthy");
+                            }
+                        }
+                    }
                     Action::Record(event) => {
-                        self.record_instance_event(event, &format!("state {state:?}"))
-                            .await
+                        let detail = match (event, self.status_mut(|s| s.unhealthy.clone())) {
+                            ("unhealthy", Some(reason)) => reason,
+                            _ => format!("state {state:?}"),
+                        };
+                        self.record_instance_event(event, &detail).await;
                     }
                 }
             }
         }
         state
+    }
+
+    /// Runs `f` on the shared status (a poisoned lock is still used: it only holds figures).
+    fn status_mut<T>(&self, f: impl FnOnce(&mut health::Status) -> T) -> T {
+        match self.status.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// One cleanup; its figures go to the status.
+    async fn cleanup(&self, policy: &hygiene::Policy) {
+        let mut usage = std::mem::take(
+            &mut *self
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let done =
+            hygiene::cleanup(&self.engine, policy, &mut usage, OffsetDateTime::now_utc()).await;
+        *self
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = usage;
+        let disk = hygiene::disk(&self.settings.cache_dir);
+        self.status_mut(|s| {
+            s.cache.used_bytes = done.cache_used_after;
+            s.cache.capacity_bytes = done.cache_capacity;
+            s.cache.evicted_total += done.evicted.len() as u64;
+            s.pending_evictions.extend(done.evicted.iter().cloned());
+            s.cache.last_cleanup = Some(done);
+            s.disk = disk;
+        });
+    }
+
+    /// `Some(reason)` when the cache volume is under its floors even after a cleanup.
+    async fn unfit_for_jobs(&self, policy: &hygiene::Policy) -> Option<String> {
+        let stats = hygiene::disk(&self.settings.cache_dir)?;
+        if hygiene::floors(&stats, policy).is_ok() {
+            return None;
+        }
+        self.cleanup(policy).await;
+        let stats = hygiene::disk(&self.settings.cache_dir)?;
+        hygiene::floors(&stats, policy)
+            .err()
+            .map(|e| format!("after cleanup, {e}"))
+    }
+
+    /// A GPU job on an instance without a usable GPU goes back to the queue for another instance.
+    async fn hand_back_for_gpu(&self, message: &Received, job: &Job, reason: &str) {
+        tracing::warn!(job_id = %job.job_id, reason, "a GPU job, but no usable GPU here: handing it back");
+        let record = serde_json::json!({
+            "job_id": job.job_id,
+            "run_id": job.run_id,
+            "attempt": message.receive_count,
+            "instance": self.instance,
+            "reason": format!("no usable GPU: {reason}"),
+        });
+        let key = format!(
+            "{}jobs/{}/handed-back-{}.json",
+            ledger::run_prefix(&job.run_id),
+            job.job_id,
+            message.receive_count
+        );
+        self.put_record(&key, &record).await;
+        if let Err(e) = self
+            .queue
+            .set_visibility(&message.receipt_handle, self.settings.reject_retry)
+            .await
+        {
+            tracing::warn!(error = %e, "could not hand the GPU job back");
+        }
     }
 
     async fn complete_lifecycle(&self) {
@@ -416,6 +550,14 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             log_ref: Some(log_ref),
         };
         let setup_ms = received_at.elapsed().as_millis() as u64;
+        self.status_mut(|s| {
+            s.current_job = Some(CurrentJob {
+                job_id: job.job_id.clone(),
+                run_id: job.run_id.clone(),
+                repository: job.spec.repo.full_name(),
+                started_at: OffsetDateTime::now_utc(),
+            });
+        });
         // The job runs in its own task: a panic in it becomes a failed report, not a dead daemon.
         let task = {
             let engine = self.engine.clone();
@@ -425,7 +567,7 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                 async move { pipeline::run_job(&engine, &ctx, sink.as_ref(), &cancel).await },
             )
         };
-        let report = match task.await {
+        let mut report = match task.await {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, "the job task failed; recording the job as failed");
@@ -437,6 +579,7 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             }
         };
         let ended = Instant::now();
+        self.note_job(&mut report, &ctx);
         let stats = shipper.finish(LOG_FLUSH_LIMIT).await;
         keepalive.cancel();
         self.settle(&message.receipt_handle, report.clone()).await;
@@ -450,6 +593,50 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             report_ms = ended.elapsed().as_millis() as u64,
             "job finished"
         );
+    }
+
+    /// Adds what the daemon knows beyond the pipeline to the report (cache, evictions, GPU),
+    /// records the images used, and counts the job for `/metrics`.
+    fn note_job(&self, report: &mut Report, ctx: &JobContext) {
+        let now = OffsetDateTime::now_utc();
+        {
+            let mut usage = self
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if report
+                .step(StepName::Build)
+                .is_some_and(|s| s.status == StepStatus::Succeeded)
+            {
+                usage.touch(
+                    &pipeline::image_tag(&ctx.job.spec.repo.organization, &ctx.job.spec.repo.name),
+                    now,
+                );
+            }
+            if let Some(agent) = &ctx.job.spec.agent_image {
+                if report.step(StepName::Agent).is_some_and(|s| {
+                    s.status != StepStatus::Skipped && s.status != StepStatus::NotRun
+                }) {
+                    usage.touch(agent, now);
+                }
+            }
+        }
+        self.status_mut(|s| {
+            report.cache.bytes_used = Some(s.cache.used_bytes);
+            report.cache.evicted = std::mem::take(&mut s.pending_evictions);
+            report.cache.own_volume = Some(s.cache.own_volume);
+            if report.gpu.is_none() {
+                report.gpu = s.gpus.report();
+            }
+            *s.jobs_by_status
+                .entry(report.status.as_str().to_string())
+                .or_default() += 1;
+            s.job_duration_seconds
+                .observe(report.timings.duration_seconds);
+            s.queue_wait_seconds
+                .observe(report.timings.queue_wait_seconds);
+            s.current_job = None;
+        });
     }
 
     /// Renews the message's visibility every third of the timeout until cancelled.

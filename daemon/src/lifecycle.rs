@@ -231,6 +231,19 @@ impl Membership {
             .map_err(|e| self.err("CompleteLifecycleAction", e))
     }
 
+    /// Marks the instance unhealthy so the group replaces it.
+    pub async fn mark_unhealthy(&self) -> Result<(), AsgError> {
+        self.client
+            .set_instance_health()
+            .instance_id(&self.instance_id)
+            .health_status("Unhealthy")
+            .should_respect_grace_period(false)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("SetInstanceHealth", e))
+    }
+
     /// Lowers the desired capacity by one by taking this (idle, unprotected) instance out:
     /// `TerminateInstanceInAutoScalingGroup` with `ShouldDecrementDesiredCapacity`, which AWS
     /// applies atomically, so a concurrent change by janitorctl is never overwritten. Never

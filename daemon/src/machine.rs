@@ -67,6 +67,9 @@ pub enum Event {
     SpotNotice,
     /// SIGTERM or SIGINT.
     Signal,
+    /// The instance cannot take jobs (disk under its floors after cleanup, GPU expected but
+    /// unusable).
+    Unfit,
 }
 
 /// What the loop must do.
@@ -85,6 +88,8 @@ pub enum Action {
     Heartbeat,
     /// `CompleteLifecycleAction(CONTINUE)`.
     CompleteLifecycle,
+    /// `SetInstanceHealth(Unhealthy)`: the group replaces the instance.
+    MarkUnhealthy,
     /// Write `instances/{id}/{time}-{event}.json`.
     Record(&'static str),
 }
@@ -192,6 +197,11 @@ pub fn next(state: State, event: &Event, cfg: &Config) -> (State, Vec<Action>) {
         }
         (S::Idle { .. } | S::Leaving, Event::SpotNotice) => {
             (S::Parked, vec![A::Record("spot-notice")])
+        }
+
+        // Unfit for jobs: stop polling and let the group replace the instance.
+        (S::Idle { .. }, Event::Unfit) => {
+            (S::Parked, vec![A::MarkUnhealthy, A::Record("unhealthy")])
         }
 
         // Everything else changes nothing.
@@ -415,6 +425,18 @@ mod tests {
     }
 
     #[test]
+    fn unfit() {
+        check(
+            S::Idle { since: 3 },
+            Event::Unfit,
+            S::Parked,
+            &[A::MarkUnhealthy, A::Record("unhealthy")],
+        );
+        check(S::Busy, Event::Unfit, S::Busy, &[]);
+        check(S::Parked, Event::Unfit, S::Parked, &[]);
+    }
+
+    #[test]
     fn signals() {
         check(S::Busy, Event::Signal, S::Stopping, &[A::StopJob]);
         check(
@@ -475,6 +497,7 @@ mod tests {
             leave(),
             Event::SpotNotice,
             Event::Signal,
+            Event::Unfit,
         ];
         for s in states {
             for e in &events {

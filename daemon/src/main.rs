@@ -1,12 +1,18 @@
-//! `janitord`: the daemon binary. Exit codes: 0 clean stop, 1 start-up failure, 2 bad settings.
+//! `janitord`: the daemon binary, plus `janitord status` and `janitord gpu-check` for an operator
+//! in an SSM session. Exit codes: 0 clean stop, 1 start-up failure (or no usable GPU for
+//! `gpu-check`), 2 bad settings.
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use janitor_model::report::InstanceInfo;
 use janitord::aws::{self, S3Store, SqsQueue};
 use janitord::daemon::Daemon;
 use janitord::docker::Engine;
+use janitord::gpu::Probe;
+use janitord::health::{self, Status};
+use janitord::hygiene::{self, Usage};
 use janitord::lifecycle::Membership;
 use janitord::settings::{self, Flags};
 use tokio_util::sync::CancellationToken;
@@ -15,12 +21,34 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "janitord", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     flags: Flags,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Print the running daemon's state, job, disk, cache and GPUs (reads /health)
+    Status {
+        /// Where the daemon serves /health
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        addr: String,
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what NVML finds; exit 0 only if at least one GPU is usable
+    GpuCheck,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status { addr, json }) => return status(&addr, json),
+        Some(Command::GpuCheck) => return gpu_check(),
+        None => {}
+    }
     let settings = match settings::load(&cli.flags) {
         Ok(s) => s,
         Err(e) => {
@@ -48,11 +76,99 @@ fn main() -> ExitCode {
     }
 }
 
+fn status(addr: &str, json: bool) -> ExitCode {
+    use std::io::{Read, Write};
+    let fetched = std::net::TcpStream::connect(addr).and_then(|mut s| {
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    });
+    let body = match fetched {
+        Ok(resp) => resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+        Err(e) => {
+            eprintln!("janitord status: no daemon answers at http://{addr}/health ({e}); is janitord running (systemctl status janitord)?");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) => {
+            print!("{}", health::describe(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("janitord status: /health did not answer JSON: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn gpu_check() -> ExitCode {
+    let probe = Probe::open();
+    let inv = probe.inventory();
+    match &inv.unavailable {
+        Some(why) if inv.count == 0 => {
+            println!("no usable GPU: {why}");
+            return ExitCode::from(1);
+        }
+        _ => {}
+    }
+    println!(
+        "{} GPU(s), driver {}, CUDA {}",
+        inv.count,
+        inv.driver_version.as_deref().unwrap_or("?"),
+        inv.cuda_version.as_deref().unwrap_or("?")
+    );
+    for d in &inv.devices {
+        println!(
+            "  GPU {}: {} ({} MiB) {}",
+            d.index, d.name, d.memory_total_mib, d.uuid
+        );
+    }
+    for s in probe.samples() {
+        println!(
+            "  GPU {}: {}% busy, {} / {} MiB, {} °C",
+            s.index,
+            s.utilization_percent,
+            s.memory_used_mib,
+            s.memory_total_mib,
+            s.temperature_c.map_or("?".to_string(), |t| t.to_string())
+        );
+    }
+    match probe.check(inv.count) {
+        Ok(()) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("not usable: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn run(settings: settings::Settings) -> anyhow::Result<()> {
     use anyhow::Context;
     for dir in [settings.work_root(), settings.spool_dir()] {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let own_volume = hygiene::own_volume(&settings.cache_dir);
+    if !own_volume {
+        if settings.require_cache_volume {
+            anyhow::bail!("{} is on the root filesystem, not on its own volume, and require_cache_volume is set: mount the cache volume there first", settings.cache_dir.display());
+        }
+        tracing::warn!(cache_dir = %settings.cache_dir.display(), "the cache is on the root filesystem, not its own volume; reports will say so");
     }
     let engine = Engine::connect().await?;
     let instance = match &settings.instance_id {
@@ -64,6 +180,19 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         },
         None => aws::instance_identity().await?,
     };
+    let gpu = Arc::new(Probe::open());
+    let inventory = gpu.inventory();
+    match &inventory.unavailable {
+        None => {
+            tracing::info!(gpus = inventory.count, model = ?inventory.devices.first().map(|d| &d.name), driver = ?inventory.driver_version, cuda = ?inventory.cuda_version, "GPUs")
+        }
+        Some(why) if settings.expect_gpus => {
+            tracing::error!(reason = %why, "this instance should have GPUs but none is usable; GPU jobs will be handed back and the instance marked unhealthy")
+        }
+        Some(why) => {
+            tracing::info!(reason = %why, "no GPU: GPU jobs will be handed back to the queue")
+        }
+    }
     let config = aws::sdk_config().await;
     let asg = aws_sdk_autoscaling::Client::new(&config);
     let membership = match Membership::discover(
@@ -86,6 +215,25 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
             None
         }
     };
+    let status = Arc::new(Mutex::new(Status::new(
+        &instance.id,
+        &settings.cache_dir,
+        own_volume,
+        inventory,
+    )));
+    let stop_server = CancellationToken::new();
+    let server = match settings.metrics_addr {
+        Some(addr) => Some(
+            health::serve(addr, status.clone(), gpu.clone(), stop_server.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot serve /health and /metrics on {addr} (set metrics_addr, or `off`)"
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let daemon = Daemon {
@@ -101,11 +249,18 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         engine,
         instance,
         membership,
+        gpu,
+        status,
+        usage: Mutex::new(Usage::load(&settings.cache_dir)),
         shutdown,
         settings,
     };
     tracing::info!(instance_id = %daemon.instance.id, instance_type = %daemon.instance.instance_type, queue = %daemon.settings.queue_url, "janitord ready");
     daemon.run().await;
+    stop_server.cancel();
+    if let Some(s) = server {
+        let _ = s.await;
+    }
     Ok(())
 }
 

@@ -485,6 +485,7 @@ pub async fn run_job(
             path: ctx.work_root.display().to_string(),
             free_before_bytes: free_before,
             free_after_bytes: free_bytes(&ctx.work_root),
+            free_inodes_after: crate::hygiene::disk(&ctx.work_root).map(|d| d.free_inodes),
         },
         estimated_cost_usd: janitor_model::pricing::cost_usd(&ctx.instance.instance_type, duration),
         agent: agent_output,

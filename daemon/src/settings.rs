@@ -69,6 +69,49 @@ pub struct Flags {
     /// File touched every few seconds for the dead-man timer [default: CACHE_DIR/janitord.heartbeat]
     #[arg(long, env = "JANITOR_HEARTBEAT_FILE")]
     pub heartbeat_file: Option<PathBuf>,
+    /// Refuse to start when CACHE_DIR is not its own mount (the gp3 cache volume)
+    #[arg(long, env = "JANITOR_REQUIRE_CACHE_VOLUME")]
+    pub require_cache_volume: bool,
+    /// Evict cached images above this share of the cache, percent [default: 80]
+    #[arg(long, env = "JANITOR_CACHE_HIGH_WATERMARK_PERCENT")]
+    pub cache_high_watermark_percent: Option<u64>,
+    /// …until under this share, percent [default: 60]
+    #[arg(long, env = "JANITOR_CACHE_LOW_WATERMARK_PERCENT")]
+    pub cache_low_watermark_percent: Option<u64>,
+    /// Budget the images janitord uses against this many bytes instead of the volume's size
+    #[arg(long, env = "JANITOR_CACHE_BUDGET_BYTES")]
+    pub cache_budget_bytes: Option<u64>,
+    /// Images evicted last (base images); repeat, or comma-separate in the variable
+    #[arg(
+        long = "pinned-image",
+        env = "JANITOR_PINNED_IMAGES",
+        value_delimiter = ','
+    )]
+    pub pinned_images: Vec<String>,
+    /// Unused images and build cache older than this are removed [default: 72]
+    #[arg(long, env = "JANITOR_IMAGE_MAX_AGE_HOURS")]
+    pub image_max_age_hours: Option<u64>,
+    /// The daemon's temp files older than this are removed [default: 24]
+    #[arg(long, env = "JANITOR_TEMP_MAX_AGE_HOURS")]
+    pub temp_max_age_hours: Option<u64>,
+    /// journald is vacuumed to this many days; 0 leaves it alone [default: 3]
+    #[arg(long, env = "JANITOR_JOURNALD_DAYS")]
+    pub journald_days: Option<u32>,
+    /// Seconds between cleanups while idle (one also runs after every job) [default: 3600]
+    #[arg(long, env = "JANITOR_CLEANUP_INTERVAL_SECONDS")]
+    pub cleanup_interval_seconds: Option<u64>,
+    /// No job is taken with less free space on the cache volume [default: 10737418240]
+    #[arg(long, env = "JANITOR_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
+    /// …or fewer free inodes [default: 250000]
+    #[arg(long, env = "JANITOR_MIN_FREE_INODES")]
+    pub min_free_inodes: Option<u64>,
+    /// This instance should have GPUs: without a usable one it marks itself unhealthy
+    #[arg(long, env = "JANITOR_EXPECT_GPUS")]
+    pub expect_gpus: bool,
+    /// Loopback address of /health and /metrics, or `off` [default: 127.0.0.1:9464]
+    #[arg(long, env = "JANITOR_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Accept jobs whose repository URL is local (file://); for tests and single-machine use
     #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
@@ -100,6 +143,19 @@ struct FileSettings {
     imds_interval_seconds: Option<u64>,
     lifecycle_heartbeat_seconds: Option<u64>,
     heartbeat_file: Option<PathBuf>,
+    require_cache_volume: Option<bool>,
+    cache_high_watermark_percent: Option<u64>,
+    cache_low_watermark_percent: Option<u64>,
+    cache_budget_bytes: Option<u64>,
+    pinned_images: Option<Vec<String>>,
+    image_max_age_hours: Option<u64>,
+    temp_max_age_hours: Option<u64>,
+    journald_days: Option<u32>,
+    cleanup_interval_seconds: Option<u64>,
+    min_free_bytes: Option<u64>,
+    min_free_inodes: Option<u64>,
+    expect_gpus: Option<bool>,
+    metrics_addr: Option<String>,
     allow_local_repos: Option<bool>,
     exit_when_idle: Option<bool>,
     instance_id: Option<String>,
@@ -122,6 +178,20 @@ pub struct Settings {
     pub imds_interval: Duration,
     pub lifecycle_heartbeat: Duration,
     pub heartbeat_file: PathBuf,
+    pub require_cache_volume: bool,
+    pub cache_high_watermark: f64,
+    pub cache_low_watermark: f64,
+    pub cache_budget_bytes: Option<u64>,
+    pub pinned_images: Vec<String>,
+    pub image_max_age: Duration,
+    pub temp_max_age: Duration,
+    pub journald_days: u32,
+    pub cleanup_interval: Duration,
+    pub min_free_bytes: u64,
+    pub min_free_inodes: u64,
+    pub expect_gpus: bool,
+    /// `None` when turned off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub allow_local_repos: bool,
     pub exit_when_idle: bool,
     pub instance_id: Option<String>,
@@ -135,6 +205,26 @@ impl Settings {
 
     pub fn spool_dir(&self) -> PathBuf {
         self.cache_dir.join("spool")
+    }
+
+    /// The cleanup policy these settings describe.
+    pub fn hygiene(&self) -> crate::hygiene::Policy {
+        crate::hygiene::Policy {
+            cache_dir: self.cache_dir.clone(),
+            work_root: self.work_root(),
+            spool_dir: self.spool_dir(),
+            high_watermark: self.cache_high_watermark,
+            low_watermark: self.cache_low_watermark,
+            budget_bytes: self.cache_budget_bytes,
+            pinned: self.pinned_images.clone(),
+            image_max_age: self.image_max_age,
+            build_cache_max_age: self.image_max_age,
+            stopped_container_age: Duration::from_secs(3600),
+            temp_max_age: self.temp_max_age,
+            journald_days: self.journald_days,
+            min_free_bytes: self.min_free_bytes,
+            min_free_inodes: self.min_free_inodes,
+        }
     }
 }
 
@@ -265,15 +355,104 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
         5,
         3_600,
     );
+    let pct = |name: &str,
+               flag: Option<u64>,
+               file: Option<u64>,
+               default: u64,
+               problems: &mut Vec<String>| {
+        let v = flag.or(file).unwrap_or(default);
+        if !(1..=99).contains(&v) {
+            problems.push(format!(
+                "setting `{name}` is {v}; it must be a percentage from 1 to 99"
+            ));
+        }
+        v as f64 / 100.0
+    };
+    let high = pct(
+        "cache_high_watermark_percent",
+        flags.cache_high_watermark_percent,
+        file.cache_high_watermark_percent,
+        80,
+        &mut problems,
+    );
+    let low = pct(
+        "cache_low_watermark_percent",
+        flags.cache_low_watermark_percent,
+        file.cache_low_watermark_percent,
+        60,
+        &mut problems,
+    );
+    if low >= high {
+        problems.push(format!("setting `cache_low_watermark_percent` ({}) must be below `cache_high_watermark_percent` ({})", (low * 100.0).round(), (high * 100.0).round()));
+    }
+    let metrics_text = flags
+        .metrics_addr
+        .clone()
+        .or(file.metrics_addr)
+        .unwrap_or_else(|| "127.0.0.1:9464".to_string());
+    let metrics_addr = if metrics_text == "off" {
+        None
+    } else {
+        match metrics_text.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => Some(a),
+            Ok(a) => {
+                problems.push(format!("setting `metrics_addr` is {a}; it must be a loopback address (reach it through SSM port forwarding) or `off`"));
+                None
+            }
+            Err(_) => {
+                problems.push(format!("setting `metrics_addr` is `{metrics_text}`; write it like 127.0.0.1:9464, or `off`"));
+                None
+            }
+        }
+    };
+    if let Some(0) = flags.cache_budget_bytes.or(file.cache_budget_bytes) {
+        problems.push(
+            "setting `cache_budget_bytes` is 0; leave it out to budget against the volume"
+                .to_string(),
+        );
+    }
     if !problems.is_empty() {
         return Err(SettingsError(problems));
     }
+    let hours = |flag: Option<u64>, file: Option<u64>, default: u64| {
+        Duration::from_secs(flag.or(file).unwrap_or(default) * 3600)
+    };
     let cache_dir = flags
         .cache_dir
         .clone()
         .or(file.cache_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
     Ok(Settings {
+        require_cache_volume: flags.require_cache_volume
+            || file.require_cache_volume.unwrap_or(false),
+        cache_high_watermark: high,
+        cache_low_watermark: low,
+        cache_budget_bytes: flags.cache_budget_bytes.or(file.cache_budget_bytes),
+        pinned_images: if flags.pinned_images.is_empty() {
+            file.pinned_images.unwrap_or_default()
+        } else {
+            flags.pinned_images.clone()
+        },
+        image_max_age: hours(flags.image_max_age_hours, file.image_max_age_hours, 72),
+        temp_max_age: hours(flags.temp_max_age_hours, file.temp_max_age_hours, 24),
+        journald_days: flags.journald_days.or(file.journald_days).unwrap_or(3),
+        cleanup_interval: Duration::from_secs(
+            flags
+                .cleanup_interval_seconds
+                .or(file.cleanup_interval_seconds)
+                .unwrap_or(3600)
+                .max(60),
+        ),
+        min_free_bytes: flags
+            .min_free_bytes
+            .or(file.min_free_bytes)
+            .unwrap_or(10 << 30),
+        min_free_inodes: flags
+            .min_free_inodes
+            .or(file.min_free_inodes)
+            .unwrap_or(250_000),
+        expect_gpus: flags.expect_gpus || file.expect_gpus.unwrap_or(false),
+        metrics_addr,
         heartbeat_file: flags
             .heartbeat_file
             .clone()

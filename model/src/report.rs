@@ -135,8 +135,14 @@ pub struct CacheInfo {
     pub hits: u32,
     /// Build steps in all.
     pub steps: u32,
-    /// Bytes Docker's images and build cache take, where known.
+    /// Bytes the layer cache takes (the volume's used bytes, or the budgeted images'), where known.
     pub bytes_used: Option<u64>,
+    /// Images evicted since the previous job, to stay under the cache budget.
+    #[serde(default)]
+    pub evicted: Vec<String>,
+    /// Whether the cache is on its own volume; `false` means it shares the root filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_volume: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +150,8 @@ pub struct DiskInfo {
     pub path: String,
     pub free_before_bytes: Option<u64>,
     pub free_after_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_inodes_after: Option<u64>,
 }
 
 /// The final report of one job attempt.

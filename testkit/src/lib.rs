@@ -216,6 +216,16 @@ impl Fixture {
             env.push(("JANITOR_ASG_NAME".into(), self.asg_name.clone()));
         }
         if let Some(i) = instance {
+            // Daemons of parallel tests share this machine: no fixed metrics port, no journald
+            // vacuum, floors a test machine meets. Tests that need otherwise pass flags.
+            for (k, v) in [
+                ("JANITOR_METRICS_ADDR", "off"),
+                ("JANITOR_JOURNALD_DAYS", "0"),
+                ("JANITOR_MIN_FREE_BYTES", "1048576"),
+                ("JANITOR_MIN_FREE_INODES", "100"),
+            ] {
+                env.push((k.into(), v.into()));
+            }
             let url = self
                 .imds
                 .lock()

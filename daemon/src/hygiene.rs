@@ -1,0 +1,507 @@
+//! Instance hygiene: the layer cache's budget (high/low watermarks, least recently used first,
+//! pinned images last, never an image a running container uses), the disk-cleanup policy of
+//! seed 004 (stopped containers, dangling and old images, old build cache, unused volumes, old
+//! workspaces and temp files, journald), and the free-space floors checked before a job.
+//! Cleanup runs only while no job runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, PruneBuildOptionsBuilder,
+    PruneContainersOptionsBuilder, PruneImagesOptionsBuilder, PruneVolumesOptions,
+    RemoveImageOptionsBuilder,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::docker::Engine;
+
+/// The cleanup policy; every figure configurable (seed 004's table gives the defaults).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub cache_dir: PathBuf,
+    pub work_root: PathBuf,
+    pub spool_dir: PathBuf,
+    /// Above this share of the budget, eviction starts…
+    pub high_watermark: f64,
+    /// …and goes on until usage is under this share.
+    pub low_watermark: f64,
+    /// A byte budget for the images janitord uses, instead of the volume's size.
+    pub budget_bytes: Option<u64>,
+    /// Images evicted last (base images); agent images are added as they are used.
+    pub pinned: Vec<String>,
+    pub image_max_age: Duration,
+    pub build_cache_max_age: Duration,
+    pub stopped_container_age: Duration,
+    pub temp_max_age: Duration,
+    /// 0 leaves journald alone.
+    pub journald_days: u32,
+    pub min_free_bytes: u64,
+    pub min_free_inodes: u64,
+}
+
+/// Free space of a filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DiskStats {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub total_inodes: u64,
+    pub free_inodes: u64,
+}
+
+pub fn disk(path: &Path) -> Option<DiskStats> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(DiskStats {
+        total_bytes: s.f_blocks.saturating_mul(s.f_frsize),
+        free_bytes: s.f_bavail.saturating_mul(s.f_frsize),
+        total_inodes: s.f_files,
+        free_inodes: s.f_favail,
+    })
+}
+
+/// Whether there is room for a job: `Err` names the floor that is not met.
+pub fn floors(stats: &DiskStats, policy: &Policy) -> Result<(), String> {
+    if stats.free_bytes < policy.min_free_bytes {
+        return Err(format!(
+            "{} bytes free on {}, under the {}-byte floor",
+            stats.free_bytes,
+            policy.cache_dir.display(),
+            policy.min_free_bytes
+        ));
+    }
+    // Filesystems without inode limits (btrfs, some overlays) report 0 in all.
+    if stats.total_inodes > 0 && stats.free_inodes < policy.min_free_inodes {
+        return Err(format!(
+            "{} inodes free on {}, under the {}-inode floor",
+            stats.free_inodes,
+            policy.cache_dir.display(),
+            policy.min_free_inodes
+        ));
+    }
+    Ok(())
+}
+
+/// True when `path` is on another filesystem than `/` (the cache volume is mounted there).
+pub fn own_volume(path: &Path) -> bool {
+    match (rustix::fs::stat(path), rustix::fs::stat("/")) {
+        (Ok(a), Ok(b)) => a.st_dev != b.st_dev,
+        _ => false,
+    }
+}
+
+/// When janitord last used each image it built or ran: `{cache_dir}/image-usage.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(skip)]
+    path: PathBuf,
+    pub last_used: BTreeMap<String, i64>,
+}
+
+impl Usage {
+    pub fn load(cache_dir: &Path) -> Usage {
+        let path = cache_dir.join("image-usage.json");
+        let mut u: Usage = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        u.path = path;
+        u
+    }
+
+    pub fn touch(&mut self, image: &str, at: OffsetDateTime) {
+        self.last_used
+            .insert(image.to_string(), at.unix_timestamp());
+        self.save();
+    }
+
+    fn forget(&mut self, image: &str) {
+        self.last_used.remove(image);
+        self.save();
+    }
+
+    fn save(&self) {
+        let tmp = self.path.with_extension("tmp");
+        let written = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not save the image-usage record");
+        }
+    }
+}
+
+/// An eviction candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub image: String,
+    pub last_used: i64,
+    pub pinned: bool,
+}
+
+/// Eviction order: unpinned before pinned, then least recently used first. Pure.
+pub fn eviction_order(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
+    candidates
+        .sort_by(|a, b| (a.pinned, a.last_used, &a.image).cmp(&(b.pinned, b.last_used, &b.image)));
+    candidates
+}
+
+/// What one cleanup did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Cleanup {
+    pub cache_used_before: u64,
+    pub cache_used_after: u64,
+    pub cache_capacity: u64,
+    pub evicted: Vec<String>,
+    pub old_images_removed: Vec<String>,
+    pub containers_pruned: usize,
+    pub dangling_images_pruned: usize,
+    pub build_cache_reclaimed_bytes: u64,
+    pub volumes_pruned: usize,
+    pub workspaces_removed: usize,
+    pub temp_files_removed: usize,
+    pub errors: Vec<String>,
+}
+
+fn filters(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in pairs {
+        m.entry((*k).to_string())
+            .or_default()
+            .push((*v).to_string());
+    }
+    m
+}
+
+fn hours(d: Duration) -> String {
+    format!("{}h", d.as_secs().div_ceil(3600).max(1))
+}
+
+/// Bytes the cache uses and the capacity it is measured against: the byte budget and the sizes
+/// of the images janitord used, or the cache volume's used and total bytes.
+pub async fn measure(engine: &Engine, policy: &Policy, usage: &Usage) -> (u64, u64) {
+    match policy.budget_bytes {
+        Some(budget) => {
+            let mut seen = HashSet::new();
+            let mut used = 0u64;
+            for image in usage.last_used.keys() {
+                if let Ok(i) = engine.client().inspect_image(image).await {
+                    if seen.insert(i.id.clone().unwrap_or_default()) {
+                        used += u64::try_from(i.size.unwrap_or(0)).unwrap_or(0);
+                    }
+                }
+            }
+            (used, budget)
+        }
+        None => match disk(&policy.cache_dir) {
+            Some(d) => (d.total_bytes.saturating_sub(d.free_bytes), d.total_bytes),
+            None => (0, 0),
+        },
+    }
+}
+
+/// The full cleanup. Call only while no job runs.
+pub async fn cleanup(
+    engine: &Engine,
+    policy: &Policy,
+    usage: &mut Usage,
+    now: OffsetDateTime,
+) -> Cleanup {
+    let docker = engine.client();
+    let mut out = Cleanup::default();
+    let err = out_errors;
+
+    // Stopped containers, dangling images, old build cache, unused volumes.
+    let f = filters(&[("until", &hours(policy.stopped_container_age))]);
+    match docker
+        .prune_containers(Some(
+            PruneContainersOptionsBuilder::default().filters(&f).build(),
+        ))
+        .await
+    {
+        Ok(r) => out.containers_pruned = r.containers_deleted.map_or(0, |v| v.len()),
+        Err(e) => out.errors.push(err("prune stopped containers", &e)),
+    }
+    // Only dangling images older than the stopped-container age: a build in progress makes
+    // fresh untagged images that must stay.
+    let f = filters(&[
+        ("dangling", "true"),
+        ("until", &hours(policy.stopped_container_age)),
+    ]);
+    match docker
+        .prune_images(Some(
+            PruneImagesOptionsBuilder::default().filters(&f).build(),
+        ))
+        .await
+    {
+        Ok(r) => out.dangling_images_pruned = r.images_deleted.map_or(0, |v| v.len()),
+        Err(e) => out.errors.push(err("prune dangling images", &e)),
+    }
+    let f = filters(&[("until", &hours(policy.build_cache_max_age))]);
+    match docker
+        .prune_build(Some(
+            PruneBuildOptionsBuilder::default().filters(&f).build(),
+        ))
+        .await
+    {
+        Ok(r) => {
+            out.build_cache_reclaimed_bytes = r
+                .space_reclaimed
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
+        }
+        Err(e) => out.errors.push(err("prune old build cache", &e)),
+    }
+    match docker.prune_volumes(None::<PruneVolumesOptions>).await {
+        Ok(r) => out.volumes_pruned = r.volumes_deleted.map_or(0, |v| v.len()),
+        Err(e) => out.errors.push(err("prune unused volumes", &e)),
+    }
+
+    // Images no container uses, not used by janitord for the age limit, not pinned.
+    let in_use = images_in_use(engine, true).await;
+    let cutoff =
+        now.unix_timestamp() - i64::try_from(policy.image_max_age.as_secs()).unwrap_or(i64::MAX);
+    match (
+        &in_use,
+        docker
+            .list_images(Some(ListImagesOptionsBuilder::default().build()))
+            .await,
+    ) {
+        (None, _) => {}
+        (Some(in_use), Ok(images)) => {
+            for img in images {
+                let recent = img
+                    .repo_tags
+                    .iter()
+                    .any(|t| usage.last_used.get(t).is_some_and(|u| *u >= cutoff));
+                let pinned = img.repo_tags.iter().any(|t| policy.pinned.contains(t));
+                if img.created >= cutoff || recent || pinned || in_use.contains(&img.id) {
+                    continue;
+                }
+                let name = img
+                    .repo_tags
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| img.id.clone());
+                let opts = RemoveImageOptionsBuilder::default().build();
+                match docker.remove_image(&name, Some(opts), None).await {
+                    Ok(_) => {
+                        usage.forget(&name);
+                        out.old_images_removed.push(name);
+                    }
+                    Err(e) => tracing::debug!(image = %name, error = %e, "old image kept"),
+                }
+            }
+        }
+        (Some(_), Err(e)) => out.errors.push(err("list images", &e)),
+    }
+
+    // The budget: evict least recently used first, pinned last, never what a container runs.
+    let (used, capacity) = measure(engine, policy, usage).await;
+    out.cache_used_before = used;
+    out.cache_capacity = capacity;
+    let mut used = used;
+    let running = images_in_use(engine, false).await;
+    if let (true, Some(running)) = (
+        capacity > 0 && used as f64 > policy.high_watermark * capacity as f64,
+        running,
+    ) {
+        let mut candidates = Vec::new();
+        for (image, last_used) in &usage.last_used {
+            let id = docker.inspect_image(image).await.ok().and_then(|i| i.id);
+            if id.as_ref().is_some_and(|id| running.contains(id)) {
+                continue;
+            }
+            candidates.push(Candidate {
+                image: image.clone(),
+                last_used: *last_used,
+                pinned: policy.pinned.contains(image),
+            });
+        }
+        for c in eviction_order(candidates) {
+            if used as f64 <= policy.low_watermark * capacity as f64 {
+                break;
+            }
+            let opts = RemoveImageOptionsBuilder::default().build();
+            match docker.remove_image(&c.image, Some(opts), None).await {
+                Ok(_) => {
+                    tracing::info!(image = %c.image, pinned = c.pinned, "evicted from the layer cache");
+                    usage.forget(&c.image);
+                    out.evicted.push(c.image);
+                }
+                Err(e) => out.errors.push(err(&format!("evict {}", c.image), &e)),
+            }
+            used = measure(engine, policy, usage).await.0;
+        }
+        if used as f64 > policy.low_watermark * capacity as f64 {
+            let all = PruneBuildOptionsBuilder::default().all(true).build();
+            if let Ok(r) = docker.prune_build(Some(all)).await {
+                out.build_cache_reclaimed_bytes += r
+                    .space_reclaimed
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(0);
+            }
+            used = measure(engine, policy, usage).await.0;
+        }
+    }
+    out.cache_used_after = used;
+
+    // Finished jobs' workspaces (no job runs now) and the daemon's old temp files.
+    if let Ok(entries) = std::fs::read_dir(&policy.work_root) {
+        for e in entries.flatten() {
+            if std::fs::remove_dir_all(e.path())
+                .or_else(|_| std::fs::remove_file(e.path()))
+                .is_ok()
+            {
+                out.workspaces_removed += 1;
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&policy.spool_dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let temp = p.extension().is_some_and(|x| x == "tmp" || x == "corrupt");
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > policy.temp_max_age);
+            if temp && old && std::fs::remove_file(&p).is_ok() {
+                out.temp_files_removed += 1;
+            }
+        }
+    }
+    if policy.journald_days > 0 {
+        let vacuum = tokio::process::Command::new("journalctl")
+            .arg(format!("--vacuum-time={}d", policy.journald_days))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        if let Err(e) = vacuum {
+            out.errors.push(format!("journalctl --vacuum-time: {e}"));
+        }
+    }
+    tracing::info!(
+        cache_used_before = out.cache_used_before,
+        cache_used_after = out.cache_used_after,
+        cache_capacity = out.cache_capacity,
+        evicted = out.evicted.len(),
+        old_images = out.old_images_removed.len(),
+        containers = out.containers_pruned,
+        dangling = out.dangling_images_pruned,
+        errors = out.errors.len(),
+        "disk cleanup"
+    );
+    out
+}
+
+fn out_errors(what: &str, e: &dyn std::fmt::Display) -> String {
+    tracing::warn!(error = %e, "{what} failed");
+    format!("{what}: {e}")
+}
+
+/// Image ids of containers: running ones only, or all (`all`). `None` when Docker cannot say,
+/// and then nothing is removed.
+async fn images_in_use(engine: &Engine, all: bool) -> Option<HashSet<String>> {
+    let opts = ListContainersOptionsBuilder::default().all(all).build();
+    match engine.client().list_containers(Some(opts)).await {
+        Ok(list) => Some(list.into_iter().filter_map(|c| c.image_id).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list containers; no image is removed this time");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            cache_dir: "/c".into(),
+            work_root: "/c/w".into(),
+            spool_dir: "/c/s".into(),
+            high_watermark: 0.8,
+            low_watermark: 0.6,
+            budget_bytes: None,
+            pinned: vec![],
+            image_max_age: Duration::from_secs(72 * 3600),
+            build_cache_max_age: Duration::from_secs(72 * 3600),
+            stopped_container_age: Duration::from_secs(3600),
+            temp_max_age: Duration::from_secs(24 * 3600),
+            journald_days: 3,
+            min_free_bytes: 10 << 30,
+            min_free_inodes: 250_000,
+        }
+    }
+
+    #[test]
+    fn eviction_order_is_lru_with_pinned_last() {
+        let c = |image: &str, last_used, pinned| Candidate {
+            image: image.into(),
+            last_used,
+            pinned,
+        };
+        let order: Vec<String> = eviction_order(vec![
+            c("new", 30, false),
+            c("base", 1, true),
+            c("old", 10, false),
+            c("agent", 5, true),
+        ])
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+        assert_eq!(order, ["old", "new", "base", "agent"]);
+    }
+
+    #[test]
+    fn floors_name_what_is_short() {
+        let ok = DiskStats {
+            total_bytes: 50 << 30,
+            free_bytes: 20 << 30,
+            total_inodes: 3_000_000,
+            free_inodes: 2_000_000,
+        };
+        assert_eq!(floors(&ok, &policy()), Ok(()));
+        let low = DiskStats {
+            free_bytes: 1 << 30,
+            ..ok
+        };
+        assert_eq!(
+            floors(&low, &policy()),
+            Err("1073741824 bytes free on /c, under the 10737418240-byte floor".to_string())
+        );
+        let inodes = DiskStats {
+            free_inodes: 10,
+            ..ok
+        };
+        assert!(floors(&inodes, &policy())
+            .unwrap_err()
+            .contains("10 inodes free"));
+        let no_inode_limits = DiskStats {
+            total_inodes: 0,
+            free_inodes: 0,
+            ..ok
+        };
+        assert_eq!(floors(&no_inode_limits, &policy()), Ok(()));
+    }
+
+    #[test]
+    fn usage_record_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Usage::load(dir.path());
+        u.touch(
+            "janitor/a/b:latest",
+            OffsetDateTime::from_unix_timestamp(100).unwrap(),
+        );
+        let again = Usage::load(dir.path());
+        assert_eq!(again.last_used.get("janitor/a/b:latest"), Some(&100));
+        assert!(!own_volume(Path::new("/")));
+    }
+}

@@ -1,0 +1,247 @@
+# No inbound port, ever: operators use SSM Session Manager. Outbound HTTPS (AWS APIs, registries,
+# git) and HTTP (package mirrors the builds use).
+resource "aws_security_group" "instances" {
+  name        = "${local.name}-instances"
+  description = "janitord instances: no ingress; egress for AWS APIs, registries and package mirrors"
+  vpc_id      = var.vpc_id
+
+  egress {
+    description = "HTTPS: AWS APIs, container registries, git"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "HTTP: package mirrors used by repository builds"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+
+locals {
+  janitord_toml = <<-TOML
+    queue_url = "${aws_sqs_queue.jobs.url}"
+    bucket = "${aws_s3_bucket.ledger.bucket}"
+    log_group = "${local.log_group}"
+    cache_dir = "/var/lib/janitor"
+    require_cache_volume = true
+    expect_gpus = true
+    heartbeat_file = "/run/janitor/heartbeat"
+  TOML
+}
+
+resource "aws_launch_template" "gpu" {
+  name_prefix   = "${local.name}-"
+  image_id      = var.ami_id
+  instance_type = var.instance_type
+  ebs_optimized = true
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.instance.arn
+  }
+
+  # IMDSv2 only, one hop: containers cannot reach the instance's credentials.
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "enabled"
+  }
+
+  monitoring {
+    enabled = true
+  }
+
+  network_interfaces {
+    associate_public_ip_address = var.associate_public_ip
+    security_groups             = [aws_security_group.instances.id]
+    delete_on_termination       = true
+  }
+
+  block_device_mappings {
+    device_name = "/dev/sda1"
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = var.root_volume_gb
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+
+  # The Docker layer cache. Kept while the instance waits Stopped in the warm pool.
+  block_device_mappings {
+    device_name = "/dev/sdf"
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = var.cache_volume_gb
+      iops                  = 3000
+      throughput            = 250
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+
+  user_data = base64encode(<<-EOT
+    #!/bin/bash
+    install -d -m 0755 /etc/janitor
+    cat > /etc/janitor/janitord.toml <<'TOML'
+    ${local.janitord_toml}
+    TOML
+    systemctl restart janitord.service
+  EOT
+  )
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = { Name = "${local.name}-gpu" }
+  }
+
+  tag_specifications {
+    resource_type = "volume"
+    tags          = { Name = "${local.name}-gpu" }
+  }
+}
+
+resource "aws_autoscaling_group" "gpu" {
+  name                  = local.name
+  min_size              = 0
+  max_size              = var.max_concurrent_instances
+  desired_capacity      = 0
+  vpc_zone_identifier   = var.subnet_ids
+  health_check_type     = "EC2"
+  protect_from_scale_in = false
+  capacity_rebalance    = var.spot
+
+  dynamic "launch_template" {
+    for_each = var.spot ? [] : [1]
+    content {
+      id      = aws_launch_template.gpu.id
+      version = aws_launch_template.gpu.latest_version
+    }
+  }
+
+  # Spot through a mixed-instances policy. AWS refuses a warm pool on such a group.
+  dynamic "mixed_instances_policy" {
+    for_each = var.spot ? [1] : []
+    content {
+      instances_distribution {
+        on_demand_base_capacity                  = 0
+        on_demand_percentage_above_base_capacity = 0
+        spot_allocation_strategy                 = "price-capacity-optimized"
+      }
+      launch_template {
+        launch_template_specification {
+          launch_template_id = aws_launch_template.gpu.id
+          version            = aws_launch_template.gpu.latest_version
+        }
+        dynamic "override" {
+          for_each = var.spot_instance_types
+          content {
+            instance_type = override.value
+          }
+        }
+      }
+    }
+  }
+
+  # Stopped instances keep their cache volume between runs ("provision or start").
+  dynamic "warm_pool" {
+    for_each = var.warm_pool && !var.spot ? [1] : []
+    content {
+      pool_state                  = "Stopped"
+      min_size                    = 0
+      max_group_prepared_capacity = var.max_concurrent_instances
+      instance_reuse_policy {
+        reuse_on_scale_in = true
+      }
+    }
+  }
+
+  # janitord drains on this hook: finishes or hands back its job, then completes it.
+  initial_lifecycle_hook {
+    name                 = "janitor-drain"
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
+    heartbeat_timeout    = var.lifecycle_heartbeat_timeout_seconds
+    default_result       = "CONTINUE"
+  }
+
+  tag {
+    key                 = "Name"
+    value               = "${local.name}-gpu"
+    propagate_at_launch = true
+  }
+
+  # janitorctl raises the desired capacity and the daemons lower it; Terraform must not undo that.
+  lifecycle {
+    ignore_changes = [desired_capacity]
+  }
+}
+
+# The backstop: when something other than janitorctl enqueues, the queue depth scales out.
+resource "aws_autoscaling_policy" "queue_backlog" {
+  name                      = "${local.name}-queue-backlog"
+  autoscaling_group_name    = aws_autoscaling_group.gpu.name
+  policy_type               = "StepScaling"
+  adjustment_type           = "ExactCapacity"
+  estimated_instance_warmup = 300
+
+  step_adjustment {
+    metric_interval_lower_bound = 0
+    metric_interval_upper_bound = 3
+    scaling_adjustment          = 1
+  }
+
+  step_adjustment {
+    metric_interval_lower_bound = 3
+    metric_interval_upper_bound = 10
+    scaling_adjustment          = min(3, var.max_concurrent_instances)
+  }
+
+  step_adjustment {
+    metric_interval_lower_bound = 10
+    scaling_adjustment          = var.max_concurrent_instances
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "queue_backlog" {
+  alarm_name          = "${local.name}-queue-backlog"
+  alarm_description   = "Jobs are waiting: scale the GPU group out (from zero too)."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.jobs.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 2
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  threshold           = 1
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_autoscaling_policy.queue_backlog.arn]
+}
+
+resource "aws_budgets_budget" "idle" {
+  name         = "${local.name}-daily"
+  budget_type  = "COST"
+  limit_amount = tostring(var.daily_budget_usd)
+  limit_unit   = "USD"
+  time_unit    = "DAILY"
+
+  cost_filter {
+    name   = "TagKeyValue"
+    values = ["user:janitor$${var.env}"]
+  }
+
+  dynamic "notification" {
+    for_each = var.budget_email == "" ? [] : [1]
+    content {
+      comparison_operator        = "GREATER_THAN"
+      threshold                  = 100
+      threshold_type             = "PERCENTAGE"
+      notification_type          = "ACTUAL"
+      subscriber_email_addresses = [var.budget_email]
+    }
+  }
+}

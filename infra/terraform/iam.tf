@@ -1,0 +1,98 @@
+# The instance role: exactly the actions janitord uses, each scoped as tightly as AWS allows.
+# SSM Session Manager comes from the managed AmazonSSMManagedInstanceCore policy, not ssm:*.
+
+locals {
+  asg_arn = "arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.name}"
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "janitord" {
+  statement {
+    sid       = "JobsQueue"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.jobs.arn]
+  }
+
+  statement {
+    sid     = "Ledger"
+    actions = ["s3:PutObject"]
+    resources = [
+      "${aws_s3_bucket.ledger.arn}/janitor-reports/*",
+      "${aws_s3_bucket.ledger.arn}/janitor-cache/*",
+    ]
+  }
+
+  statement {
+    sid       = "JobOutput"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.runner.arn}:log-stream:*"]
+  }
+
+  statement {
+    sid = "EcrToken"
+    # AWS requires "*": GetAuthorizationToken has no resource-level permissions.
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "EcrPull"
+    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    resources = ["arn:${data.aws_partition.current.partition}:ecr:${var.region}:${local.account_id}:repository/${var.agent_ecr_repository}"]
+  }
+
+  statement {
+    sid = "OwnGroup"
+    # Idle scale-in is TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity
+    # (an atomic "desired - 1"), so SetDesiredCapacity is not needed.
+    actions = [
+      "autoscaling:CompleteLifecycleAction",
+      "autoscaling:RecordLifecycleActionHeartbeat",
+      "autoscaling:SetInstanceProtection",
+      "autoscaling:SetInstanceHealth",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ]
+    resources = [local.asg_arn]
+  }
+
+  statement {
+    sid = "DescribeGroup"
+    # AWS requires "*": the Describe* actions have no resource-level permissions.
+    actions = [
+      "autoscaling:DescribeAutoScalingGroups",
+      "autoscaling:DescribeAutoScalingInstances",
+      "autoscaling:DescribeLifecycleHooks",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role" "instance" {
+  name               = "${local.name}-instance"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+}
+
+resource "aws_iam_role_policy" "janitord" {
+  name   = "janitord"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.janitord.json
+}
+
+resource "aws_iam_role_policy_attachment" "ssm" {
+  role       = aws_iam_role.instance.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+resource "aws_iam_instance_profile" "instance" {
+  name = "${local.name}-instance"
+  role = aws_iam_role.instance.name
+}

@@ -8,8 +8,22 @@ JANITORCTL := ./target/debug/janitorctl
 CTL := $(JANITORCTL) --env $(ENV)
 TIMEOUT_FLAG := $(if $(TIMEOUT_MINUTES),--timeout-minutes $(TIMEOUT_MINUTES))
 
+TF_DIR := infra/terraform
+AWS_ENV := -e AWS_PROFILE -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN -v $(HOME)/.aws:/root/.aws:ro
+# The real tools run in their official containers where Docker is available, else from the host.
+DOCKER_OK := $(shell docker info >/dev/null 2>&1 && echo yes)
+ifeq ($(DOCKER_OK),yes)
+TERRAFORM ?= docker run --rm -i $(AWS_ENV) -v $(CURDIR):/src -w /src hashicorp/terraform:1.9
+PACKER ?= docker run --rm -i $(AWS_ENV) -v $(CURDIR):/src -w /src hashicorp/packer:1.11
+else
+TERRAFORM ?= terraform
+PACKER ?= packer
+endif
+AGENT_REPO ?= janitor-agent
+
 .PHONY: help build demo test lint fmt test-deps validate ci run-janitor validate-all-workers \
-	check-parallel-status kill-all-workers query-db query-parallel-run fetch-report
+	check-parallel-status kill-all-workers query-db query-parallel-run fetch-report \
+	infra-check image ami infra-init infra-plan infra-apply destroy
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -22,8 +36,11 @@ demo: build ## Run examples/demo.yaml through the pipeline on the local Docker, 
 	docker build -q -t janitor-demo-agent:latest examples/agent >/dev/null 2>&1 || docker build -t janitor-demo-agent:latest examples/agent
 	$(JANITORCTL) run --local examples/demo.yaml --out reports
 
-test: lint ## Lint, then every test (unit and end-to-end against moto and Docker)
+test: lint infra-check ## Lint, offline infrastructure checks, then every test (unit and end-to-end against moto and Docker)
 	$(CARGO) test --workspace --locked
+
+infra-check: ## Offline checks of Terraform, Packer, systemd units and shell scripts
+	.venv/bin/pytest -q infra/tests
 
 lint: ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -39,10 +56,10 @@ validate: build ## Check a config offline: make validate CONFIG=infra/workers-co
 	$(JANITORCTL) validate $(CONFIG)
 
 run-janitor: build ## Validate every repository of REPOS_FILE on the fleet: make run-janitor ENV=dev
-	$(CTL) run $(REPOS_FILE) $(TIMEOUT_FLAG)
+	$(CTL) run $(REPOS_FILE) $(TIMEOUT_FLAG) $(CTL_FLAGS)
 
 validate-all-workers: build ## Same with CONFIG: make validate-all-workers ENV=dev CONFIG=… TIMEOUT_MINUTES=45
-	$(CTL) run $(CONFIG) $(TIMEOUT_FLAG)
+	$(CTL) run $(CONFIG) $(TIMEOUT_FLAG) $(CTL_FLAGS)
 
 check-parallel-status: build ## The latest run (or RUN_ID=…): jobs, queue, instances
 	$(CTL) status $(RUN_ID)
@@ -62,3 +79,33 @@ kill-all-workers: build ## Emergency stop: purge the latest run's jobs, scale to
 	$(CTL) kill-all
 
 ci: test-deps test ## What CI runs
+
+image: ## Build the example agent image and push it to ECR (AGENT_REPO, AWS_REGION)
+	bash scripts/base-image.sh janitor-demo-base:latest
+	@account=$$(aws sts get-caller-identity --query Account --output text) && \
+	region=$${AWS_REGION:-us-east-1} && registry=$$account.dkr.ecr.$$region.amazonaws.com && \
+	aws ecr describe-repositories --repository-names $(AGENT_REPO) >/dev/null 2>&1 || aws ecr create-repository --repository-name $(AGENT_REPO) --image-scanning-configuration scanOnPush=true >/dev/null && \
+	aws ecr get-login-password --region $$region | docker login --username AWS --password-stdin $$registry && \
+	docker build -t $$registry/$(AGENT_REPO):latest examples/agent && docker push $$registry/$(AGENT_REPO):latest
+
+ami: ## Build the golden GPU AMI with Packer (prints the AMI id for infra/env/ENV.tfvars)
+	$(CARGO) build --release --locked --bin janitord
+	$(PACKER) init packer/gpu-ami.pkr.hcl
+	$(PACKER) build -var env=$(ENV) packer/gpu-ami.pkr.hcl
+
+infra-init:
+	$(TERRAFORM) -chdir=$(TF_DIR) init -input=false -reconfigure -backend-config=../env/$(ENV).backend.hcl
+
+infra-plan: infra-init ## terraform plan for ENV
+	$(TERRAFORM) -chdir=$(TF_DIR) plan -input=false -var-file=../env/$(ENV).tfvars -out=$(ENV).tfplan
+
+infra-apply: infra-plan ## terraform apply for ENV, then write infra/env/ENV.json for janitorctl
+	$(TERRAFORM) -chdir=$(TF_DIR) apply -input=false $(ENV).tfplan
+	$(TERRAFORM) -chdir=$(TF_DIR) output -json > infra/env/$(ENV).json
+	@echo "wrote infra/env/$(ENV).json"
+
+destroy: infra-init ## Remove everything of ENV (empties the ledger bucket first)
+	-$(JANITORCTL) --env $(ENV) kill-all --all
+	@bucket=$$(python3 -c 'import json;print(json.load(open("infra/env/$(ENV).json"))["bucket"]["value"])' 2>/dev/null) && \
+	[ -n "$$bucket" ] && aws s3 rm "s3://$$bucket" --recursive || true
+	$(TERRAFORM) -chdir=$(TF_DIR) destroy -input=false -var-file=../env/$(ENV).tfvars

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, idempotently:
-# Debian's busybox-static (for the offline base image) and git, a Python venv in .venv with
-# the pinned moto server, and checks that Docker and the Rust tools answer. Fails loudly.
+# Debian's busybox-static (for the offline base image), git, shellcheck and systemd's tools, a
+# Python venv in .venv with testkit/requirements.txt (moto, the Prometheus parser, python-hcl2,
+# checkov, pytest), and checks that Docker and the Rust tools answer. Fails loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; } || missing+=(busybox-static)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-deps: installing ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -20,7 +23,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 want=$(sed -n 's/^moto\[server\]==//p' testkit/requirements.txt)
-if ! .venv/bin/python -c "import moto, prometheus_client, sys; sys.exit(moto.__version__ != '$want')" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import moto, prometheus_client, hcl2, pytest, sys; sys.exit(moto.__version__ != '$want')" >/dev/null 2>&1 \
+  || [ ! -x .venv/bin/checkov ]; then
   echo "test-deps: creating .venv with testkit/requirements.txt (moto[server]==$want)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r testkit/requirements.txt

@@ -71,6 +71,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "ledger" {
   bucket = aws_s3_bucket.ledger.id
 
   rule {
+    id     = "abort-incomplete-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+
+  rule {
     id     = "reports"
     status = var.reports_retention_days > 0 ? "Enabled" : "Disabled"
     filter {
@@ -106,6 +115,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "ledger" {
 }
 
 resource "aws_cloudwatch_log_group" "runner" {
+  #checkov:skip=CKV_AWS_338:Job output is kept `log_retention_days` (30 by default) to bound cost; the S3 reports are the lasting record.
   #checkov:skip=CKV_AWS_158:Job output is build and test logs; CloudWatch's default encryption at rest is enough, a KMS key adds cost.
   name              = local.log_group
   retention_in_days = var.log_retention_days

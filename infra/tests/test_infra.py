@@ -1,0 +1,210 @@
+"""Offline checks of the infrastructure code: what can be verified without Terraform, Packer or
+an AWS account. GitHub Actions also runs the real `terraform validate`, tflint and
+`packer validate`. Run with `make infra-check` (part of `make test`)."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import hcl2
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TF_DIR = os.path.join(ROOT, "infra", "terraform")
+
+# Exactly what janitord calls (README.md, "Deploying to AWS"). Changing one means changing both.
+JANITORD_ACTIONS = {
+    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+    "s3:PutObject",
+    "logs:CreateLogStream", "logs:PutLogEvents",
+    "ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+    "autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",
+    "autoscaling:SetInstanceProtection", "autoscaling:SetInstanceHealth",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLifecycleHooks",
+}
+# Actions without resource-level permissions: the only ones allowed a "*" resource.
+STAR_ALLOWED = {
+    "ecr:GetAuthorizationToken",
+    "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLifecycleHooks",
+}
+
+
+def hcl_files():
+    files = glob.glob(os.path.join(ROOT, "infra", "**", "*.tf"), recursive=True)
+    files += glob.glob(os.path.join(ROOT, "infra", "env", "*.tfvars"))
+    files += glob.glob(os.path.join(ROOT, "infra", "env", "*.hcl"))
+    files += glob.glob(os.path.join(ROOT, "packer", "*.pkr.hcl"))
+    return sorted(files)
+
+
+def terraform():
+    """Every resource and data block of infra/terraform, as {(type, name): body}."""
+    out = {}
+    for path in glob.glob(os.path.join(TF_DIR, "*.tf")):
+        with open(path) as f:
+            doc = hcl2.load(f)
+        for kind in ("resource", "data"):
+            for block in doc.get(kind, []):
+                for rtype, named in block.items():
+                    for name, body in named.items():
+                        out[(kind, rtype, name)] = body
+    return out
+
+
+def first(v):
+    """python-hcl2 wraps attribute values (and single blocks) in one-element lists."""
+    return v[0] if isinstance(v, list) and len(v) == 1 else v
+
+
+@pytest.mark.parametrize("path", hcl_files(), ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_hcl_file_parses(path):
+    with open(path) as f:
+        hcl2.load(f)
+
+
+def test_there_is_infrastructure_to_check():
+    names = {os.path.relpath(p, ROOT) for p in hcl_files()}
+    for must in ("infra/terraform/main.tf", "infra/terraform/iam.tf", "infra/terraform/compute.tf",
+                 "infra/env/dev.tfvars", "infra/env/prod.tfvars", "packer/gpu-ami.pkr.hcl"):
+        assert must in names
+
+
+def test_instance_role_allows_exactly_the_documented_actions():
+    doc = terraform()[("data", "aws_iam_policy_document", "janitord")]
+    actions, stars = set(), set()
+    for st in doc["statement"]:
+        acts = set(first(st["actions"]))
+        actions |= acts
+        if "*" in first(st["resources"]):
+            stars |= acts
+        assert all("*" not in a for a in acts), f"wildcard action in {first(st.get('sid'))}: {acts}"
+    assert actions == JANITORD_ACTIONS
+    assert stars <= STAR_ALLOWED, f'"*" resource for {stars - STAR_ALLOWED}'
+    # Every "*" statement says why, in a comment.
+    text = open(os.path.join(TF_DIR, "iam.tf")).read()
+    assert text.count('resources = ["*"]') == text.count('# AWS requires "*"') == 2
+
+
+def test_ssm_through_the_managed_policy_not_ssm_star():
+    tf = terraform()
+    attach = tf[("resource", "aws_iam_role_policy_attachment", "ssm")]
+    assert first(attach["policy_arn"]).endswith(":iam::aws:policy/AmazonSSMManagedInstanceCore")
+    text = "".join(open(p).read() for p in glob.glob(os.path.join(TF_DIR, "*.tf")))
+    assert '"ssm:*"' not in text
+
+
+def test_launch_template_requires_imdsv2_and_encrypts_every_volume():
+    lt = terraform()[("resource", "aws_launch_template", "gpu")]
+    md = first(lt["metadata_options"])
+    assert first(md["http_tokens"]) == "required"
+    assert first(md["http_put_response_hop_limit"]) == 1
+    devices = lt["block_device_mappings"]
+    assert len(devices) == 2
+    for d in devices:
+        ebs = first(d["ebs"])
+        assert first(ebs["encrypted"]) is True, d
+        assert first(ebs["volume_type"]) == "gp3", d
+    sizes = [first(first(d["ebs"])["volume_size"]) for d in devices]
+    assert "${var.cache_volume_gb}" in sizes
+    ni = first(lt["network_interfaces"])
+    assert first(ni["associate_public_ip_address"]) == "${var.associate_public_ip}"
+
+
+def test_no_security_group_has_ingress():
+    tf = terraform()
+    groups = [b for (k, t, _), b in tf.items() if t == "aws_security_group"]
+    assert groups
+    for g in groups:
+        assert "ingress" not in g or g["ingress"] in ([], None)
+    assert not [t for (_, t, _) in tf if t in ("aws_security_group_rule", "aws_vpc_security_group_ingress_rule")]
+
+
+def test_the_group_scales_from_zero_and_drains_on_its_hook():
+    asg = terraform()[("resource", "aws_autoscaling_group", "gpu")]
+    assert first(asg["min_size"]) == 0
+    assert first(asg["max_size"]) == "${var.max_concurrent_instances}"
+    assert "desired_capacity" in str(first(asg["lifecycle"])["ignore_changes"])
+    hook = first(asg["initial_lifecycle_hook"])
+    assert first(hook["lifecycle_transition"]) == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert first(hook["name"]) == "janitor-drain"
+
+
+def test_checkov_passes_and_every_skip_says_why():
+    for path in glob.glob(os.path.join(TF_DIR, "*.tf")):
+        for line in open(path):
+            if "checkov:skip=" in line:
+                m = re.search(r"checkov:skip=(CKV2?_AWS_\d+):(.+)", line)
+                assert m and len(m.group(2).strip()) > 20, f"{path}: skip without a reason: {line.strip()}"
+    checkov = shutil.which("checkov", path=os.path.dirname(__import__("sys").executable)) or shutil.which("checkov")
+    assert checkov, "checkov is missing: run scripts/test-deps.sh"
+    out = subprocess.run([checkov, "-d", TF_DIR, "--framework", "terraform", "--quiet", "--compact", "--skip-download", "-o", "json"],
+                         capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
+    report = json.loads(out.stdout)
+    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
+    assert summary["failed"] == 0, out.stdout[-3000:]
+    assert summary["passed"] > 40
+
+
+def systemd_root():
+    """A scratch root holding the units, the distribution's own units and stand-in binaries."""
+    root = tempfile.mkdtemp(prefix="janitor-units-")
+    units = os.path.join(root, "etc/systemd/system")
+    os.makedirs(units)
+    shutil.copytree("/lib/systemd/system", os.path.join(root, "usr/lib/systemd/system"), symlinks=True)
+    for f in glob.glob(os.path.join(ROOT, "systemd", "*")):
+        if f.endswith((".service", ".timer", ".mount")):
+            shutil.copy(f, units)
+    with open(os.path.join(units, "docker.service"), "w") as f:
+        f.write("[Unit]\nDescription=stand-in\n[Service]\nExecStart=/usr/bin/dockerd\n")
+    for b in ("usr/local/bin/janitord", "usr/local/bin/janitor-deadman", "usr/local/bin/janitor-prepare-cache", "usr/bin/dockerd"):
+        p = os.path.join(root, b)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(p, 0o755)
+    return root
+
+
+UNITS = ["janitord.service", "janitor-deadman.service", "janitor-deadman.timer",
+         "janitor-prepare-cache.service", "var-lib-janitor.mount"]
+
+
+def test_systemd_units_verify_and_print_their_exposure():
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze is missing: run scripts/test-deps.sh (Debian package systemd)"
+    root = systemd_root()
+    out = subprocess.run([tool, "verify", f"--root={root}", *UNITS], capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+    sec = subprocess.run([tool, "security", "--offline=true", f"--root={root}", "janitord.service"], capture_output=True, text=True)
+    exposure = [l for l in sec.stdout.splitlines() if "Overall exposure level" in l]
+    print("\n" + "\n".join(exposure))
+    assert exposure, sec.stdout + sec.stderr
+    level = float(re.search(r"level for janitord.service: ([0-9.]+)", exposure[0]).group(1))
+    assert level <= 3.0, f"janitord.service exposure {level} regressed (was 2.5)"
+
+
+def test_janitord_unit_is_notify_with_a_watchdog_and_hardened():
+    text = open(os.path.join(ROOT, "systemd", "janitord.service")).read()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "ReadWritePaths=", "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=\n",
+                 "RequiresMountsFor=/var/lib/janitor", "After=network-online.target docker.service"):
+        assert line in text, line
+
+
+@pytest.mark.parametrize("script", sorted(
+    subprocess.run(["git", "ls-files", "*.sh"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    + [os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "packer/scripts/*.sh")) + glob.glob(os.path.join(ROOT, "systemd/*.sh"))]
+    + [".ci/run"]
+))
+def test_shellcheck(script):
+    tool = shutil.which("shellcheck")
+    assert tool, "shellcheck is missing: run scripts/test-deps.sh (Debian package shellcheck)"
+    out = subprocess.run([tool, "-x", os.path.join(ROOT, script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout

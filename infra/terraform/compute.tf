@@ -79,7 +79,7 @@ resource "aws_launch_template" "gpu" {
       volume_type           = "gp3"
       volume_size           = var.cache_volume_gb
       iops                  = 3000
-      throughput            = 250
+      throughput            = var.cache_volume_throughput
       encrypted             = true
       delete_on_termination = true
     }
@@ -154,7 +154,7 @@ resource "aws_autoscaling_group" "gpu" {
     content {
       pool_state                  = "Stopped"
       min_size                    = 0
-      max_group_prepared_capacity = var.max_concurrent_instances
+      max_group_prepared_capacity = min(var.warm_pool_max_prepared, var.max_concurrent_instances)
       instance_reuse_policy {
         reuse_on_scale_in = true
       }

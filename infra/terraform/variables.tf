@@ -80,6 +80,18 @@ variable "warm_pool" {
   default     = true
 }
 
+variable "warm_pool_max_prepared" {
+  description = "Stopped instances kept (with their cache volumes) for reuse; each costs its EBS storage while idle (see README's cost table)."
+  type        = number
+  default     = 3
+}
+
+variable "cache_volume_throughput" {
+  description = "Cache volume throughput in MiB/s; 125 is gp3's included baseline, more is billed."
+  type        = number
+  default     = 125
+}
+
 variable "visibility_timeout_seconds" {
   description = "The jobs queue's visibility timeout; janitord renews it while a job runs."
   type        = number

@@ -12,17 +12,6 @@ fn ctl(args: &[&str], env: &[(String, String)]) -> (i32, String) {
     (code, p.output())
 }
 
-/// `janitord` is built beside `janitorctl` when the workspace's tests are built.
-fn janitord_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_janitorctl")).with_file_name("janitord");
-    assert!(
-        p.exists(),
-        "{} is missing: run the tests for the whole workspace (`make test`)",
-        p.display()
-    );
-    p
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -161,7 +150,7 @@ async fn enqueued_run_is_processed_by_janitord_into_every_ledger_key() {
     let run_id = out.lines().last().unwrap().trim().to_string();
     let cache = tempfile::tempdir().unwrap();
     let mut d = Proc::spawn(
-        &janitord_bin(),
+        &janitor_testkit::janitord_beside(Path::new(env!("CARGO_BIN_EXE_janitorctl"))),
         &[
             "--exit-when-idle",
             "--allow-local-repos",

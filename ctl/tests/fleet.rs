@@ -12,16 +12,6 @@ fn ctl_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_janitorctl"))
 }
 
-fn janitord_bin() -> PathBuf {
-    let p = ctl_bin().with_file_name("janitord");
-    assert!(
-        p.exists(),
-        "{} is missing: run the tests for the whole workspace (`make test`)",
-        p.display()
-    );
-    p
-}
-
 fn ctl(fx: &Fixture, args: &[&str]) -> (i32, String) {
     let mut p = Proc::spawn(ctl_bin(), args, &fx.env(None));
     let code = p.wait(Duration::from_secs(120));
@@ -37,7 +27,7 @@ fn ctl_json(fx: &Fixture, args: &[&str]) -> serde_json::Value {
 
 fn daemon(fx: &Fixture, instance: &str, cache: &Path) -> Proc {
     Proc::spawn(
-        &janitord_bin(),
+        &janitor_testkit::janitord_beside(Path::new(env!("CARGO_BIN_EXE_janitorctl"))),
         &[
             "--exit-when-idle",
             "--allow-local-repos",

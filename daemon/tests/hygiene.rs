@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use janitor_testkit::{
     docker, dockerfile, ensure_base_image, eventually, git_repo, spec, workspace_root, Fixture,
@@ -35,18 +35,6 @@ fn image_exists(image: &str) -> bool {
         .unwrap()
         .status
         .success()
-}
-
-fn wait_output(p: &Proc, text: &str) {
-    let start = Instant::now();
-    while !p.output().contains(text) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "`{text}` never appeared:\n{}",
-            p.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn free_port() -> u16 {
@@ -299,7 +287,10 @@ async fn under_the_disk_floor_no_job_is_taken_and_the_instance_is_marked_unhealt
             .contains("under the 1000000000000000000-byte floor"),
         "{record:#}"
     );
-    wait_output(&d, "this instance cannot take jobs; marking it unhealthy");
+    d.wait_for_output(
+        "this instance cannot take jobs; marking it unhealthy",
+        Duration::from_secs(60),
+    );
     assert!(
         d.output()
             .contains("under the 1000000000000000000-byte floor"),
@@ -344,19 +335,12 @@ async fn without_nvml_gpu_jobs_are_handed_back_and_gpu_check_fails() {
         cache.path(),
         &["--reject-retry-seconds", "30"],
     );
-    let rec = eventually(Duration::from_secs(30), "the hand-back record", || async {
-        let keys = fx
-            .keys(&format!(
-                "janitor-reports/runs/{run_id}/jobs/{job_id}/handed-back-1.json"
-            ))
-            .await;
-        if keys.is_empty() {
-            None
-        } else {
-            Some(fx.json(&keys[0]).await)
-        }
-    })
-    .await;
+    let rec = fx
+        .wait_for_json(
+            &format!("janitor-reports/runs/{run_id}/jobs/{job_id}/handed-back-1.json"),
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(
         rec["reason"]
             .as_str()

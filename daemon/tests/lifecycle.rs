@@ -31,36 +31,6 @@ fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc 
     )
 }
 
-async fn wait_for_line(fx: &Fixture, stream: &str, line: &str) {
-    eventually(Duration::from_secs(60), line, || async {
-        let out = fx
-            .logs()
-            .get_log_events()
-            .log_group_name(&fx.log_group)
-            .log_stream_name(stream)
-            .send()
-            .await
-            .ok()?;
-        out.events()
-            .iter()
-            .any(|e| e.message() == Some(line))
-            .then_some(())
-    })
-    .await;
-}
-
-fn wait_output(p: &Proc, text: &str) {
-    let start = Instant::now();
-    while !p.output().contains(text) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "`{text}` never appeared:\n{}",
-            p.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn actions(fx: &Fixture, instance: &str) -> Vec<String> {
     fx.lifecycle_actions()
         .into_iter()
@@ -103,7 +73,8 @@ async fn scale_in_while_busy_lets_the_job_finish_with_heartbeats_then_completes_
         .await;
     let cache = tempfile::tempdir().unwrap();
     let mut d = janitord(&fx, &me, cache.path(), &["--exit-when-idle"]);
-    wait_for_line(&fx, &format!("{me}/{job_id}"), "[run] started").await;
+    fx.wait_for_log_line(&format!("{me}/{job_id}"), "[run] started")
+        .await;
     let (_, instances) = fx.group().await;
     assert!(
         instances
@@ -184,7 +155,7 @@ async fn scale_in_while_idle_completes_within_one_poll() {
         &args,
         &fx.env(Some(&me)),
     );
-    wait_output(&d, "janitord is serving");
+    d.wait_for_output("janitord is serving", Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t0 = Instant::now();
     fx.set_imds(&me, "target-lifecycle-state", "Warmed:Stopped");
@@ -298,7 +269,7 @@ async fn idle_scale_in_lowers_the_desired_capacity_by_one_and_respects_the_floor
     let me = fx.launch(1).await.remove(0);
     let cache = tempfile::tempdir().unwrap();
     let d = janitord(&fx, &me, cache.path(), &["--idle-timeout-seconds", "1"]);
-    wait_output(&d, "may not shrink below its floor");
+    d.wait_for_output("may not shrink below its floor", Duration::from_secs(60));
     assert_eq!(fx.group().await.0, 1);
 }
 
@@ -322,7 +293,8 @@ async fn a_spot_notice_hands_the_job_to_another_instance() {
         .await;
     let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let da = janitord(&fx, a, ca.path(), &[]);
-    wait_for_line(&fx, &format!("{a}/{job_id}"), "[run] started").await;
+    fx.wait_for_log_line(&format!("{a}/{job_id}"), "[run] started")
+        .await;
     fx.set_imds(
         a,
         "spot-instance-action",
@@ -402,7 +374,8 @@ async fn a_killed_daemon_restarts_removes_its_orphan_and_the_job_runs_once_more(
         cache.path(),
         &["--visibility-timeout-seconds", "6"],
     );
-    wait_for_line(&fx, &format!("{me}/{job_id}"), "[run] started").await;
+    fx.wait_for_log_line(&format!("{me}/{job_id}"), "[run] started")
+        .await;
     d.signal("KILL");
     drop(d);
     let label = format!("label=janitor.job_id={job_id}");
@@ -459,7 +432,7 @@ async fn a_failing_metadata_service_does_not_stop_the_daemon() {
     let me = fx.launch(1).await.remove(0);
     let cache = tempfile::tempdir().unwrap();
     let d = janitord(&fx, &me, cache.path(), &[]);
-    wait_output(&d, "janitord is serving");
+    d.wait_for_output("janitord is serving", Duration::from_secs(60));
     fx.set_imds(&me, "fail-for", "6");
     let repos = tempfile::tempdir().unwrap();
     let url = git_repo(
@@ -471,22 +444,18 @@ async fn a_failing_metadata_service_does_not_stop_the_daemon() {
     let job_id = fx
         .send_job(run_id, &spec("lc-imds", &url, Duration::from_secs(60)))
         .await;
-    let report = eventually(Duration::from_secs(60), "the report", || async {
-        let keys = fx
-            .keys(&format!(
-                "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
-            ))
-            .await;
-        if keys.is_empty() {
-            None
-        } else {
-            Some(fx.json(&keys[0]).await)
-        }
-    })
-    .await;
+    let report = fx
+        .wait_for_json(
+            &format!("janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"),
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(report["status"], "succeeded", "jobs go on while IMDS fails");
-    wait_output(&d, "instance metadata could not be read; retrying");
-    wait_output(&d, "instance metadata answers again");
+    d.wait_for_output(
+        "instance metadata could not be read; retrying",
+        Duration::from_secs(60),
+    );
+    d.wait_for_output("instance metadata answers again", Duration::from_secs(60));
     fx.set_imds(&me, "target-lifecycle-state", "Terminated");
     eventually(
         Duration::from_secs(15),

@@ -351,6 +351,15 @@ impl Fixture {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// Waits until `key` exists in the bucket, then reads it.
+    pub async fn wait_for_json(&self, key: &str, limit: Duration) -> serde_json::Value {
+        eventually(limit, key, || async {
+            (!self.keys(key).await.is_empty()).then_some(())
+        })
+        .await;
+        self.json(key).await
+    }
+
     /// The messages of a log stream, in order.
     pub async fn log_lines(&self, stream: &str) -> Vec<String> {
         let out = self
@@ -366,6 +375,25 @@ impl Fixture {
             .iter()
             .filter_map(|e| e.message().map(str::to_string))
             .collect()
+    }
+
+    /// Waits until a job's log stream holds exactly `line`.
+    pub async fn wait_for_log_line(&self, stream: &str, line: &str) {
+        eventually(Duration::from_secs(60), line, || async {
+            let out = self
+                .logs()
+                .get_log_events()
+                .log_group_name(&self.log_group)
+                .log_stream_name(stream)
+                .send()
+                .await
+                .ok()?;
+            out.events()
+                .iter()
+                .any(|e| e.message() == Some(line))
+                .then_some(())
+        })
+        .await;
     }
 
     /// Visible and in-flight counts of a queue.
@@ -526,6 +554,19 @@ impl Proc {
         }
     }
 
+    /// Waits until the output contains `text`; panics with the output after `limit`.
+    pub fn wait_for_output(&self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.output().contains(text) {
+            assert!(
+                start.elapsed() < limit,
+                "`{text}` never appeared:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -541,6 +582,17 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `janitord`, built beside `janitorctl` when the workspace's tests are built.
+pub fn janitord_beside(janitorctl: &Path) -> PathBuf {
+    let p = janitorctl.with_file_name("janitord");
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests for the whole workspace (`make test`)",
+        p.display()
+    );
+    p
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.

@@ -80,6 +80,7 @@ pub async fn command(run: RunArgs) -> Result<u8, Failure> {
             },
             allow_local_repos: true,
             log_ref: None,
+            agent_credentials: None,
         };
         let report = pipeline::run_job(&engine, &ctx, &sink, &cancel).await;
         sink.flush();

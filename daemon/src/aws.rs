@@ -31,6 +31,8 @@ pub enum AwsError {
         key: String,
         message: String,
     },
+    #[error("ECR login for {registry} failed: {message}")]
+    Ecr { registry: String, message: String },
     #[error("instance metadata (IMDSv2) {path} could not be read: {message}; set AWS_EC2_METADATA_SERVICE_ENDPOINT or JANITOR_INSTANCE_ID off EC2")]
     Imds { path: String, message: String },
 }
@@ -238,6 +240,73 @@ pub async fn put_with_retries<S: ReportStore>(
     }
 }
 
+/// An ECR registry named by an image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrRegistry {
+    pub account: String,
+    pub region: String,
+    pub host: String,
+}
+
+/// `{account}.dkr.ecr.{region}.amazonaws.com[.cn]/…` → the registry; other images → `None`.
+pub fn ecr_registry(image: &str) -> Option<EcrRegistry> {
+    let host = image.split('/').next()?;
+    if !image.contains('/') {
+        return None;
+    }
+    let mut parts = host.split('.');
+    let account = parts.next()?;
+    let (dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?);
+    let rest: Vec<&str> = parts.collect();
+    let suffix_ok = rest == ["amazonaws", "com"] || rest == ["amazonaws", "com", "cn"];
+    let ok = account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && dkr == "dkr"
+        && ecr == "ecr"
+        && suffix_ok
+        && !region.is_empty();
+    ok.then(|| EcrRegistry {
+        account: account.to_string(),
+        region: region.to_string(),
+        host: host.to_string(),
+    })
+}
+
+/// A registry login from ECR's `GetAuthorizationToken` (a base64 `AWS:password`).
+pub async fn ecr_credentials(
+    config: &aws_config::SdkConfig,
+    registry: &EcrRegistry,
+) -> Result<crate::docker::RegistryCredentials, AwsError> {
+    let err = |message: String| AwsError::Ecr {
+        registry: registry.host.clone(),
+        message,
+    };
+    let conf = aws_sdk_ecr::config::Builder::from(config)
+        .region(aws_config::Region::new(registry.region.clone()))
+        .build();
+    let out = aws_sdk_ecr::Client::from_conf(conf)
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| err(describe(e)))?;
+    let token = out
+        .authorization_data()
+        .first()
+        .and_then(|d| d.authorization_token())
+        .ok_or_else(|| err("no authorization data in the answer".to_string()))?;
+    let decoded = aws_smithy_types::base64::decode(token)
+        .map_err(|e| err(format!("token is not base64: {e}")))?;
+    let text = String::from_utf8(decoded).map_err(|_| err("token is not text".to_string()))?;
+    let (username, password) = text
+        .split_once(':')
+        .ok_or_else(|| err("token is not user:password".to_string()))?;
+    Ok(crate::docker::RegistryCredentials {
+        username: username.to_string(),
+        password: password.to_string(),
+        server: format!("https://{}", registry.host),
+    })
+}
+
 /// Reads the instance's identity from IMDSv2.
 pub async fn instance_identity() -> Result<InstanceInfo, AwsError> {
     let client = aws_config::imds::Client::builder()
@@ -271,4 +340,29 @@ pub async fn instance_identity() -> Result<InstanceInfo, AwsError> {
         availability_zone,
         lifecycle,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecr_registries_are_recognised() {
+        let r = ecr_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/janitor-agent:latest")
+            .unwrap();
+        assert_eq!(
+            (r.account.as_str(), r.region.as_str()),
+            ("123456789012", "us-east-1")
+        );
+        assert_eq!(r.host, "123456789012.dkr.ecr.us-east-1.amazonaws.com");
+        assert!(ecr_registry("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/a").is_some());
+        for other in [
+            "janitor-agent:latest",
+            "ghcr.io/org/agent:1",
+            "12345.dkr.ecr.us-east-1.amazonaws.com/a",
+            "123456789012.dkr.ecr.us-east-1.evil.com/a",
+        ] {
+            assert_eq!(ecr_registry(other), None, "{other}");
+        }
+    }
 }

@@ -66,6 +66,8 @@ pub struct Daemon<Q, S> {
     pub status: health::Shared,
     /// When each cached image was last used, for eviction.
     pub usage: std::sync::Mutex<Usage>,
+    /// For registry logins (ECR agent images); `None` leaves pulls anonymous.
+    pub sdk: Option<aws_config::SdkConfig>,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
 }
@@ -548,6 +550,7 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             },
             allow_local_repos: self.settings.allow_local_repos,
             log_ref: Some(log_ref),
+            agent_credentials: self.agent_credentials(&job).await,
         };
         let setup_ms = received_at.elapsed().as_millis() as u64;
         self.status_mut(|s| {
@@ -593,6 +596,22 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
             report_ms = ended.elapsed().as_millis() as u64,
             "job finished"
         );
+    }
+
+    /// Registry credentials for the job's agent image when it is in ECR and not yet on the instance.
+    async fn agent_credentials(&self, job: &Job) -> Option<crate::docker::RegistryCredentials> {
+        let image = job.spec.agent_image.as_deref()?;
+        let registry = aws::ecr_registry(image)?;
+        if self.engine.has_image(image).await {
+            return None;
+        }
+        match aws::ecr_credentials(self.sdk.as_ref()?, &registry).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, image, "no ECR login; pulling the agent image anonymously");
+                None
+            }
+        }
     }
 
     /// Adds what the daemon knows beyond the pipeline to the report (cache, evictions, GPU),

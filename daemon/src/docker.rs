@@ -82,6 +82,25 @@ pub struct BuildSpec<'a> {
     pub labels: HashMap<String, String>,
 }
 
+/// Credentials for a private registry (ECR), as the daemon resolved them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+    /// `https://{host}`.
+    pub server: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RegistryCredentials({} for {})",
+            self.username, self.server
+        )
+    }
+}
+
 /// How long a container gets between SIGTERM and SIGKILL.
 #[derive(Debug, Clone, Copy)]
 pub struct Graces {

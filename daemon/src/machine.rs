@@ -176,6 +176,7 @@ pub fn next(state: State, event: &Event, cfg: &Config) -> (State, Vec<Action>) {
             },
             vec![A::Record("drain"), A::Heartbeat],
         ),
+        // Idle: let the group go on at once; the ledger records follow.
         (
             S::Idle { .. } | S::Leaving,
             Event::Lifecycle {
@@ -185,8 +186,8 @@ pub fn next(state: State, event: &Event, cfg: &Config) -> (State, Vec<Action>) {
         ) => (
             S::Parked,
             vec![
-                A::Record("drain"),
                 A::CompleteLifecycle,
+                A::Record("drain"),
                 A::Record("drained"),
             ],
         ),
@@ -333,8 +334,8 @@ mod tests {
             leave(),
             S::Parked,
             &[
-                A::Record("drain"),
                 A::CompleteLifecycle,
+                A::Record("drain"),
                 A::Record("drained"),
             ],
         );
@@ -343,8 +344,8 @@ mod tests {
             leave(),
             S::Parked,
             &[
-                A::Record("drain"),
                 A::CompleteLifecycle,
+                A::Record("drain"),
                 A::Record("drained"),
             ],
         );

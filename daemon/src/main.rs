@@ -252,6 +252,7 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         gpu,
         status,
         usage: Mutex::new(Usage::load(&settings.cache_dir)),
+        sdk: Some(config.clone()),
         shutdown,
         settings,
     };

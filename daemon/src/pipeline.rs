@@ -19,7 +19,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::{BuildSpec, ContainerSpec, Engine, Graces, StopReason, INSTANCE_LABEL};
+use crate::docker::{
+    BuildSpec, ContainerSpec, Engine, Graces, RegistryCredentials, StopReason, INSTANCE_LABEL,
+};
 use crate::logs::LogSink;
 
 /// How many unexpected `ERROR` lines a report quotes.
@@ -41,6 +43,8 @@ pub struct JobContext {
     pub graces: Graces,
     pub allow_local_repos: bool,
     pub log_ref: Option<LogRef>,
+    /// Credentials for pulling the agent image, when its registry needs them (ECR).
+    pub agent_credentials: Option<RegistryCredentials>,
 }
 
 /// Finds `ERROR` lines that none of the job's `expected_errors` patterns explain.

@@ -109,6 +109,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             lifecycle: "on-demand".into(),
         },
         membership: None,
+        sdk: None,
         gpu: std::sync::Arc::new(janitord::gpu::Probe::none("test")),
         status: std::sync::Arc::new(std::sync::Mutex::new(janitord::health::Status::new(
             "i-0spool0000000001",

@@ -66,7 +66,7 @@ def main():
             "JANITOR_QUEUE_URL": ready["queue_url"], "JANITOR_BUCKET": ready["bucket"],
             "JANITOR_CACHE_DIR": os.path.join(work, "cache"), "JANITOR_ALLOW_LOCAL_REPOS": "true",
             "JANITOR_POLL_WAIT_SECONDS": "1", "JANITOR_LOG_FORMAT": "json",
-            "JANITOR_JOURNALD_DAYS": "0", "JANITOR_MIN_FREE_BYTES": "1048576",
+            "JANITOR_JOURNALD_DAYS": "0", "JANITOR_DOCKER_PRUNE": "false", "JANITOR_MIN_FREE_BYTES": "1048576",
         }
         out = subprocess.run([args.bin, "--exit-when-idle"], env=env, capture_output=True, text=True, timeout=600)
         setup, report = [], []

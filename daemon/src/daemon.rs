@@ -203,30 +203,35 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Daemon<Q, 
                                 self.reject(&message, rejection).await;
                                 None
                             }
-                            Ok(decoded)
-                                if decoded.spec.gpu_required
-                                    && self.gpu.check(inventory.count).is_err() =>
-                            {
-                                let reason =
-                                    self.gpu.check(inventory.count).err().unwrap_or_default();
-                                self.hand_back_for_gpu(&message, &decoded, &reason).await;
-                                if self.settings.expect_gpus {
-                                    self.status_mut(|s| {
-                                        s.unhealthy = Some(format!("no usable GPU: {reason}"))
-                                    });
-                                    Some(Event::Unfit)
-                                } else {
-                                    None
-                                }
-                            }
                             Ok(decoded) => {
-                                job_cancel = CancellationToken::new();
-                                job = Some(Box::pin(self.handle(
-                                    message,
-                                    decoded,
-                                    job_cancel.clone(),
-                                )));
-                                Some(Event::JobStarted)
+                                let gpu = if decoded.spec.gpu_required {
+                                    self.gpu.check(inventory.count)
+                                } else {
+                                    Ok(())
+                                };
+                                match gpu {
+                                    Err(reason) => {
+                                        self.hand_back_for_gpu(&message, &decoded, &reason).await;
+                                        if self.settings.expect_gpus {
+                                            self.status_mut(|s| {
+                                                s.unhealthy =
+                                                    Some(format!("no usable GPU: {reason}"))
+                                            });
+                                            Some(Event::Unfit)
+                                        } else {
+                                            None
+                                        }
+                                    }
+                                    Ok(()) => {
+                                        job_cancel = CancellationToken::new();
+                                        job = Some(Box::pin(self.handle(
+                                            message,
+                                            decoded,
+                                            job_cancel.clone(),
+                                        )));
+                                        Some(Event::JobStarted)
+                                    }
+                                }
                             }
                         }
                     }

@@ -38,6 +38,9 @@ pub struct Policy {
     pub temp_max_age: Duration,
     /// 0 leaves journald alone.
     pub journald_days: u32,
+    /// Machine-wide Docker pruning and journald vacuuming; off where janitord does not own the
+    /// machine (tests, a developer's laptop). Eviction of janitord's own images still runs.
+    pub docker_prune: bool,
     pub min_free_bytes: u64,
     pub min_free_inodes: u64,
 }
@@ -209,11 +212,41 @@ pub async fn cleanup(
     usage: &mut Usage,
     now: OffsetDateTime,
 ) -> Cleanup {
-    let docker = engine.client();
     let mut out = Cleanup::default();
-    let err = out_errors;
+    if policy.docker_prune {
+        prune_machine(engine, policy, usage, now, &mut out).await;
+    }
 
-    // Stopped containers, dangling images, old build cache, unused volumes.
+    // The budget: evict least recently used first, pinned last, never what a container runs.
+    evict(engine, policy, usage, &mut out).await;
+
+    // Finished jobs' workspaces (no job runs now) and the daemon's old temp files.
+    remove_leftovers(policy, &mut out);
+    tracing::info!(
+        cache_used_before = out.cache_used_before,
+        cache_used_after = out.cache_used_after,
+        cache_capacity = out.cache_capacity,
+        evicted = out.evicted.len(),
+        old_images = out.old_images_removed.len(),
+        containers = out.containers_pruned,
+        dangling = out.dangling_images_pruned,
+        errors = out.errors.len(),
+        "disk cleanup"
+    );
+    out
+}
+
+/// Seed 004's table: stopped containers, dangling and old unused images, old build cache,
+/// unused volumes, journald.
+async fn prune_machine(
+    engine: &Engine,
+    policy: &Policy,
+    usage: &mut Usage,
+    now: OffsetDateTime,
+    out: &mut Cleanup,
+) {
+    let docker = engine.client();
+    let err = out_errors;
     let f = filters(&[("until", &hours(policy.stopped_container_age))]);
     match docker
         .prune_containers(Some(
@@ -297,8 +330,24 @@ pub async fn cleanup(
         }
         (Some(_), Err(e)) => out.errors.push(err("list images", &e)),
     }
+    if policy.journald_days > 0 {
+        let vacuum = tokio::process::Command::new("journalctl")
+            .arg(format!("--vacuum-time={}d", policy.journald_days))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        if let Err(e) = vacuum {
+            out.errors.push(format!("journalctl --vacuum-time: {e}"));
+        }
+    }
+}
 
-    // The budget: evict least recently used first, pinned last, never what a container runs.
+/// The watermark eviction of the images janitord used.
+async fn evict(engine: &Engine, policy: &Policy, usage: &mut Usage, out: &mut Cleanup) {
+    let docker = engine.client();
+    let err = out_errors;
     let (used, capacity) = measure(engine, policy, usage).await;
     out.cache_used_before = used;
     out.cache_capacity = capacity;
@@ -347,8 +396,9 @@ pub async fn cleanup(
         }
     }
     out.cache_used_after = used;
+}
 
-    // Finished jobs' workspaces (no job runs now) and the daemon's old temp files.
+fn remove_leftovers(policy: &Policy, out: &mut Cleanup) {
     if let Ok(entries) = std::fs::read_dir(&policy.work_root) {
         for e in entries.flatten() {
             if std::fs::remove_dir_all(e.path())
@@ -374,30 +424,6 @@ pub async fn cleanup(
             }
         }
     }
-    if policy.journald_days > 0 {
-        let vacuum = tokio::process::Command::new("journalctl")
-            .arg(format!("--vacuum-time={}d", policy.journald_days))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await;
-        if let Err(e) = vacuum {
-            out.errors.push(format!("journalctl --vacuum-time: {e}"));
-        }
-    }
-    tracing::info!(
-        cache_used_before = out.cache_used_before,
-        cache_used_after = out.cache_used_after,
-        cache_capacity = out.cache_capacity,
-        evicted = out.evicted.len(),
-        old_images = out.old_images_removed.len(),
-        containers = out.containers_pruned,
-        dangling = out.dangling_images_pruned,
-        errors = out.errors.len(),
-        "disk cleanup"
-    );
-    out
 }
 
 fn out_errors(what: &str, e: &dyn std::fmt::Display) -> String {
@@ -436,6 +462,7 @@ mod tests {
             stopped_container_age: Duration::from_secs(3600),
             temp_max_age: Duration::from_secs(24 * 3600),
             journald_days: 3,
+            docker_prune: true,
             min_free_bytes: 10 << 30,
             min_free_inodes: 250_000,
         }

@@ -100,6 +100,11 @@ pub struct Flags {
     /// Seconds between cleanups while idle (one also runs after every job) [default: 3600]
     #[arg(long, env = "JANITOR_CLEANUP_INTERVAL_SECONDS")]
     pub cleanup_interval_seconds: Option<u64>,
+    /// Prune Docker machine-wide (stopped containers, dangling and old images, build cache,
+    /// volumes) and vacuum journald: right on an instance janitord owns, wrong on a shared
+    /// machine [default: true]
+    #[arg(long, env = "JANITOR_DOCKER_PRUNE")]
+    pub docker_prune: Option<bool>,
     /// No job is taken with less free space on the cache volume [default: 10737418240]
     #[arg(long, env = "JANITOR_MIN_FREE_BYTES")]
     pub min_free_bytes: Option<u64>,
@@ -152,6 +157,7 @@ struct FileSettings {
     temp_max_age_hours: Option<u64>,
     journald_days: Option<u32>,
     cleanup_interval_seconds: Option<u64>,
+    docker_prune: Option<bool>,
     min_free_bytes: Option<u64>,
     min_free_inodes: Option<u64>,
     expect_gpus: Option<bool>,
@@ -187,6 +193,7 @@ pub struct Settings {
     pub temp_max_age: Duration,
     pub journald_days: u32,
     pub cleanup_interval: Duration,
+    pub docker_prune: bool,
     pub min_free_bytes: u64,
     pub min_free_inodes: u64,
     pub expect_gpus: bool,
@@ -222,6 +229,7 @@ impl Settings {
             stopped_container_age: Duration::from_secs(3600),
             temp_max_age: self.temp_max_age,
             journald_days: self.journald_days,
+            docker_prune: self.docker_prune,
             min_free_bytes: self.min_free_bytes,
             min_free_inodes: self.min_free_inodes,
         }
@@ -443,6 +451,7 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
                 .unwrap_or(3600)
                 .max(60),
         ),
+        docker_prune: flags.docker_prune.or(file.docker_prune).unwrap_or(true),
         min_free_bytes: flags
             .min_free_bytes
             .or(file.min_free_bytes)

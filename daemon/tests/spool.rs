@@ -80,6 +80,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             temp_max_age: Duration::from_secs(24 * 3600),
             journald_days: 0,
             cleanup_interval: Duration::from_secs(3600),
+            docker_prune: false,
             min_free_bytes: 0,
             min_free_inodes: 0,
             expect_gpus: false,

@@ -217,10 +217,11 @@ impl Fixture {
         }
         if let Some(i) = instance {
             // Daemons of parallel tests share this machine: no fixed metrics port, no journald
-            // vacuum, floors a test machine meets. Tests that need otherwise pass flags.
+            // vacuum or machine-wide Docker pruning, floors a test machine meets. Tests that need otherwise pass flags.
             for (k, v) in [
                 ("JANITOR_METRICS_ADDR", "off"),
                 ("JANITOR_JOURNALD_DAYS", "0"),
+                ("JANITOR_DOCKER_PRUNE", "false"),
                 ("JANITOR_MIN_FREE_BYTES", "1048576"),
                 ("JANITOR_MIN_FREE_INODES", "100"),
             ] {

@@ -8,6 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use janitord::aws::ReportStore;
+
 use crate::Failure;
 
 pub struct Ledger {
@@ -204,16 +206,15 @@ impl Ledger {
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), Failure> {
         let body = serde_json::to_vec_pretty(value)
             .map_err(|e| Failure::Runtime(format!("{key}: {e}")))?;
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(body.into())
-            .send()
+        // The same write the daemon makes.
+        let store = janitord::aws::S3Store {
+            client: self.s3.clone(),
+            bucket: self.bucket.clone(),
+        };
+        store
+            .put_json(key, body)
             .await
-            .map(|_| ())
-            .map_err(|e| self.aws(&format!("cannot write {key}"), e))
+            .map_err(|e| Failure::Runtime(e.to_string()))
     }
 
     /// Run ids, oldest first (they start with their UTC time).

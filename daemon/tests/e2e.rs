@@ -8,23 +8,14 @@ use std::time::Duration;
 use janitor_testkit::{dockerfile, ensure_base_image, eventually, git_repo, spec, Fixture, Proc};
 
 fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "--exit-when-idle",
-        "--allow-local-repos",
-        "--poll-wait-seconds",
-        "1",
-        "--stop-grace-seconds",
-        "2",
-        "--log-format",
-        "text",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ];
+    let mut args = vec!["--exit-when-idle", "--stop-grace-seconds", "2"];
     args.extend_from_slice(extra);
-    Proc::spawn(
+    janitor_testkit::spawn_janitord(
         Path::new(env!("CARGO_BIN_EXE_janitord")),
+        fx,
+        instance,
+        cache,
         &args,
-        &fx.env(Some(instance)),
     )
 }
 

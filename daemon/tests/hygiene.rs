@@ -11,20 +11,12 @@ use janitor_testkit::{
 };
 
 fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "--allow-local-repos",
-        "--poll-wait-seconds",
-        "1",
-        "--log-format",
-        "text",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Proc::spawn(
+    janitor_testkit::spawn_janitord(
         Path::new(env!("CARGO_BIN_EXE_janitord")),
-        &args,
-        &fx.env(Some(instance)),
+        fx,
+        instance,
+        cache,
+        extra,
     )
 }
 

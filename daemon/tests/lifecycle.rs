@@ -9,25 +9,20 @@ use janitor_testkit::{dockerfile, ensure_base_image, eventually, git_repo, spec,
 
 fn janitord(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc {
     let mut args = vec![
-        "--allow-local-repos",
-        "--poll-wait-seconds",
-        "1",
         "--stop-grace-seconds",
         "2",
         "--interrupt-grace-seconds",
         "2",
         "--imds-interval-seconds",
         "1",
-        "--log-format",
-        "text",
-        "--cache-dir",
-        cache.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    Proc::spawn(
+    janitor_testkit::spawn_janitord(
         Path::new(env!("CARGO_BIN_EXE_janitord")),
+        fx,
+        instance,
+        cache,
         &args,
-        &fx.env(Some(instance)),
     )
 }
 

@@ -585,6 +585,29 @@ impl Drop for Proc {
     }
 }
 
+/// Starts `janitord` (`bin`) for a fixture instance with the settings every test uses: local
+/// repositories, 1 s polls, text logs, its own cache directory; `extra` adds or overrides.
+pub fn spawn_janitord(
+    bin: &Path,
+    fx: &Fixture,
+    instance: &str,
+    cache: &Path,
+    extra: &[&str],
+) -> Proc {
+    let cache = cache.to_str().unwrap();
+    let mut args = vec![
+        "--allow-local-repos",
+        "--poll-wait-seconds",
+        "1",
+        "--log-format",
+        "text",
+        "--cache-dir",
+        cache,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(bin, &args, &fx.env(Some(instance)))
+}
+
 /// `janitord`, built beside `janitorctl` when the workspace's tests are built.
 pub fn janitord_beside(janitorctl: &Path) -> PathBuf {
     let p = janitorctl.with_file_name("janitord");

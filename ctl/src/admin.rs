@@ -7,9 +7,9 @@ use janitor_model::ledger;
 use janitor_model::report::{InstanceInfo, JobIdentity, JobStatus, Report};
 use serde::Serialize;
 
-use crate::fleet::{self, auto_desired};
+use crate::fleet::{self, auto_desired, sqs_err};
 use crate::ledger::JobState;
-use crate::{print_json, Ctx, Failure};
+use crate::{print_json, CtlError, Ctx};
 
 /// Upper bound on receive calls while purging, so a busy queue cannot hold kill-all forever.
 const PURGE_MAX_RECEIVES: usize = 1000;
@@ -29,7 +29,7 @@ pub async fn scale(
     desired: Option<i32>,
     jobs_per_worker: u32,
     json: bool,
-) -> Result<u8, Failure> {
+) -> Result<u8, CtlError> {
     let fleet = ctx.fleet()?;
     let g = fleet.describe().await?;
     let (target, backlog) = match (auto, desired) {
@@ -43,14 +43,14 @@ pub async fn scale(
         }
         (false, Some(n)) => {
             if n < g.min_size || n > g.max_size {
-                return Err(Failure::Usage(format!(
+                return Err(CtlError::Usage(format!(
                     "--desired {n}: the group {} takes {} to {}",
                     g.name, g.min_size, g.max_size
                 )));
             }
             (n, None)
         }
-        (false, None) => return Err(Failure::Usage("give --auto or --desired N".to_string())),
+        (false, None) => return Err(CtlError::Usage("give --auto or --desired N".to_string())),
     };
     if target != g.desired_capacity {
         fleet.set_desired(target).await?;
@@ -92,7 +92,7 @@ pub async fn kill_all(
     run_id: Option<&str>,
     all: bool,
     json: bool,
-) -> Result<u8, Failure> {
+) -> Result<u8, CtlError> {
     let fleet = ctx.fleet()?;
     let queue_url = ctx.settings.queue_url()?;
     let ledger = ctx.ledger()?;
@@ -229,8 +229,7 @@ async fn purge(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     run_id: Option<&str>,
-) -> Result<(usize, usize), Failure> {
-    let err = |what: &str, e: String| Failure::Runtime(format!("{what} on {url}: {e}"));
+) -> Result<(usize, usize), CtlError> {
     let mut seen: HashSet<String> = HashSet::new();
     let (mut deleted, mut released) = (0, 0);
     for _ in 0..PURGE_MAX_RECEIVES {
@@ -242,7 +241,7 @@ async fn purge(
             .wait_time_seconds(1)
             .send()
             .await
-            .map_err(|e| err("ReceiveMessage", janitord::aws::describe(e)))?;
+            .map_err(sqs_err("ReceiveMessage", url, format!("purging {url}")))?;
         let messages = out.messages();
         if messages.is_empty() {
             break;
@@ -260,7 +259,7 @@ async fn purge(
                     .receipt_handle(receipt)
                     .send()
                     .await
-                    .map_err(|e| err("DeleteMessage", janitord::aws::describe(e)))?;
+                    .map_err(sqs_err("DeleteMessage", url, format!("purging {url}")))?;
                 deleted += 1;
                 new = true;
                 continue;
@@ -272,7 +271,11 @@ async fn purge(
                 .visibility_timeout(0)
                 .send()
                 .await
-                .map_err(|e| err("ChangeMessageVisibility", janitord::aws::describe(e)))?;
+                .map_err(sqs_err(
+                    "ChangeMessageVisibility",
+                    url,
+                    format!("purging {url}"),
+                ))?;
             if seen.insert(id) {
                 released += 1;
                 new = true;

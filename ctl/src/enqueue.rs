@@ -7,7 +7,8 @@ use janitor_model::ledger::{self, ManifestJob, RunManifest};
 use time::OffsetDateTime;
 
 use crate::ledger::Ledger;
-use crate::Failure;
+use crate::CtlError;
+use janitor_services::error::{ErrorKind, ServiceError};
 
 /// SQS takes at most 10 messages per SendMessageBatch.
 pub const SQS_BATCH: usize = 10;
@@ -29,7 +30,7 @@ pub async fn enqueue(
     ledger: &Ledger,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
-) -> Result<RunManifest, Failure> {
+) -> Result<RunManifest, CtlError> {
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
     let messages: Vec<JobMessage> = cfg
@@ -62,7 +63,7 @@ pub async fn enqueue(
                 instance_type: m.instance_type.clone(),
             })
             .collect(),
-        estimated_cost_usd: Some(crate::run::estimate(cfg).total_usd),
+        estimated_cost_usd: Some(crate::estimate::estimate(cfg).total_usd),
     };
     ledger
         .put(&ledger::manifest_key(&run_id), &manifest)
@@ -77,11 +78,13 @@ async fn send_batch(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     chunk: &[JobMessage],
-) -> Result<(), Failure> {
+) -> Result<(), CtlError> {
     let mut pending: Vec<(String, String)> = Vec::new();
     for (i, m) in chunk.iter().enumerate() {
-        let body = serde_json::to_string(m)
-            .map_err(|e| Failure::Runtime(format!("job {}: {e}", m.job_id)))?;
+        let body = serde_json::to_string(m).map_err(|e| CtlError::Document {
+            key: format!("job {}", m.job_id),
+            reason: e.to_string(),
+        })?;
         pending.push((format!("m{i}"), body));
     }
     for attempt in 1..=SEND_ATTEMPTS {
@@ -101,11 +104,9 @@ async fn send_batch(
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| {
-                Failure::Runtime(format!(
-                    "cannot send to {queue_url}: {}",
-                    janitord::aws::describe(e)
-                ))
+            .map_err(|e| CtlError::Service {
+                context: "enqueueing the run's jobs".to_string(),
+                source: ServiceError::aws("SQS", "SendMessageBatch", queue_url, e),
             })?;
         let failed: Vec<String> = out.failed().iter().map(|f| f.id().to_string()).collect();
         if failed.is_empty() {
@@ -117,11 +118,19 @@ async fn send_batch(
             .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or("")))
             .collect();
         if attempt == SEND_ATTEMPTS {
-            return Err(Failure::Runtime(format!(
-                "SQS refused {} message(s) after {SEND_ATTEMPTS} attempts: {}",
-                failed.len(),
-                why.join("; ")
-            )));
+            return Err(CtlError::Service {
+                context: format!(
+                    "SQS refused {} message(s) after {SEND_ATTEMPTS} attempts",
+                    failed.len()
+                ),
+                source: ServiceError::new(
+                    "SQS",
+                    "SendMessageBatch",
+                    queue_url,
+                    ErrorKind::Rejected,
+                    why.join("; "),
+                ),
+            });
         }
         pending.retain(|(id, _)| failed.contains(id));
         tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await;

@@ -4,7 +4,7 @@ use aws_sdk_autoscaling::Client as Asg;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 
-use crate::Failure;
+use crate::CtlError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceView {
@@ -52,24 +52,51 @@ pub struct Fleet {
 }
 
 /// Turns an SDK error into a failure saying what was being done.
-fn aws_err<E: std::error::Error>(what: String) -> impl FnOnce(E) -> Failure {
-    move |e| Failure::Runtime(format!("{what}: {}", janitord::aws::describe(e)))
+fn aws_err<E, R>(
+    action: &'static str,
+    what: String,
+) -> impl FnOnce(aws_sdk_autoscaling::error::SdkError<E, R>) -> CtlError
+where
+    E: aws_sdk_autoscaling::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + janitor_services::error::HasStatus,
+{
+    move |e| CtlError::Service {
+        source: janitor_services::error::ServiceError::aws("Auto Scaling", action, &what, e),
+        context: what,
+    }
+}
+
+/// Turns an SQS error into a failure saying what was being done.
+pub fn sqs_err<E, R>(
+    action: &'static str,
+    url: &str,
+    context: String,
+) -> impl FnOnce(aws_sdk_sqs::error::SdkError<E, R>) -> CtlError
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + janitor_services::error::HasStatus,
+{
+    let url = url.to_string();
+    move |e| CtlError::Service {
+        context,
+        source: janitor_services::error::ServiceError::aws("SQS", action, url, e),
+    }
 }
 
 impl Fleet {
-    pub async fn describe(&self) -> Result<GroupView, Failure> {
+    pub async fn describe(&self) -> Result<GroupView, CtlError> {
         let out = self
             .asg
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(&self.name)
             .send()
             .await
-            .map_err(aws_err(format!(
-                "cannot describe the Auto Scaling group {}",
-                self.name
-            )))?;
+            .map_err(aws_err(
+                "DescribeAutoScalingGroups",
+                format!("cannot describe the Auto Scaling group {}", self.name),
+            ))?;
         let g = out.auto_scaling_groups().first().ok_or_else(|| {
-            Failure::Usage(format!(
+            CtlError::Usage(format!(
                 "no Auto Scaling group named `{}` (check asg_name)",
                 self.name
             ))
@@ -96,7 +123,7 @@ impl Fleet {
         })
     }
 
-    pub async fn set_desired(&self, n: i32) -> Result<(), Failure> {
+    pub async fn set_desired(&self, n: i32) -> Result<(), CtlError> {
         self.asg
             .set_desired_capacity()
             .auto_scaling_group_name(&self.name)
@@ -105,15 +132,15 @@ impl Fleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(aws_err(format!(
-                "cannot set the desired capacity of {} to {n}",
-                self.name
-            )))
+            .map_err(aws_err(
+                "SetDesiredCapacity",
+                format!("cannot set the desired capacity of {} to {n}", self.name),
+            ))
     }
 
     /// Raises the desired capacity to `target` (capped at the group's maximum), never lowering it.
     /// Returns (before, after).
-    pub async fn raise_to(&self, target: i32) -> Result<(i32, i32), Failure> {
+    pub async fn raise_to(&self, target: i32) -> Result<(i32, i32), CtlError> {
         let g = self.describe().await?;
         let want = target.min(g.max_size);
         if want <= g.desired_capacity {
@@ -123,7 +150,7 @@ impl Fleet {
         Ok((g.desired_capacity, want))
     }
 
-    pub async fn unprotect(&self, ids: &[String]) -> Result<(), Failure> {
+    pub async fn unprotect(&self, ids: &[String]) -> Result<(), CtlError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -135,11 +162,14 @@ impl Fleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(aws_err("cannot remove scale-in protection".to_string()))
+            .map_err(aws_err(
+                "SetInstanceProtection",
+                "cannot remove scale-in protection".to_string(),
+            ))
     }
 
     /// Lowers the minimum to 0 when needed, so the desired capacity can reach 0.
-    pub async fn zero(&self, g: &GroupView) -> Result<(), Failure> {
+    pub async fn zero(&self, g: &GroupView) -> Result<(), CtlError> {
         if g.min_size > 0 {
             self.asg
                 .update_auto_scaling_group()
@@ -147,12 +177,15 @@ impl Fleet {
                 .min_size(0)
                 .send()
                 .await
-                .map_err(aws_err("cannot lower the group's minimum to 0".to_string()))?;
+                .map_err(aws_err(
+                    "UpdateAutoScalingGroup",
+                    "cannot lower the group's minimum to 0".to_string(),
+                ))?;
         }
         self.set_desired(0).await
     }
 
-    pub async fn terminate(&self, id: &str) -> Result<(), Failure> {
+    pub async fn terminate(&self, id: &str) -> Result<(), CtlError> {
         self.asg
             .terminate_instance_in_auto_scaling_group()
             .instance_id(id)
@@ -160,12 +193,15 @@ impl Fleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(aws_err(format!("cannot terminate {id}")))
+            .map_err(aws_err(
+                "TerminateInstanceInAutoScalingGroup",
+                format!("cannot terminate {id}"),
+            ))
     }
 }
 
 /// Waiting and in-flight counts of a queue.
-pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueDepth, Failure> {
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueDepth, CtlError> {
     let out = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -173,11 +209,9 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueDepth, F
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| {
-            Failure::Runtime(format!(
-                "cannot read the depth of {url}: {}",
-                janitord::aws::describe(e)
-            ))
+        .map_err(|e| CtlError::Service {
+            context: format!("cannot read the depth of {url}"),
+            source: janitor_services::error::ServiceError::aws("SQS", "GetQueueAttributes", url, e),
         })?;
     let get = |a: QueueAttributeName| {
         out.attributes()

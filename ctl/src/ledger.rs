@@ -8,9 +8,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use janitord::aws::ReportStore;
+use janitor_services::aws::ReportStore;
+use janitor_services::error::ServiceError;
 
-use crate::Failure;
+use crate::CtlError;
 
 pub struct Ledger {
     pub s3: aws_sdk_s3::Client,
@@ -115,16 +116,24 @@ pub fn run_timeout_seconds(manifest: &RunManifest) -> u64 {
 }
 
 impl Ledger {
-    fn aws(&self, what: &str, e: impl std::error::Error) -> Failure {
-        Failure::Runtime(format!(
-            "{what} in s3://{}: {}",
-            self.bucket,
-            janitord::aws::describe(e)
-        ))
+    fn aws<E, R>(
+        &self,
+        action: &'static str,
+        key: &str,
+    ) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> CtlError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + janitor_services::error::HasStatus,
+    {
+        let target = format!("s3://{}/{key}", self.bucket);
+        move |e| CtlError::Service {
+            context: "reading the ledger".to_string(),
+            source: ServiceError::aws("S3", action, target, e),
+        }
     }
 
     /// Every key under `prefix`.
-    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, Failure> {
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, CtlError> {
         let mut keys = Vec::new();
         let mut pages = self
             .s3
@@ -134,7 +143,7 @@ impl Ledger {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.aws(&format!("cannot list {prefix}"), e))?;
+            let page = page.map_err(self.aws("ListObjectsV2", prefix))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -145,7 +154,7 @@ impl Ledger {
     }
 
     /// The "folders" directly under `prefix`, without it and the trailing slash.
-    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, Failure> {
+    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, CtlError> {
         let mut out = Vec::new();
         let mut pages = self
             .s3
@@ -156,7 +165,7 @@ impl Ledger {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.aws(&format!("cannot list {prefix}"), e))?;
+            let page = page.map_err(self.aws("ListObjectsV2", prefix))?;
             out.extend(
                 page.common_prefixes()
                     .iter()
@@ -172,7 +181,7 @@ impl Ledger {
     }
 
     /// A JSON document, `None` when the key does not exist.
-    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Failure> {
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CtlError> {
         let out = match self
             .s3
             .get_object()
@@ -186,46 +195,51 @@ impl Ledger {
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
                     return Ok(None);
                 }
-                return Err(self.aws(&format!("cannot read {key}"), e));
+                return Err(self.aws("GetObject", key)(e));
             }
         };
         let bytes = out
             .body
             .collect()
             .await
-            .map_err(|e| Failure::Runtime(format!("cannot read {key}: {e}")))?
+            .map_err(|e| CtlError::Document {
+                key: format!("s3://{}/{key}", self.bucket),
+                reason: format!("cannot read its body: {e}"),
+            })?
             .into_bytes();
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Failure::Runtime(format!(
-                "s3://{}/{key} is not a valid document: {e}",
-                self.bucket
-            ))
-        })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CtlError::Document {
+                key: format!("s3://{}/{key}", self.bucket),
+                reason: e.to_string(),
+            })
     }
 
-    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), Failure> {
-        let body = serde_json::to_vec_pretty(value)
-            .map_err(|e| Failure::Runtime(format!("{key}: {e}")))?;
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CtlError> {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| CtlError::Document {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
         // The same write the daemon makes.
-        let store = janitord::aws::S3Store {
+        let store = janitor_services::aws::S3Store {
             client: self.s3.clone(),
             bucket: self.bucket.clone(),
         };
         store
             .put_json(key, body)
             .await
-            .map_err(|e| Failure::Runtime(e.to_string()))
+            .map_err(CtlError::service("writing the ledger"))
     }
 
     /// Run ids, oldest first (they start with their UTC time).
-    pub async fn run_ids(&self) -> Result<Vec<String>, Failure> {
-        let mut ids = self.folders(&format!("{}runs/", ledger::PREFIX)).await?;
+    pub async fn run_ids(&self) -> Result<Vec<String>, CtlError> {
+        let mut ids = self.folders(&ledger::runs_prefix()).await?;
         ids.sort();
         Ok(ids)
     }
 
     /// The given run (checked to exist), or the latest.
-    pub async fn resolve_run(&self, run_id: Option<&str>) -> Result<String, Failure> {
+    pub async fn resolve_run(&self, run_id: Option<&str>) -> Result<String, CtlError> {
         match run_id {
             Some(id) => {
                 if self
@@ -239,7 +253,7 @@ impl Ledger {
                         .map_or("there are no runs yet".to_string(), |l| {
                             format!("the latest is {l}")
                         });
-                    return Err(Failure::Usage(format!(
+                    return Err(CtlError::NotFound(format!(
                         "no run `{id}` in s3://{}/{}runs/ ({latest})",
                         self.bucket,
                         ledger::PREFIX
@@ -248,7 +262,7 @@ impl Ledger {
                 Ok(id.to_string())
             }
             None => self.latest_run().await?.ok_or_else(|| {
-                Failure::Usage(format!(
+                CtlError::NotFound(format!(
                     "no runs in s3://{}/{}runs/ yet: start one with `janitorctl run FILE`",
                     self.bucket,
                     ledger::PREFIX
@@ -259,7 +273,7 @@ impl Ledger {
 
     /// The newest run. Ids sort by their second; runs started within the same second are
     /// told apart by their manifests' exact creation time.
-    pub async fn latest_run(&self) -> Result<Option<String>, Failure> {
+    pub async fn latest_run(&self) -> Result<Option<String>, CtlError> {
         let ids = self.run_ids().await?;
         let Some(last) = ids.last() else {
             return Ok(None);
@@ -279,11 +293,11 @@ impl Ledger {
         Ok(best.map(|(_, id)| id))
     }
 
-    pub async fn manifest(&self, run_id: &str) -> Result<RunManifest, Failure> {
+    pub async fn manifest(&self, run_id: &str) -> Result<RunManifest, CtlError> {
         self.get(&ledger::manifest_key(run_id))
             .await?
             .ok_or_else(|| {
-                Failure::Usage(format!(
+                CtlError::NotFound(format!(
                     "no run `{run_id}`: s3://{}/{} does not exist",
                     self.bucket,
                     ledger::manifest_key(run_id)
@@ -292,9 +306,9 @@ impl Ledger {
     }
 
     /// The run with every job's state, read from one listing plus the documents it names.
-    pub async fn run_view(&self, run_id: &str) -> Result<RunView, Failure> {
+    pub async fn run_view(&self, run_id: &str) -> Result<RunView, CtlError> {
         let manifest = self.manifest(run_id).await?;
-        let jobs_prefix = format!("{}jobs/", ledger::run_prefix(run_id));
+        let jobs_prefix = ledger::jobs_prefix(run_id);
         let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for key in self.keys(&jobs_prefix).await? {
             if let Some((job, file)) = key.trim_start_matches(&jobs_prefix).split_once('/') {
@@ -387,8 +401,8 @@ impl Ledger {
     }
 
     /// A repository's reports, newest first. `repo` is `org/name` or just `name`.
-    pub async fn history(&self, repo: &str, limit: usize) -> Result<Vec<Report>, Failure> {
-        let base = format!("{}repos/", ledger::PREFIX);
+    pub async fn history(&self, repo: &str, limit: usize) -> Result<Vec<Report>, CtlError> {
+        let base = ledger::repos_prefix();
         let prefixes: Vec<String> = match repo.split_once('/') {
             Some((org, name)) => vec![format!("{base}{org}/{name}/")],
             None => self
@@ -418,9 +432,9 @@ impl Ledger {
     }
 
     /// The run id a job belongs to, searching the newest runs first.
-    pub async fn find_job(&self, job_id: &str, search: usize) -> Result<String, Failure> {
+    pub async fn find_job(&self, job_id: &str, search: usize) -> Result<String, CtlError> {
         for run in self.run_ids().await?.into_iter().rev().take(search) {
-            let prefix = format!("{}jobs/{job_id}/", ledger::run_prefix(&run));
+            let prefix = ledger::job_prefix(&run, job_id);
             let found = self
                 .s3
                 .list_objects_v2()
@@ -429,7 +443,7 @@ impl Ledger {
                 .max_keys(1)
                 .send()
                 .await
-                .map_err(|e| self.aws("cannot list", e))?;
+                .map_err(self.aws("ListObjectsV2", &prefix))?;
             if found.key_count().unwrap_or(0) > 0 {
                 return Ok(run);
             }
@@ -438,7 +452,7 @@ impl Ledger {
                 return Ok(run);
             }
         }
-        Err(Failure::Usage(format!(
+        Err(CtlError::NotFound(format!(
             "no job `{job_id}` in the latest {search} runs of s3://{}/{}runs/ (pass --run RUN_ID)",
             self.bucket,
             ledger::PREFIX

@@ -5,31 +5,27 @@ use std::time::Duration;
 use janitor_model::job::Job;
 use janitor_model::ledger;
 use janitor_model::report::{InstanceInfo, JobStatus, Report};
-use janitord::docker::Engine;
-use janitord::logs::FileSink;
-use janitord::pipeline::{self, JobContext};
+use janitor_pipeline::{self as pipeline, JobContext, Tools};
+use janitor_services::engine::{DockerEngine, Graces};
+use janitor_services::logs::FileSink;
+use janitor_services::registry::Anonymous;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::run::RunArgs;
-use crate::{output, Failure};
+use crate::{output, CtlError};
 
-pub async fn command(run: RunArgs) -> Result<u8, Failure> {
+pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let opts = crate::parse_options(true, run.timeout_minutes)?;
     let cfg = crate::load_config(&run.file, &opts)?;
     let stop_grace = Duration::from_secs(run.stop_grace_seconds);
-    let engine = Engine::connect().await.map_err(|e| {
-        Failure::Runtime(format!(
-            "{e} (is Docker running, and may this user use it?)"
-        ))
-    })?;
+    let engine = DockerEngine::connect().await?;
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
     let run_dir = run.out.join(&run_id);
     let work_root = std::env::temp_dir().join("janitor-local").join(&run_id);
     for dir in [&run_dir, &work_root] {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(CtlError::io(dir))?;
     }
     let cancel = CancellationToken::new();
     {
@@ -67,22 +63,25 @@ pub async fn command(run: RunArgs) -> Result<u8, Failure> {
             spec.repo.full_name(),
             janitor_model::duration::format(spec.timeout)
         );
-        let sink = FileSink::create(&log_path, run.verbose)
-            .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", log_path.display())))?;
+        let sink = FileSink::create(&log_path, run.verbose).map_err(CtlError::io(&log_path))?;
         let ctx = JobContext {
             job,
             attempt: 1,
             instance: instance.clone(),
             work_root: work_root.clone(),
-            graces: janitord::docker::Graces {
+            graces: Graces {
                 deadline: stop_grace,
                 interrupt: stop_grace,
             },
             allow_local_repos: true,
             log_ref: None,
-            agent_credentials: None,
         };
-        let report = pipeline::run_job(&engine, &ctx, &sink, &cancel).await;
+        let tools = Tools {
+            engine: &engine,
+            registry: &Anonymous,
+            sink: &sink,
+        };
+        let report = pipeline::run_job(&tools, &ctx, &cancel).await;
         sink.flush();
         let path = run_dir.join(format!("{}.json", report.job_id));
         match serde_json::to_vec_pretty(&report) {

@@ -4,6 +4,8 @@
 
 mod admin;
 mod enqueue;
+mod error;
+mod estimate;
 mod fleet;
 mod ledger;
 mod local;
@@ -19,36 +21,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use janitor_model::config::{self, ParseOptions};
 
-/// Exit code for usage, config and settings errors.
-pub const EXIT_USAGE: u8 = 2;
+pub use error::CtlError;
+
 /// Exit code when the instances did not stop in time.
 pub const EXIT_GAVE_UP: u8 = 3;
-
-/// Why a command stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// Bad input or settings: exit 2.
-    #[error("{0}")]
-    Usage(String),
-    /// An AWS or Docker call failed: exit 1.
-    #[error("{0}")]
-    Runtime(String),
-}
-
-impl From<settings::SettingsError> for Failure {
-    fn from(e: settings::SettingsError) -> Self {
-        Failure::Usage(e.0)
-    }
-}
-
-impl Failure {
-    fn code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => EXIT_USAGE,
-            Failure::Runtime(_) => 1,
-        }
-    }
-}
 
 /// Validate and fix Docker/GPU repositories on disposable GPU instances.
 #[derive(Parser)]
@@ -166,14 +142,14 @@ impl Ctx {
         }
     }
 
-    pub fn ledger(&self) -> Result<ledger::Ledger, Failure> {
+    pub fn ledger(&self) -> Result<ledger::Ledger, CtlError> {
         Ok(ledger::Ledger {
-            s3: janitord::aws::s3_client(&self.sdk),
+            s3: janitor_services::aws::s3_client(&self.sdk),
             bucket: self.settings.bucket()?,
         })
     }
 
-    pub fn fleet(&self) -> Result<fleet::Fleet, Failure> {
+    pub fn fleet(&self) -> Result<fleet::Fleet, CtlError> {
         Ok(fleet::Fleet {
             asg: aws_sdk_autoscaling::Client::new(&self.sdk),
             name: self.settings.asg_name()?,
@@ -193,12 +169,12 @@ impl Ctx {
 pub fn parse_options(
     allow_local_repos: bool,
     timeout_minutes: Option<u64>,
-) -> Result<ParseOptions, Failure> {
+) -> Result<ParseOptions, CtlError> {
     let max = config::MAX_TIMEOUT.as_secs() / 60;
     let timeout_override = match timeout_minutes {
         None => None,
         Some(m) if m == 0 || m > max => {
-            return Err(Failure::Usage(format!(
+            return Err(CtlError::Usage(format!(
                 "--timeout-minutes {m}: must be from 1 to {max}"
             )))
         }
@@ -211,28 +187,29 @@ pub fn parse_options(
 }
 
 /// Loads and validates a config, printing every problem.
-pub fn load_config(file: &Path, opts: &ParseOptions) -> Result<config::WorkersConfig, Failure> {
+pub fn load_config(file: &Path, opts: &ParseOptions) -> Result<config::WorkersConfig, CtlError> {
     config::load(file, opts).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("{e}");
         }
-        Failure::Usage(format!(
-            "{}: {} problem(s); nothing was started",
-            file.display(),
-            errors.0.len()
-        ))
+        CtlError::Config {
+            file: file.to_path_buf(),
+            count: errors.0.len(),
+        }
     })
 }
 
 /// Prints a value as pretty JSON on standard output.
-pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::Runtime(format!("cannot write JSON: {e}")))?;
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CtlError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CtlError::Io {
+        path: "<stdout>".into(),
+        source: std::io::Error::other(e),
+    })?;
     println!("{text}");
     Ok(())
 }
 
-async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, Failure> {
+async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlError> {
     let settings = settings::Settings::load(flags, Path::new("."))?;
     match command {
         Command::Validate {
@@ -328,7 +305,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("janitorctl: {e}");
-            ExitCode::from(e.code())
+            ExitCode::from(e.exit_code())
         }
     }
 }

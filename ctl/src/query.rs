@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::fleet::{self, GroupView, QueueDepth};
 use crate::ledger::{JobState, RunView};
-use crate::{output, print_json, Ctx, Failure};
+use crate::{output, print_json, CtlError, Ctx};
 
 /// How many of the newest runs `logs` searches for a job.
 const LOG_RUN_SEARCH: usize = 20;
@@ -26,7 +26,7 @@ struct StatusView {
     group: Option<GroupView>,
 }
 
-pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, Failure> {
+pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, CtlError> {
     let ledger = ctx.ledger()?;
     let run_id = ledger.resolve_run(run_id).await?;
     let mut run = ledger.run_view(&run_id).await?;
@@ -64,7 +64,7 @@ pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, F
     Ok(0)
 }
 
-pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, Failure> {
+pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, CtlError> {
     let ledger = ctx.ledger()?;
     let run_id = ledger.resolve_run(Some(run_id)).await?;
     let view = ledger.run_view(&run_id).await?;
@@ -75,14 +75,14 @@ pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub async fn results(ctx: &Ctx, repo: &str, limit: usize, json: bool) -> Result<u8, Failure> {
+pub async fn results(ctx: &Ctx, repo: &str, limit: usize, json: bool) -> Result<u8, CtlError> {
     let bad = repo.is_empty()
         || repo.split('/').count() > 2
         || repo
             .split('/')
             .any(|p| p.is_empty() || p == "." || p == "..");
     if bad {
-        return Err(Failure::Usage(format!(
+        return Err(CtlError::Usage(format!(
             "--repo `{repo}`: give `name` or `organization/name`"
         )));
     }
@@ -112,30 +112,34 @@ pub async fn fetch_report(
     run_id: Option<&str>,
     out: &Path,
     json: bool,
-) -> Result<u8, Failure> {
+) -> Result<u8, CtlError> {
     let ledger = ctx.ledger()?;
     let run_id = ledger.resolve_run(run_id).await?;
     let view = ledger.run_view(&run_id).await?;
     let dir = out.join(&run_id);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(CtlError::io(&dir))?;
     let mut files = Vec::new();
-    let write = |name: String, body: Vec<u8>| -> Result<String, Failure> {
+    let write = |name: String, body: Vec<u8>| -> Result<String, CtlError> {
         let path = dir.join(name);
-        std::fs::write(&path, body)
-            .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, body).map_err(CtlError::io(&path))?;
         Ok(path.display().to_string())
     };
     let reports: Vec<&Report> = view.jobs.iter().filter_map(|j| j.report.as_ref()).collect();
     for r in &reports {
-        let body = serde_json::to_vec_pretty(r).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(r).map_err(|e| CtlError::Document {
+            key: r.job_id.clone(),
+            reason: e.to_string(),
+        })?;
         files.push(write(format!("{}.json", r.job_id), body)?);
     }
     let combined = serde_json::to_vec_pretty(&Combined {
         run: &view,
         reports: reports.clone(),
     })
-    .map_err(|e| Failure::Runtime(e.to_string()))?;
+    .map_err(|e| CtlError::Document {
+        key: "run.json".to_string(),
+        reason: e.to_string(),
+    })?;
     files.push(write("run.json".to_string(), combined)?);
     if json {
         return print_json(&Fetched {
@@ -156,8 +160,13 @@ pub async fn fetch_report(
     Ok(0)
 }
 
-pub async fn logs(ctx: &Ctx, job_id: &str, run: Option<&str>, follow: bool) -> Result<u8, Failure> {
-    janitor_model::names::check_id(job_id).map_err(|e| Failure::Usage(format!("job id {e}")))?;
+pub async fn logs(
+    ctx: &Ctx,
+    job_id: &str,
+    run: Option<&str>,
+    follow: bool,
+) -> Result<u8, CtlError> {
+    janitor_model::names::check_id(job_id).map_err(|e| CtlError::Usage(format!("job id {e}")))?;
     let ledger = ctx.ledger()?;
     let run_id = match run {
         Some(r) => ledger.resolve_run(Some(r)).await?,
@@ -173,7 +182,7 @@ pub async fn logs(ctx: &Ctx, job_id: &str, run: Option<&str>, follow: bool) -> R
             .jobs
             .iter()
             .find(|j| j.job_id == job_id)
-            .ok_or_else(|| Failure::Usage(format!("no job `{job_id}` in run {run_id}")))?;
+            .ok_or_else(|| CtlError::Usage(format!("no job `{job_id}` in run {run_id}")))?;
         let finished = job.state == JobState::Finished;
         if stream.is_none() {
             stream = match &job.report {
@@ -204,10 +213,15 @@ pub async fn logs(ctx: &Ctx, job_id: &str, run: Option<&str>, follow: bool) -> R
                         break
                     }
                     Err(e) => {
-                        return Err(Failure::Runtime(format!(
-                            "cannot read {group} {s}: {}",
-                            janitord::aws::describe(e)
-                        )))
+                        return Err(CtlError::Service {
+                            context: "reading the job's output".to_string(),
+                            source: janitor_services::error::ServiceError::aws(
+                                "CloudWatch Logs",
+                                "GetLogEvents",
+                                format!("{group}/{s}"),
+                                e,
+                            ),
+                        })
                     }
                 };
                 for e in out.events() {

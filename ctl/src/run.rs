@@ -11,7 +11,7 @@ use janitor_model::pricing;
 
 use crate::fleet::Fleet;
 use crate::ledger::{JobState, RunView};
-use crate::{output, Ctx, Failure, EXIT_GAVE_UP};
+use crate::{output, CtlError, Ctx, EXIT_GAVE_UP};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -48,54 +48,8 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-/// The cost of a run if every job used its whole timeout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Estimate {
-    pub total_usd: f64,
-    /// One line per instance type: `3 × g5.xlarge × 30m00s at $1.006/h = $1.509`.
-    pub lines: Vec<String>,
-    /// Types the price table does not know.
-    pub unknown: Vec<String>,
-}
-
-/// Jobs × timeout × hourly price, grouped by instance type.
-pub fn estimate(cfg: &WorkersConfig) -> Estimate {
-    let mut groups: std::collections::BTreeMap<(&str, u64), usize> =
-        std::collections::BTreeMap::new();
-    for r in &cfg.repositories {
-        let t = r
-            .instance_type
-            .as_deref()
-            .unwrap_or(pricing::DEFAULT_INSTANCE_TYPE);
-        *groups.entry((t, r.timeout.as_secs())).or_default() += 1;
-    }
-    let mut out = Estimate {
-        total_usd: 0.0,
-        lines: Vec::new(),
-        unknown: Vec::new(),
-    };
-    for ((t, secs), n) in groups {
-        let took = duration::format(Duration::from_secs(secs));
-        match pricing::hourly_usd(t) {
-            Some(h) => {
-                let cost = h * secs as f64 / 3600.0 * n as f64;
-                out.total_usd += cost;
-                out.lines
-                    .push(format!("{n} × {t} × {took} at ${h}/h = ${cost:.2}"));
-            }
-            None => {
-                out.unknown.push(t.to_string());
-                out.lines
-                    .push(format!("{n} × {t} × {took}: price unknown, not counted"));
-            }
-        }
-    }
-    out.total_usd = (out.total_usd * 1000.0).round() / 1000.0;
-    out
-}
-
 /// Raises the group to `min(max_concurrent_instances, jobs)`, never lowering it.
-pub async fn scale_up(fleet: &Fleet, cfg: &WorkersConfig) -> Result<(), Failure> {
+pub async fn scale_up(fleet: &Fleet, cfg: &WorkersConfig) -> Result<(), CtlError> {
     let want = cfg
         .repositories
         .len()
@@ -114,34 +68,34 @@ pub async fn scale_up(fleet: &Fleet, cfg: &WorkersConfig) -> Result<(), Failure>
     Ok(())
 }
 
-fn confirm(yes: bool) -> Result<(), Failure> {
+fn confirm(yes: bool) -> Result<(), CtlError> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Failure::Usage("standard input is not a terminal: pass --yes to start the run without confirming the estimate".to_string()));
+        return Err(CtlError::Usage("standard input is not a terminal: pass --yes to start the run without confirming the estimate".to_string()));
     }
     eprint!("Start the run? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
-        .map_err(|e| Failure::Usage(format!("cannot read the answer: {e}")))?;
+        .map_err(|e| CtlError::Usage(format!("cannot read the answer: {e}")))?;
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
-        Err(Failure::Usage("not started".to_string()))
+        Err(CtlError::Usage("not started".to_string()))
     }
 }
 
-pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, Failure> {
+pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     let opts = crate::parse_options(args.allow_local_repos, args.timeout_minutes)?;
     let cfg = crate::load_config(&args.file, &opts)?;
     // Every setting up front: nothing is sent unless all are there.
     let queue_url = ctx.settings.queue_url()?;
     let ledger = ctx.ledger()?;
     let fleet = ctx.fleet()?;
-    let est = estimate(&cfg);
+    let est = crate::estimate::estimate(&cfg);
     eprintln!(
         "Launching parallel validation for {} repositories...",
         cfg.repositories.len()
@@ -209,7 +163,7 @@ async fn follow(
     ledger: &crate::ledger::Ledger,
     run_id: &str,
     every: Duration,
-) -> Result<RunView, Failure> {
+) -> Result<RunView, CtlError> {
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
     loop {
@@ -252,7 +206,7 @@ async fn wait_for_stop(
     fleet: &Fleet,
     limit: Duration,
     every: Duration,
-) -> Result<Result<Duration, Vec<String>>, Failure> {
+) -> Result<Result<Duration, Vec<String>>, CtlError> {
     let start = Instant::now();
     let mut announced = false;
     loop {
@@ -277,29 +231,5 @@ async fn wait_for_stop(
             announced = true;
         }
         tokio::time::sleep(every).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use janitor_model::config::{parse, ParseOptions};
-
-    #[test]
-    fn estimate_groups_and_flags_unknown_types() {
-        let cfg = parse(
-            std::path::Path::new("c.yaml"),
-            "repositories:\n  - a/one\n  - a/two\n  - {name: three, organization: a, instance_type: x9.huge}\n",
-            &ParseOptions::default(),
-        )
-        .unwrap();
-        let e = estimate(&cfg);
-        assert_eq!(e.total_usd, 1.006);
-        assert_eq!(e.unknown, ["x9.huge"]);
-        assert_eq!(e.lines[0], "2 × g5.xlarge × 30m00s at $1.006/h = $1.01");
-        assert_eq!(
-            e.lines[1],
-            "1 × x9.huge × 30m00s: price unknown, not counted"
-        );
     }
 }

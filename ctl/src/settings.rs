@@ -132,7 +132,7 @@ impl Settings {
 
     pub fn log_group(&self) -> String {
         self.get(&self.flags.log_group, "log_group")
-            .unwrap_or_else(|| janitord::settings::DEFAULT_LOG_GROUP.to_string())
+            .unwrap_or_else(|| janitor_model::ledger::DEFAULT_LOG_GROUP.to_string())
     }
 
     pub fn region(&self) -> Option<String> {

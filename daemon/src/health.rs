@@ -1,132 +1,22 @@
 //! `/health` (JSON) and `/metrics` (Prometheus text) on loopback, for an operator in an SSM
-//! session or a port forward. The loop updates a shared `Status`; the server only reads it.
+//! session or a port forward, and the text `janitord status` prints. The server only reads the
+//! shared status.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-use time::OffsetDateTime;
+use janitor_services::gpu::{GpuProbe, Sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::gpu::{Inventory, Probe, Sample};
-use crate::hygiene::{Cleanup, DiskStats};
-
-/// Upper bounds (seconds) of the duration histograms.
-pub const BUCKETS: [f64; 9] = [
-    30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
-];
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Histogram {
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, v: f64) {
-        if self.counts.len() != BUCKETS.len() {
-            self.counts = vec![0; BUCKETS.len()];
-        }
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if v <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CurrentJob {
-    pub job_id: String,
-    pub run_id: String,
-    pub repository: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CacheStatus {
-    pub dir: String,
-    pub own_volume: bool,
-    pub used_bytes: u64,
-    pub capacity_bytes: u64,
-    pub evicted_total: u64,
-    pub last_cleanup: Option<Cleanup>,
-}
-
-/// What the daemon knows about itself; `/health` is this, as JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub instance_id: String,
-    pub version: String,
-    pub state: String,
-    pub current_job: Option<CurrentJob>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_successful_poll: Option<OffsetDateTime>,
-    pub unhealthy: Option<String>,
-    pub disk: Option<DiskStats>,
-    pub cache: CacheStatus,
-    pub gpus: Inventory,
-    pub gpu_samples: Vec<Sample>,
-    pub jobs_by_status: BTreeMap<String, u64>,
-    pub job_duration_seconds: Histogram,
-    pub queue_wait_seconds: Histogram,
-    pub process: Process,
-    /// Evictions not yet reported in a job's report.
-    #[serde(skip)]
-    pub pending_evictions: Vec<String>,
-}
-
-impl Status {
-    pub fn new(
-        instance_id: &str,
-        cache_dir: &std::path::Path,
-        own_volume: bool,
-        gpus: Inventory,
-    ) -> Status {
-        Status {
-            instance_id: instance_id.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            state: "Starting".to_string(),
-            current_job: None,
-            last_successful_poll: None,
-            unhealthy: None,
-            disk: crate::hygiene::disk(cache_dir),
-            cache: CacheStatus {
-                dir: cache_dir.display().to_string(),
-                own_volume,
-                ..CacheStatus::default()
-            },
-            gpus,
-            gpu_samples: Vec::new(),
-            jobs_by_status: BTreeMap::new(),
-            job_duration_seconds: Histogram::default(),
-            queue_wait_seconds: Histogram::default(),
-            process: Process::default(),
-            pending_evictions: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Process {
-    pub cpu_percent: f32,
-    pub resident_bytes: u64,
-}
-
-pub type Shared = Arc<Mutex<Status>>;
+use crate::status::{Process, Shared, Status, BUCKETS};
 
 /// Serves until `stop`. Only loopback addresses are accepted by the settings.
 pub async fn serve(
     addr: SocketAddr,
     status: Shared,
-    gpu: Arc<Probe>,
+    gpu: Arc<dyn GpuProbe>,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
@@ -170,7 +60,7 @@ pub async fn serve(
                     .and_then(|l| l.strip_prefix("GET "))
                     .and_then(|l| l.split(' ').next())
                     .unwrap_or("");
-                let snapshot = snapshot(&status, &gpu, &sys);
+                let snapshot = snapshot(&status, gpu.as_ref(), &sys);
                 let (code, ctype, body) = match path {
                     "/health" => (
                         "200 OK",
@@ -194,7 +84,7 @@ pub async fn serve(
 }
 
 /// The status with live figures: GPU samples and this process's CPU and memory.
-fn snapshot(status: &Shared, gpu: &Probe, sys: &Mutex<Option<sysinfo::System>>) -> Status {
+fn snapshot(status: &Shared, gpu: &dyn GpuProbe, sys: &Mutex<Option<sysinfo::System>>) -> Status {
     let mut s = match status.lock() {
         Ok(s) => s.clone(),
         Err(p) => p.into_inner().clone(),
@@ -448,19 +338,4 @@ pub fn describe(v: &serde_json::Value) -> String {
         gib("/process/resident_bytes")
     ));
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::default();
-        for v in [10.0, 45.0, 4000.0, 9000.0] {
-            h.observe(v);
-        }
-        assert_eq!(h.counts, [1, 2, 2, 2, 2, 2, 2, 2, 3]);
-        assert_eq!((h.count, h.sum), (4, 13055.0));
-    }
 }

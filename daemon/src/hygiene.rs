@@ -4,19 +4,14 @@
 //! workspaces and temp files, journald), and the free-space floors checked before a job.
 //! Cleanup runs only while no job runs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, PruneBuildOptionsBuilder,
-    PruneContainersOptionsBuilder, PruneImagesOptionsBuilder, PruneVolumesOptions,
-    RemoveImageOptionsBuilder,
-};
+use janitor_services::disk::{disk, DiskStats};
+use janitor_services::engine::{ContainerEngine, Prune};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-use crate::docker::Engine;
 
 /// The cleanup policy; every figure configurable (seed 004's table gives the defaults).
 #[derive(Debug, Clone)]
@@ -45,25 +40,6 @@ pub struct Policy {
     pub min_free_inodes: u64,
 }
 
-/// Free space of a filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct DiskStats {
-    pub total_bytes: u64,
-    pub free_bytes: u64,
-    pub total_inodes: u64,
-    pub free_inodes: u64,
-}
-
-pub fn disk(path: &Path) -> Option<DiskStats> {
-    let s = rustix::fs::statvfs(path).ok()?;
-    Some(DiskStats {
-        total_bytes: s.f_blocks.saturating_mul(s.f_frsize),
-        free_bytes: s.f_bavail.saturating_mul(s.f_frsize),
-        total_inodes: s.f_files,
-        free_inodes: s.f_favail,
-    })
-}
-
 /// Whether there is room for a job: `Err` names the floor that is not met.
 pub fn floors(stats: &DiskStats, policy: &Policy) -> Result<(), String> {
     if stats.free_bytes < policy.min_free_bytes {
@@ -84,14 +60,6 @@ pub fn floors(stats: &DiskStats, policy: &Policy) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// True when `path` is on another filesystem than `/` (the cache volume is mounted there).
-pub fn own_volume(path: &Path) -> bool {
-    match (rustix::fs::stat(path), rustix::fs::stat("/")) {
-        (Ok(a), Ok(b)) => a.st_dev != b.st_dev,
-        _ => false,
-    }
 }
 
 /// When janitord last used each image it built or ran: `{cache_dir}/image-usage.json`.
@@ -168,31 +136,17 @@ pub struct Cleanup {
     pub errors: Vec<String>,
 }
 
-fn filters(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
-    let mut m: HashMap<String, Vec<String>> = HashMap::new();
-    for (k, v) in pairs {
-        m.entry((*k).to_string())
-            .or_default()
-            .push((*v).to_string());
-    }
-    m
-}
-
-fn hours(d: Duration) -> String {
-    format!("{}h", d.as_secs().div_ceil(3600).max(1))
-}
-
 /// Bytes the cache uses and the capacity it is measured against: the byte budget and the sizes
 /// of the images janitord used, or the cache volume's used and total bytes.
-pub async fn measure(engine: &Engine, policy: &Policy, usage: &Usage) -> (u64, u64) {
+pub async fn measure<E: ContainerEngine>(engine: &E, policy: &Policy, usage: &Usage) -> (u64, u64) {
     match policy.budget_bytes {
         Some(budget) => {
             let mut seen = HashSet::new();
             let mut used = 0u64;
             for image in usage.last_used.keys() {
-                if let Ok(i) = engine.client().inspect_image(image).await {
-                    if seen.insert(i.id.clone().unwrap_or_default()) {
-                        used += u64::try_from(i.size.unwrap_or(0)).unwrap_or(0);
+                if let Some(i) = engine.image(image).await {
+                    if seen.insert(i.id) {
+                        used += i.size_bytes;
                     }
                 }
             }
@@ -206,8 +160,8 @@ pub async fn measure(engine: &Engine, policy: &Policy, usage: &Usage) -> (u64, u
 }
 
 /// The full cleanup. Call only while no job runs.
-pub async fn cleanup(
-    engine: &Engine,
+pub async fn cleanup<E: ContainerEngine>(
+    engine: &E,
     policy: &Policy,
     usage: &mut Usage,
     now: OffsetDateTime,
@@ -238,57 +192,39 @@ pub async fn cleanup(
 
 /// Seed 004's table: stopped containers, dangling and old unused images, old build cache,
 /// unused volumes, journald.
-async fn prune_machine(
-    engine: &Engine,
+async fn prune_machine<E: ContainerEngine>(
+    engine: &E,
     policy: &Policy,
     usage: &mut Usage,
     now: OffsetDateTime,
     out: &mut Cleanup,
 ) {
-    let docker = engine.client();
     let err = out_errors;
-    let f = filters(&[("until", &hours(policy.stopped_container_age))]);
-    match docker
-        .prune_containers(Some(
-            PruneContainersOptionsBuilder::default().filters(&f).build(),
-        ))
+    match engine
+        .prune(Prune::Containers(policy.stopped_container_age))
         .await
     {
-        Ok(r) => out.containers_pruned = r.containers_deleted.map_or(0, |v| v.len()),
+        Ok(r) => out.containers_pruned = r.items,
         Err(e) => out.errors.push(err("prune stopped containers", &e)),
     }
     // Only dangling images older than the stopped-container age: a build in progress makes
     // fresh untagged images that must stay.
-    let f = filters(&[
-        ("dangling", "true"),
-        ("until", &hours(policy.stopped_container_age)),
-    ]);
-    match docker
-        .prune_images(Some(
-            PruneImagesOptionsBuilder::default().filters(&f).build(),
-        ))
+    match engine
+        .prune(Prune::DanglingImages(policy.stopped_container_age))
         .await
     {
-        Ok(r) => out.dangling_images_pruned = r.images_deleted.map_or(0, |v| v.len()),
+        Ok(r) => out.dangling_images_pruned = r.items,
         Err(e) => out.errors.push(err("prune dangling images", &e)),
     }
-    let f = filters(&[("until", &hours(policy.build_cache_max_age))]);
-    match docker
-        .prune_build(Some(
-            PruneBuildOptionsBuilder::default().filters(&f).build(),
-        ))
+    match engine
+        .prune(Prune::BuildCache(Some(policy.build_cache_max_age)))
         .await
     {
-        Ok(r) => {
-            out.build_cache_reclaimed_bytes = r
-                .space_reclaimed
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0)
-        }
+        Ok(r) => out.build_cache_reclaimed_bytes = r.bytes,
         Err(e) => out.errors.push(err("prune old build cache", &e)),
     }
-    match docker.prune_volumes(None::<PruneVolumesOptions>).await {
-        Ok(r) => out.volumes_pruned = r.volumes_deleted.map_or(0, |v| v.len()),
+    match engine.prune(Prune::Volumes).await {
+        Ok(r) => out.volumes_pruned = r.items,
         Err(e) => out.errors.push(err("prune unused volumes", &e)),
     }
 
@@ -296,31 +232,21 @@ async fn prune_machine(
     let in_use = images_in_use(engine, true).await;
     let cutoff =
         now.unix_timestamp() - i64::try_from(policy.image_max_age.as_secs()).unwrap_or(i64::MAX);
-    match (
-        &in_use,
-        docker
-            .list_images(Some(ListImagesOptionsBuilder::default().build()))
-            .await,
-    ) {
+    match (&in_use, engine.images().await) {
         (None, _) => {}
         (Some(in_use), Ok(images)) => {
             for img in images {
                 let recent = img
-                    .repo_tags
+                    .tags
                     .iter()
                     .any(|t| usage.last_used.get(t).is_some_and(|u| *u >= cutoff));
-                let pinned = img.repo_tags.iter().any(|t| policy.pinned.contains(t));
+                let pinned = img.tags.iter().any(|t| policy.pinned.contains(t));
                 if img.created >= cutoff || recent || pinned || in_use.contains(&img.id) {
                     continue;
                 }
-                let name = img
-                    .repo_tags
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| img.id.clone());
-                let opts = RemoveImageOptionsBuilder::default().build();
-                match docker.remove_image(&name, Some(opts), None).await {
-                    Ok(_) => {
+                let name = img.tags.first().cloned().unwrap_or_else(|| img.id.clone());
+                match engine.remove_image(&name).await {
+                    Ok(()) => {
                         usage.forget(&name);
                         out.old_images_removed.push(name);
                     }
@@ -345,8 +271,12 @@ async fn prune_machine(
 }
 
 /// The watermark eviction of the images janitord used.
-async fn evict(engine: &Engine, policy: &Policy, usage: &mut Usage, out: &mut Cleanup) {
-    let docker = engine.client();
+async fn evict<E: ContainerEngine>(
+    engine: &E,
+    policy: &Policy,
+    usage: &mut Usage,
+    out: &mut Cleanup,
+) {
     let err = out_errors;
     let (used, capacity) = measure(engine, policy, usage).await;
     out.cache_used_before = used;
@@ -359,7 +289,7 @@ async fn evict(engine: &Engine, policy: &Policy, usage: &mut Usage, out: &mut Cl
     ) {
         let mut candidates = Vec::new();
         for (image, last_used) in &usage.last_used {
-            let id = docker.inspect_image(image).await.ok().and_then(|i| i.id);
+            let id = engine.image(image).await.map(|i| i.id);
             if id.as_ref().is_some_and(|id| running.contains(id)) {
                 continue;
             }
@@ -373,9 +303,8 @@ async fn evict(engine: &Engine, policy: &Policy, usage: &mut Usage, out: &mut Cl
             if used as f64 <= policy.low_watermark * capacity as f64 {
                 break;
             }
-            let opts = RemoveImageOptionsBuilder::default().build();
-            match docker.remove_image(&c.image, Some(opts), None).await {
-                Ok(_) => {
+            match engine.remove_image(&c.image).await {
+                Ok(()) => {
                     tracing::info!(image = %c.image, pinned = c.pinned, "evicted from the layer cache");
                     usage.forget(&c.image);
                     out.evicted.push(c.image);
@@ -385,12 +314,8 @@ async fn evict(engine: &Engine, policy: &Policy, usage: &mut Usage, out: &mut Cl
             used = measure(engine, policy, usage).await.0;
         }
         if used as f64 > policy.low_watermark * capacity as f64 {
-            let all = PruneBuildOptionsBuilder::default().all(true).build();
-            if let Ok(r) = docker.prune_build(Some(all)).await {
-                out.build_cache_reclaimed_bytes += r
-                    .space_reclaimed
-                    .and_then(|v| u64::try_from(v).ok())
-                    .unwrap_or(0);
+            if let Ok(r) = engine.prune(Prune::BuildCache(None)).await {
+                out.build_cache_reclaimed_bytes += r.bytes;
             }
             used = measure(engine, policy, usage).await.0;
         }
@@ -433,10 +358,9 @@ fn out_errors(what: &str, e: &dyn std::fmt::Display) -> String {
 
 /// Image ids of containers: running ones only, or all (`all`). `None` when Docker cannot say,
 /// and then nothing is removed.
-async fn images_in_use(engine: &Engine, all: bool) -> Option<HashSet<String>> {
-    let opts = ListContainersOptionsBuilder::default().all(all).build();
-    match engine.client().list_containers(Some(opts)).await {
-        Ok(list) => Some(list.into_iter().filter_map(|c| c.image_id).collect()),
+async fn images_in_use<E: ContainerEngine>(engine: &E, all: bool) -> Option<HashSet<String>> {
+    match engine.images_in_use(all).await {
+        Ok(set) => Some(set),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list containers; no image is removed this time");
             None
@@ -529,6 +453,5 @@ mod tests {
         );
         let again = Usage::load(dir.path());
         assert_eq!(again.last_used.get("janitor/a/b:latest"), Some(&100));
-        assert!(!own_volume(Path::new("/")));
     }
 }

@@ -7,14 +7,18 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
 use janitor_model::report::InstanceInfo;
-use janitord::aws::{self, S3Store, SqsQueue};
-use janitord::daemon::Daemon;
-use janitord::docker::Engine;
-use janitord::gpu::Probe;
-use janitord::health::{self, Status};
-use janitord::hygiene::{self, Usage};
-use janitord::lifecycle::Membership;
+use janitor_services::aws::{self, S3Store, SqsQueue};
+use janitor_services::engine::DockerEngine;
+use janitor_services::fleet::Membership;
+use janitor_services::gpu::{GpuProbe, Probe};
+use janitor_services::imds::{self, Imds};
+use janitor_services::logs::CloudWatchLogs;
+use janitor_services::metrics::EmfMetrics;
+use janitor_services::registry::EcrAuth;
+use janitord::health;
 use janitord::settings::{self, Flags};
+use janitord::status::Status;
+use janitord::{Daemon, Parts, Services};
 use tokio_util::sync::CancellationToken;
 
 /// Runs repository jobs from the SQS queue, one at a time, on this instance.
@@ -40,6 +44,20 @@ enum Command {
     },
     /// Print what NVML finds; exit 0 only if at least one GPU is usable
     GpuCheck,
+}
+
+/// The real services: AWS and the local Docker engine.
+struct Aws;
+
+impl Services for Aws {
+    type Queue = SqsQueue;
+    type Store = S3Store;
+    type Engine = DockerEngine;
+    type Logs = CloudWatchLogs;
+    type Fleet = Membership;
+    type Registry = EcrAuth;
+    type Metadata = Imds;
+    type Metrics = EmfMetrics<CloudWatchLogs>;
 }
 
 fn main() -> ExitCode {
@@ -163,14 +181,14 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let own_volume = hygiene::own_volume(&settings.cache_dir);
+    let own_volume = janitor_services::disk::own_volume(&settings.cache_dir);
     if !own_volume {
         if settings.require_cache_volume {
             anyhow::bail!("{} is on the root filesystem, not on its own volume, and require_cache_volume is set: mount the cache volume there first", settings.cache_dir.display());
         }
         tracing::warn!(cache_dir = %settings.cache_dir.display(), "the cache is on the root filesystem, not its own volume; reports will say so");
     }
-    let engine = Engine::connect().await?;
+    let engine = DockerEngine::connect().await?;
     let instance = match &settings.instance_id {
         Some(id) => InstanceInfo {
             id: id.clone(),
@@ -178,9 +196,9 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
             availability_zone: "unknown".to_string(),
             lifecycle: "on-demand".to_string(),
         },
-        None => aws::instance_identity().await?,
+        None => imds::instance_identity(&Imds::new(3)).await?,
     };
-    let gpu = Arc::new(Probe::open());
+    let gpu: Arc<dyn GpuProbe> = Arc::new(Probe::open());
     let inventory = gpu.inventory();
     match &inventory.unavailable {
         None => {
@@ -236,7 +254,12 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    let daemon = Daemon {
+    let logs = CloudWatchLogs {
+        client: aws_sdk_cloudwatchlogs::Client::new(&config),
+    };
+    // Off EC2 (an instance id given in the settings) there is no metadata service to watch.
+    let metadata = settings.instance_id.is_none().then(|| Imds::new(2));
+    let daemon: Daemon<Aws> = Daemon::new(Parts {
         queue: SqsQueue {
             client: aws_sdk_sqs::Client::new(&config),
             url: settings.queue_url.clone(),
@@ -245,18 +268,25 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
             client: aws::s3_client(&config),
             bucket: settings.bucket.clone(),
         },
-        logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+        metrics: EmfMetrics {
+            api: logs.clone(),
+            group: settings.log_group.clone(),
+            stream: format!("{}/metrics", instance.id),
+        },
+        logs,
         engine,
+        registry: EcrAuth {
+            config: config.clone(),
+        },
         instance,
-        membership,
+        fleet: membership,
+        metadata,
         gpu,
         status,
-        usage: Mutex::new(Usage::load(&settings.cache_dir)),
-        sdk: Some(config.clone()),
         shutdown,
         settings,
-    };
-    tracing::info!(instance_id = %daemon.instance.id, instance_type = %daemon.instance.instance_type, queue = %daemon.settings.queue_url, "janitord ready");
+    });
+    tracing::info!(instance_id = %daemon.instance().id, instance_type = %daemon.instance().instance_type, "janitord ready");
     daemon.run().await;
     stop_server.cancel();
     if let Some(s) = server {

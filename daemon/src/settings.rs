@@ -9,7 +9,7 @@ use serde::Deserialize;
 /// Read when it exists and `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/janitor/janitord.toml";
 /// The log group users know (seed 000).
-pub const DEFAULT_LOG_GROUP: &str = "/janitor-runner";
+pub use janitor_model::ledger::DEFAULT_LOG_GROUP;
 /// The persistent gp3 volume's mount point.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/janitor";
 

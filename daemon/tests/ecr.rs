@@ -1,18 +1,29 @@
-//! The ECR login janitord makes for a private agent image, against moto's ECR.
+//! The ECR login janitord makes for a private agent image, against moto's ECR, and the proof
+//! that the agent step's pull carries it (through the engine trait: no registry is reachable
+//! from a test, so the pull itself is refused, after it was asked with the credentials).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use janitor_testkit::Fixture;
+use std::time::Duration;
+
+use janitor_model::job::Job;
+use janitor_model::report::{InstanceInfo, StepName, StepStatus};
+use janitor_pipeline::{run_job, JobContext, Tools};
+use janitor_services::engine::Graces;
+use janitor_services::logs::NullSink;
+use janitor_services::registry::{EcrAuth, RegistryAuth};
+use janitor_testkit::engine::TestEngine;
+use janitor_testkit::{dockerfile, ensure_base_image, git_repo, spec, Fixture};
+use tokio_util::sync::CancellationToken;
+
+const AGENT: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/janitor-agent:latest";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ecr_agent_image_gets_a_registry_login() {
     let fx = Fixture::start(&[]).await;
-    let registry = janitord::aws::ecr_registry(
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com/janitor-agent:latest",
-    )
-    .unwrap();
-    let creds = janitord::aws::ecr_credentials(&fx.sdk, &registry)
-        .await
-        .unwrap();
+    let auth = EcrAuth {
+        config: fx.sdk.clone(),
+    };
+    let creds = auth.credentials(AGENT).await.unwrap().unwrap();
     assert_eq!(creds.username, "AWS");
     assert_eq!(creds.password, "123456789012-auth-token");
     assert_eq!(
@@ -22,5 +33,72 @@ async fn an_ecr_agent_image_gets_a_registry_login() {
     assert!(
         !format!("{creds:?}").contains("auth-token"),
         "Debug never prints the password"
+    );
+    assert_eq!(
+        auth.credentials("janitor-agent:latest").await.unwrap(),
+        None,
+        "an image outside ECR needs no login"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_pull_carries_the_ecr_login() {
+    ensure_base_image();
+    let fx = Fixture::start(&[]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "ecr-agent",
+        &[("Dockerfile", &dockerfile("echo ok"))],
+    );
+    let mut job_spec = spec("ecr-agent", &url, Duration::from_secs(120));
+    job_spec.agent_image = Some(AGENT.to_string());
+    let work = tempfile::tempdir().unwrap();
+    let ctx = JobContext {
+        job: Job {
+            job_id: "ecr-agent-1".into(),
+            run_id: "20261201T000000Z-ecr001".into(),
+            spec: job_spec,
+            enqueued_at: time::OffsetDateTime::now_utc(),
+        },
+        attempt: 1,
+        instance: InstanceInfo {
+            id: "i-0ecr000000000001".into(),
+            instance_type: "g5.xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            lifecycle: "on-demand".into(),
+        },
+        work_root: work.path().to_path_buf(),
+        graces: Graces {
+            deadline: Duration::from_secs(2),
+            interrupt: Duration::from_secs(2),
+        },
+        allow_local_repos: true,
+        log_ref: None,
+    };
+    let engine = TestEngine::connect().await;
+    let registry = EcrAuth {
+        config: fx.sdk.clone(),
+    };
+    let tools = Tools {
+        engine: &engine,
+        registry: &registry,
+        sink: &NullSink,
+    };
+    let report = run_job(&tools, &ctx, &CancellationToken::new()).await;
+    let pulls = engine.hooks.lock().unwrap().pulls.clone();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(pulls[0].0, AGENT);
+    let creds = pulls[0].1.as_ref().expect("the pull carried credentials");
+    assert_eq!(
+        (creds.username.as_str(), creds.password.as_str()),
+        ("AWS", "123456789012-auth-token")
+    );
+    let agent = report.step(StepName::Agent).unwrap();
+    assert_eq!(agent.status, StepStatus::Failed, "{agent:?}");
+    assert!(
+        agent.detail.contains("could not be pulled"),
+        "{}",
+        agent.detail
     );
 }

@@ -195,7 +195,9 @@ async fn cleanup_spares_the_image_and_container_of_a_running_job() {
     policy.budget_bytes = Some(1); // everything is over budget
     policy.journald_days = 0;
     policy.docker_prune = false; // a shared machine: only janitord's own images are in play
-    let engine = janitord::docker::Engine::connect().await.unwrap();
+    let engine = janitor_services::engine::DockerEngine::connect()
+        .await
+        .unwrap();
     let done = janitord::hygiene::cleanup(
         &engine,
         &policy,

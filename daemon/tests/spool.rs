@@ -8,12 +8,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use janitor_model::report::InstanceInfo;
+use janitor_services::aws::{ReportStore, S3Store, SqsQueue};
+use janitor_services::engine::DockerEngine;
+use janitor_services::error::{ErrorKind, ServiceError};
+use janitor_services::fleet::Membership;
+use janitor_services::gpu::Probe;
+use janitor_services::imds::Imds;
+use janitor_services::logs::CloudWatchLogs;
+use janitor_services::metrics::NoMetrics;
+use janitor_services::registry::Anonymous;
 use janitor_testkit::{dockerfile, ensure_base_image, git_repo, spec, Fixture};
-use janitord::aws::{AwsError, ReportStore, S3Store, SqsQueue};
-use janitord::daemon::Daemon;
-use janitord::docker::Engine;
 use janitord::settings::Settings;
+use janitord::status::Status;
+use janitord::{Daemon, Parts, Services};
 use tokio_util::sync::CancellationToken;
+
+/// The real services, with the refusing store.
+struct Refusing;
+
+impl Services for Refusing {
+    type Queue = SqsQueue;
+    type Store = RefusingStore;
+    type Engine = DockerEngine;
+    type Logs = CloudWatchLogs;
+    type Fleet = Membership;
+    type Registry = Anonymous;
+    type Metadata = Imds;
+    type Metrics = NoMetrics;
+}
 
 #[derive(Clone)]
 struct RefusingStore {
@@ -22,19 +44,20 @@ struct RefusingStore {
 }
 
 impl ReportStore for RefusingStore {
-    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), ServiceError> {
         if key.ends_with("/report.json")
             && self
                 .refusals_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         {
-            return Err(AwsError::S3 {
-                action: "PutObject",
-                bucket: "test".into(),
-                key: key.into(),
-                message: "refused by the test".into(),
-            });
+            return Err(ServiceError::new(
+                "S3",
+                "PutObject",
+                key,
+                ErrorKind::Unavailable,
+                "HTTP 503 on cue",
+            ));
         }
         self.inner.put_json(key, body).await
     }
@@ -55,8 +78,10 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
         .send_job(run_id, &spec("spool-repo", &url, Duration::from_secs(60)))
         .await;
     let cache = tempfile::tempdir().unwrap();
-    let refusals = Arc::new(AtomicU32::new(janitord::aws::REPORT_UPLOAD_ATTEMPTS));
-    let daemon = Daemon {
+    let refusals = Arc::new(AtomicU32::new(
+        janitor_services::aws::REPORT_UPLOAD_ATTEMPTS,
+    ));
+    let daemon: Daemon<Refusing> = Daemon::new(Parts {
         settings: Settings {
             queue_url: fx.queue_url.clone(),
             bucket: fx.bucket.clone(),
@@ -101,26 +126,27 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             },
             refusals_left: refusals.clone(),
         },
-        logs: fx.logs(),
-        engine: Engine::connect().await.unwrap(),
+        logs: CloudWatchLogs { client: fx.logs() },
+        engine: DockerEngine::connect().await.unwrap(),
+        registry: Anonymous,
+        metrics: NoMetrics,
         instance: InstanceInfo {
             id: "i-0spool0000000001".into(),
             instance_type: "g5.xlarge".into(),
             availability_zone: "us-east-1a".into(),
             lifecycle: "on-demand".into(),
         },
-        membership: None,
-        sdk: None,
-        gpu: std::sync::Arc::new(janitord::gpu::Probe::none("test")),
-        status: std::sync::Arc::new(std::sync::Mutex::new(janitord::health::Status::new(
+        fleet: None,
+        metadata: None,
+        gpu: Arc::new(Probe::none("test")),
+        status: Arc::new(std::sync::Mutex::new(Status::new(
             "i-0spool0000000001",
             cache.path(),
             false,
-            janitord::gpu::Probe::none("test").inventory(),
+            Probe::none("test").inventory(),
         ))),
-        usage: std::sync::Mutex::new(janitord::hygiene::Usage::load(cache.path())),
         shutdown: CancellationToken::new(),
-    };
+    });
     tokio::time::timeout(Duration::from_secs(120), daemon.run())
         .await
         .expect("the daemon should finish the queue");

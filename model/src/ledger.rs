@@ -8,6 +8,49 @@ use crate::report::InstanceInfo;
 /// Everything lives under this prefix, so the instance role needs `s3:PutObject` on it alone.
 pub const PREFIX: &str = "janitor-reports/";
 
+/// The CloudWatch log group job output goes to, unless configured otherwise.
+pub const DEFAULT_LOG_GROUP: &str = "/janitor-runner";
+
+/// A job's log stream: `{instance-id}/{job-id}`.
+pub fn log_stream(instance_id: &str, job_id: &str) -> String {
+    format!("{instance_id}/{job_id}")
+}
+
+/// Where every run folder lives.
+pub fn runs_prefix() -> String {
+    format!("{PREFIX}runs/")
+}
+
+/// The jobs of a run.
+pub fn jobs_prefix(run_id: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/")
+}
+
+/// Everything recorded for one job.
+pub fn job_prefix(run_id: &str, job_id: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/{job_id}/")
+}
+
+/// Every repository's history.
+pub fn repos_prefix() -> String {
+    format!("{PREFIX}repos/")
+}
+
+/// An attempt a daemon found unfinished after a restart.
+pub fn crashed_key(run_id: &str, job_id: &str, attempt: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/{job_id}/crashed-{attempt}.json")
+}
+
+/// A GPU job handed back by an instance without a usable GPU.
+pub fn handed_back_key(run_id: &str, job_id: &str, attempt: u32) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/{job_id}/handed-back-{attempt}.json")
+}
+
+/// A rejected message whose run and job ids could be read.
+pub fn job_rejected_key(run_id: &str, job_id: &str) -> String {
+    format!("{PREFIX}runs/{run_id}/jobs/{job_id}/rejected.json")
+}
+
 /// A compact UTC time that sorts as text: `20261122T153000Z`.
 pub fn compact_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod engine;
+
 use janitor_model::config::{JobSpec, RepoRef};
 use janitor_model::job::JobMessage;
 use time::OffsetDateTime;

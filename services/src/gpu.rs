@@ -1,5 +1,6 @@
-//! The GPUs through NVML (nvml-wrapper): what the instance has, whether it is healthy enough
-//! for a GPU job, and samples for `/metrics`. No NVML library means "no GPU", not an error.
+//! The GPUs: the `GpuProbe` trait (what the instance has, whether it is healthy enough for a GPU
+//! job, samples for `/metrics`) and its NVML implementation (nvml-wrapper). No NVML library
+//! means "no GPU", not an error.
 
 use nvml_wrapper::enum_wrappers::device::{TemperatureSensor, TemperatureThreshold};
 use nvml_wrapper::Nvml;
@@ -35,6 +36,34 @@ pub struct Sample {
     pub memory_used_mib: u64,
     pub memory_total_mib: u64,
     pub temperature_c: Option<u32>,
+}
+
+/// Why the GPUs cannot take a job now. Not retryable on this instance: the job goes back to
+/// the queue for another one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GpuUnusable(pub String);
+
+/// The GPUs as the daemon asks about them.
+pub trait GpuProbe: Send + Sync {
+    /// What is there (called at start).
+    fn inventory(&self) -> Inventory;
+    /// Before a GPU job: the count is `expected`, nothing is failing or overheating.
+    fn check(&self, expected: u32) -> Result<(), GpuUnusable>;
+    /// Live figures for `/metrics`.
+    fn samples(&self) -> Vec<Sample>;
+}
+
+impl GpuProbe for Probe {
+    fn inventory(&self) -> Inventory {
+        Probe::inventory(self)
+    }
+    fn check(&self, expected: u32) -> Result<(), GpuUnusable> {
+        Probe::check(self, expected).map_err(GpuUnusable)
+    }
+    fn samples(&self) -> Vec<Sample> {
+        Probe::samples(self)
+    }
 }
 
 /// NVML, when the library is there.

@@ -1,6 +1,9 @@
-//! Job output shipping: a never-blocking line sink, and the CloudWatch Logs shipper that batches
-//! lines within PutLogEvents' limits, keeps them in order and retries throttling.
+//! Job output: the never-blocking `LogSink` a job writes lines to, the `LogApi` trait of the log
+//! service (CloudWatch Logs' CreateLogStream and PutLogEvents) with its AWS implementation, and
+//! the shipper that batches lines within PutLogEvents' limits, keeps them in order and retries
+//! what a retry can help.
 
+use std::future::Future;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +13,7 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
+use crate::error::{ErrorKind, ServiceError};
 
 /// PutLogEvents: at most this many events per call.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
@@ -75,6 +79,92 @@ impl LogSink for FileSink {
 pub struct Event {
     pub timestamp_ms: i64,
     pub message: String,
+}
+
+/// The log service, as narrow as the shipper uses it.
+pub trait LogApi: Send + Sync + Clone + 'static {
+    /// Creates the stream; one that exists already is not an error.
+    fn create_stream(
+        &self,
+        group: &str,
+        stream: &str,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Sends one batch, in order. A missing stream is a [`ErrorKind::NotFound`].
+    fn put_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[Event],
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+/// CloudWatch Logs.
+#[derive(Clone)]
+pub struct CloudWatchLogs {
+    pub client: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl LogApi for CloudWatchLogs {
+    async fn create_stream(&self, group: &str, stream: &str) -> Result<(), ServiceError> {
+        use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamError;
+        match self
+            .client
+            .create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(CreateLogStreamError::ResourceAlreadyExistsException(_)) => Ok(()),
+                _ => Err(ServiceError::aws(
+                    "CloudWatch Logs",
+                    "CreateLogStream",
+                    format!("{group}/{stream}"),
+                    e,
+                )),
+            },
+        }
+    }
+
+    async fn put_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<(), ServiceError> {
+        let events: Vec<InputLogEvent> = events
+            .iter()
+            .filter_map(|e| {
+                InputLogEvent::builder()
+                    .timestamp(e.timestamp_ms)
+                    .message(e.message.clone())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let out = self
+            .client
+            .put_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .set_log_events(Some(events))
+            .send()
+            .await
+            .map_err(|e| {
+                ServiceError::aws(
+                    "CloudWatch Logs",
+                    "PutLogEvents",
+                    format!("{group}/{stream}"),
+                    e,
+                )
+            })?;
+        if let Some(rejected) = out.rejected_log_events_info() {
+            tracing::warn!(log_stream = %stream, ?rejected, "CloudWatch rejected some log events");
+        }
+        Ok(())
+    }
 }
 
 /// Cuts a message to [`MAX_EVENT_BYTES`] on a character boundary. CloudWatch refuses empty
@@ -161,15 +251,15 @@ impl LogSink for CloudWatchSink {
 }
 
 /// Ships one job's lines to `/janitor-runner` (or the configured group) in a background task.
-pub struct CloudWatchShipper {
+pub struct Shipper {
     sink: Arc<CloudWatchSink>,
     task: tokio::task::JoinHandle<ShipStats>,
 }
 
-impl CloudWatchShipper {
+impl Shipper {
     /// Creates the stream if needed and starts shipping. Errors creating the stream are logged;
     /// the job still runs and its lines are counted as failed.
-    pub fn start(client: aws_sdk_cloudwatchlogs::Client, group: String, stream: String) -> Self {
+    pub fn start<L: LogApi>(api: L, group: String, stream: String) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(Counters {
             dropped: AtomicU64::new(0),
@@ -179,8 +269,8 @@ impl CloudWatchShipper {
             counters: counters.clone(),
             last_ts: Mutex::new(0),
         });
-        let task = tokio::spawn(ship(client, group, stream, rx, counters));
-        CloudWatchShipper { sink, task }
+        let task = tokio::spawn(ship(api, group, stream, rx, counters));
+        Shipper { sink, task }
     }
 
     pub fn sink(&self) -> Arc<CloudWatchSink> {
@@ -189,7 +279,7 @@ impl CloudWatchShipper {
 
     /// Stops taking lines, sends what is buffered, and waits at most `limit` for it.
     pub async fn finish(self, limit: Duration) -> ShipStats {
-        let CloudWatchShipper { sink, task } = self;
+        let Shipper { sink, task } = self;
         let dropped = sink.counters.dropped.load(Ordering::Relaxed);
         drop(sink);
         let abort = task.abort_handle();
@@ -217,15 +307,15 @@ impl CloudWatchShipper {
     }
 }
 
-async fn ship(
-    client: aws_sdk_cloudwatchlogs::Client,
+async fn ship<L: LogApi>(
+    api: L,
     group: String,
     stream: String,
     mut rx: mpsc::Receiver<Event>,
     counters: Arc<Counters>,
 ) -> ShipStats {
     let mut stats = ShipStats::default();
-    if let Err(e) = create_stream(&client, &group, &stream).await {
+    if let Err(e) = api.create_stream(&group, &stream).await {
         tracing::error!(log_group = %group, log_stream = %stream, error = %e, "cannot create the log stream; job output will not reach CloudWatch");
     }
     let mut batcher = Batcher::default();
@@ -236,14 +326,14 @@ async fn ship(
             event = rx.recv() => match event {
                 Some(event) => {
                     if let Some(batch) = batcher.push(event) {
-                        put(&client, &group, &stream, batch, &mut stats).await;
+                        put(&api, &group, &stream, batch, &mut stats).await;
                     }
                 }
                 None => break,
             },
             _ = tick.tick() => {
                 if let Some(batch) = batcher.take() {
-                    put(&client, &group, &stream, batch, &mut stats).await;
+                    put(&api, &group, &stream, batch, &mut stats).await;
                 }
             }
         }
@@ -257,7 +347,7 @@ async fn ship(
         });
     }
     if let Some(batch) = batcher.take() {
-        put(&client, &group, &stream, batch, &mut stats).await;
+        put(&api, &group, &stream, batch, &mut stats).await;
     }
     stats
 }
@@ -268,75 +358,35 @@ fn batcher_last_ts(b: &Batcher) -> i64 {
     })
 }
 
-async fn create_stream(
-    client: &aws_sdk_cloudwatchlogs::Client,
-    group: &str,
-    stream: &str,
-) -> Result<(), String> {
-    use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamError;
-    match client
-        .create_log_stream()
-        .log_group_name(group)
-        .log_stream_name(stream)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => match e.as_service_error() {
-            Some(CreateLogStreamError::ResourceAlreadyExistsException(_)) => Ok(()),
-            _ => Err(aws_sdk_cloudwatchlogs::error::DisplayErrorContext(e).to_string()),
-        },
-    }
-}
-
-async fn put(
-    client: &aws_sdk_cloudwatchlogs::Client,
+async fn put<L: LogApi>(
+    api: &L,
     group: &str,
     stream: &str,
     batch: Vec<Event>,
     stats: &mut ShipStats,
 ) {
     let count = batch.len() as u64;
-    let events: Vec<InputLogEvent> = batch
-        .into_iter()
-        .filter_map(|e| {
-            InputLogEvent::builder()
-                .timestamp(e.timestamp_ms)
-                .message(e.message)
-                .build()
-                .ok()
-        })
-        .collect();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     for attempt in 1..=LOG_PUT_ATTEMPTS {
-        let result = client
-            .put_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .set_log_events(Some(events.clone()))
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                if let Some(rejected) = out.rejected_log_events_info() {
-                    tracing::warn!(log_stream = %stream, ?rejected, "CloudWatch rejected some log events");
-                }
+        match api.put_events(group, stream, &batch).await {
+            Ok(()) => {
                 stats.sent += count;
                 return;
             }
             Err(e) => {
-                use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError;
-                if let Some(PutLogEventsError::ResourceNotFoundException(_)) = e.as_service_error()
-                {
-                    let _ = create_stream(client, group, stream).await;
-                }
-                let text = aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e).to_string();
-                if attempt == LOG_PUT_ATTEMPTS {
-                    tracing::error!(log_stream = %stream, lines = count, error = %text, "giving up on a batch of job output");
+                if e.kind == ErrorKind::NotFound {
+                    let _ = api.create_stream(group, stream).await;
+                } else if !e.retryable() {
+                    tracing::error!(log_stream = %stream, lines = count, error = %e, "CloudWatch refused a batch of job output");
                     stats.failed += count;
                     return;
                 }
-                tracing::warn!(log_stream = %stream, attempt, error = %text, "PutLogEvents failed; retrying");
+                if attempt == LOG_PUT_ATTEMPTS {
+                    tracing::error!(log_stream = %stream, lines = count, error = %e, "giving up on a batch of job output");
+                    stats.failed += count;
+                    return;
+                }
+                tracing::warn!(log_stream = %stream, attempt, error = %e, "PutLogEvents failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
@@ -391,5 +441,82 @@ mod tests {
         let long = "é".repeat(MAX_EVENT_BYTES);
         let cut = fit_message(&long);
         assert!(cut.len() <= MAX_EVENT_BYTES && cut.ends_with("[truncated]"));
+    }
+
+    /// Fails the first `fail` puts with `kind`, then keeps what it is sent.
+    #[derive(Clone)]
+    struct Flaky {
+        kind: ErrorKind,
+        fail: Arc<std::sync::atomic::AtomicU32>,
+        kept: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl LogApi for Flaky {
+        async fn create_stream(&self, _g: &str, _s: &str) -> Result<(), ServiceError> {
+            Ok(())
+        }
+        async fn put_events(&self, g: &str, s: &str, events: &[Event]) -> Result<(), ServiceError> {
+            let left = self.fail.load(Ordering::SeqCst);
+            if left > 0 {
+                self.fail.store(left - 1, Ordering::SeqCst);
+                return Err(ServiceError::new(
+                    "CloudWatch Logs",
+                    "PutLogEvents",
+                    format!("{g}/{s}"),
+                    self.kind,
+                    "on cue",
+                ));
+            }
+            self.kept
+                .lock()
+                .unwrap()
+                .extend(events.iter().map(|e| e.message.clone()));
+            Ok(())
+        }
+    }
+
+    async fn ship_three(kind: ErrorKind, fail: u32) -> (ShipStats, Vec<String>) {
+        let api = Flaky {
+            kind,
+            fail: Arc::new(std::sync::atomic::AtomicU32::new(fail)),
+            kept: Arc::default(),
+        };
+        let shipper = Shipper::start(api.clone(), "g".into(), "s".into());
+        let sink = shipper.sink();
+        for l in ["a", "b", "c"] {
+            sink.line(l);
+        }
+        drop(sink);
+        let stats = shipper.finish(Duration::from_secs(60)).await;
+        let kept = api.kept.lock().unwrap().clone();
+        (stats, kept)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_and_lines_arrive_in_order() {
+        let (stats, kept) = ship_three(ErrorKind::Throttled, 2).await;
+        assert_eq!((stats.sent, stats.failed), (3, 0));
+        assert_eq!(kept, ["a", "b", "c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_past_the_attempts_counts_the_lines_as_failed() {
+        let (stats, kept) = ship_three(ErrorKind::Unavailable, LOG_PUT_ATTEMPTS).await;
+        // The first batch used every attempt; later batches (if the lines were split) went.
+        assert!(stats.failed >= 1, "{stats:?}");
+        assert_eq!(stats.sent + stats.failed, 3);
+        assert_eq!(kept.len() as u64, stats.sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_not_retried() {
+        let (stats, kept) = ship_three(ErrorKind::Rejected, 1).await;
+        // A retry would have succeeded (only one refusal): the refused lines count as failed.
+        assert!(
+            stats.failed >= 1,
+            "the refused batch is not sent again: {stats:?}"
+        );
+        assert_eq!(stats.sent + stats.failed, 3);
+        assert_eq!(kept.len() as u64, stats.sent);
     }
 }

@@ -1,21 +1,28 @@
-//! The container engine: image builds and container runs through the Docker API (bollard), with
-//! output delivered line by line and hard deadlines enforced by stop-then-kill.
+//! The container engine: the `ContainerEngine` trait (builds, runs with output line by line and
+//! hard deadlines by stop-then-kill, pulls with registry credentials, images and prunes for the
+//! cache budget) and its Docker implementation through the engine API (bollard).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use bollard::errors::Error as BollardError;
+pub use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    PruneBuildOptionsBuilder, PruneContainersOptionsBuilder, PruneImagesOptionsBuilder,
+    PruneVolumesOptions, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::error::ErrorKind;
+use crate::registry::RegistryCredentials;
 
 /// Label on every container `janitord` creates; restart recovery finds orphans by it.
 pub const MANAGED_LABEL: &str = "janitor.managed";
@@ -42,6 +49,25 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl EngineError {
+    /// Whether a retry can help: an engine that cannot be reached or failed itself, yes; a
+    /// refused request (bad Dockerfile path, no such image), no.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Connect(_) => ErrorKind::Unavailable,
+            EngineError::Context { .. } => ErrorKind::Rejected,
+            EngineError::Api { source, .. } => match source {
+                BollardError::DockerResponseServerError { status_code, .. } => {
+                    crate::error::kind_of(*status_code, "")
+                }
+                BollardError::DockerStreamError { .. }
+                | BollardError::DockerContainerWaitError { .. } => ErrorKind::Rejected,
+                _ => ErrorKind::Unavailable,
+            },
+        }
+    }
 }
 
 fn api(action: &'static str) -> impl FnOnce(BollardError) -> EngineError {
@@ -80,25 +106,6 @@ pub struct BuildSpec<'a> {
     pub dockerfile: &'a str,
     pub tag: &'a str,
     pub labels: HashMap<String, String>,
-}
-
-/// Credentials for a private registry (ECR), as the daemon resolved them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryCredentials {
-    pub username: String,
-    pub password: String,
-    /// `https://{host}`.
-    pub server: String,
-}
-
-impl std::fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "RegistryCredentials({} for {})",
-            self.username, self.server
-        )
-    }
 }
 
 /// How long a container gets between SIGTERM and SIGKILL.
@@ -148,13 +155,103 @@ impl LineSplitter {
     }
 }
 
+/// A container's name and labels.
+pub type Labelled = (String, HashMap<String, String>);
+
+/// An image as the cache budget sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub id: String,
+    pub size_bytes: u64,
+}
+
+/// One entry of the engine's image list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// What a prune removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// Stopped containers older than this.
+    Containers(Duration),
+    /// Untagged images older than this (a build in progress keeps its fresh ones).
+    DanglingImages(Duration),
+    /// Build cache older than this, or all of it (`None`).
+    BuildCache(Option<Duration>),
+    /// Volumes no container uses.
+    Volumes,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    pub items: usize,
+    pub bytes: u64,
+}
+
+/// The container engine, as narrow as the pipeline and the cache budget use it.
+pub trait ContainerEngine: Send + Sync + Clone + 'static {
+    /// Builds an image; the builder's own failure is in the outcome, not an `Err`.
+    fn build(
+        &self,
+        spec: &BuildSpec<'_>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<BuildOutcome, EngineError>> + Send;
+    /// Runs a container to its end (removed afterwards), stopping it at `deadline` or on
+    /// `cancel`: SIGTERM, then SIGKILL after the grace.
+    fn run(
+        &self,
+        spec: &ContainerSpec,
+        deadline: Instant,
+        grace: Graces,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<ContainerOutcome, EngineError>> + Send;
+    fn has_image(&self, image: &str) -> impl Future<Output = bool> + Send;
+    /// Pulls an image, logged in with `credentials` when given.
+    fn pull(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Force-removes a container; a missing one is not an error.
+    fn remove(&self, name: &str) -> impl Future<Output = ()> + Send;
+    /// Containers of this instance's daemon, running or not: (name, labels).
+    fn managed_containers(
+        &self,
+        instance: &str,
+    ) -> impl Future<Output = Result<Vec<Labelled>, EngineError>> + Send;
+    fn image(&self, reference: &str) -> impl Future<Output = Option<ImageFacts>> + Send;
+    fn images(&self) -> impl Future<Output = Result<Vec<ImageEntry>, EngineError>> + Send;
+    fn remove_image(&self, reference: &str)
+        -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Image ids of containers: running ones only, or all (`all`).
+    fn images_in_use(
+        &self,
+        all: bool,
+    ) -> impl Future<Output = Result<HashSet<String>, EngineError>> + Send;
+    fn prune(&self, what: Prune) -> impl Future<Output = Result<Pruned, EngineError>> + Send;
+}
+
 /// The local Docker engine.
 #[derive(Clone)]
-pub struct Engine {
+pub struct DockerEngine {
     docker: Docker,
 }
 
-impl Engine {
+impl DockerEngine {
+    /// The bollard client, for what the trait does not cover.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Connects to the local socket (`DOCKER_HOST` is honoured) and agrees on an API version,
     /// so older engines answer too.
     pub async fn connect() -> Result<Self, EngineError> {
@@ -164,15 +261,13 @@ impl Engine {
             .await
             .map_err(EngineError::Connect)?;
         docker.ping().await.map_err(EngineError::Connect)?;
-        Ok(Engine { docker })
+        Ok(DockerEngine { docker })
     }
+}
 
-    pub fn client(&self) -> &Docker {
-        &self.docker
-    }
-
+impl ContainerEngine for DockerEngine {
     /// Builds `context_dir` with the classic builder (its `Using cache` lines count cache hits).
-    pub async fn build(
+    async fn build(
         &self,
         spec: &BuildSpec<'_>,
         deadline: Instant,
@@ -254,16 +349,26 @@ impl Engine {
     }
 
     /// True when the image is present locally.
-    pub async fn has_image(&self, image: &str) -> bool {
+    async fn has_image(&self, image: &str) -> bool {
         self.docker.inspect_image(image).await.is_ok()
     }
 
     /// Pulls an image that is not present locally.
-    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+    async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+    ) -> Result<(), EngineError> {
         let options = CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let auth = credentials.map(|c| bollard::auth::DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, auth);
         while let Some(item) = stream.next().await {
             item.map_err(api("pull"))?;
         }
@@ -272,7 +377,7 @@ impl Engine {
 
     /// Runs a container to its end, delivering output lines as they come. At `deadline` or on
     /// `cancel` it is sent SIGTERM, then killed after `grace`. The container is removed afterwards.
-    pub async fn run(
+    async fn run(
         &self,
         spec: &ContainerSpec,
         deadline: Instant,
@@ -309,7 +414,7 @@ impl Engine {
             ..Default::default()
         };
         // A container of the same name can only be left over from an earlier attempt.
-        self.remove(&spec.name).await;
+        self.remove_container(&spec.name).await;
         let create = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -318,10 +423,159 @@ impl Engine {
             .await
             .map_err(api("create container"))?;
         let outcome = self.drive(spec, deadline, grace, cancel, on_line).await;
-        self.remove(&spec.name).await;
+        self.remove_container(&spec.name).await;
         outcome
     }
 
+    async fn remove(&self, name: &str) {
+        self.remove_container(name).await;
+    }
+
+    async fn managed_containers(&self, instance: &str) -> Result<Vec<Labelled>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{MANAGED_LABEL}=true"),
+                format!("{INSTANCE_LABEL}={instance}"),
+            ],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("list containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c
+                    .names?
+                    .into_iter()
+                    .next()?
+                    .trim_start_matches('/')
+                    .to_string();
+                Some((name, c.labels.unwrap_or_default()))
+            })
+            .collect())
+    }
+
+    async fn image(&self, reference: &str) -> Option<ImageFacts> {
+        let i = self.docker.inspect_image(reference).await.ok()?;
+        Some(ImageFacts {
+            id: i.id.unwrap_or_default(),
+            size_bytes: u64::try_from(i.size.unwrap_or(0)).unwrap_or(0),
+        })
+    }
+
+    async fn images(&self) -> Result<Vec<ImageEntry>, EngineError> {
+        let list = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().build()))
+            .await
+            .map_err(api("list images"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageEntry {
+                id: i.id,
+                tags: i.repo_tags,
+                created: i.created,
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        let opts = RemoveImageOptionsBuilder::default().build();
+        self.docker
+            .remove_image(reference, Some(opts), None)
+            .await
+            .map(|_| ())
+            .map_err(api("remove image"))
+    }
+
+    async fn images_in_use(&self, all: bool) -> Result<HashSet<String>, EngineError> {
+        let opts = ListContainersOptionsBuilder::default().all(all).build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("list containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn prune(&self, what: Prune) -> Result<Pruned, EngineError> {
+        let until = |d: Duration| {
+            HashMap::from([(
+                "until".to_string(),
+                vec![format!("{}h", d.as_secs().div_ceil(3600).max(1))],
+            )])
+        };
+        let bytes = |v: Option<i64>| v.and_then(|b| u64::try_from(b).ok()).unwrap_or(0);
+        match what {
+            Prune::Containers(age) => {
+                let f = until(age);
+                let r = self
+                    .docker
+                    .prune_containers(Some(
+                        PruneContainersOptionsBuilder::default().filters(&f).build(),
+                    ))
+                    .await
+                    .map_err(api("prune stopped containers"))?;
+                Ok(Pruned {
+                    items: r.containers_deleted.map_or(0, |v| v.len()),
+                    bytes: bytes(r.space_reclaimed),
+                })
+            }
+            Prune::DanglingImages(age) => {
+                let mut f = until(age);
+                f.insert("dangling".to_string(), vec!["true".to_string()]);
+                let r = self
+                    .docker
+                    .prune_images(Some(
+                        PruneImagesOptionsBuilder::default().filters(&f).build(),
+                    ))
+                    .await
+                    .map_err(api("prune dangling images"))?;
+                Ok(Pruned {
+                    items: r.images_deleted.map_or(0, |v| v.len()),
+                    bytes: bytes(r.space_reclaimed),
+                })
+            }
+            Prune::BuildCache(age) => {
+                let opts = match age {
+                    Some(age) => PruneBuildOptionsBuilder::default()
+                        .filters(&until(age))
+                        .build(),
+                    None => PruneBuildOptionsBuilder::default().all(true).build(),
+                };
+                let r = self
+                    .docker
+                    .prune_build(Some(opts))
+                    .await
+                    .map_err(api("prune build cache"))?;
+                Ok(Pruned {
+                    items: r.caches_deleted.map_or(0, |v| v.len()),
+                    bytes: bytes(r.space_reclaimed),
+                })
+            }
+            Prune::Volumes => {
+                let r = self
+                    .docker
+                    .prune_volumes(None::<PruneVolumesOptions>)
+                    .await
+                    .map_err(api("prune unused volumes"))?;
+                Ok(Pruned {
+                    items: r.volumes_deleted.map_or(0, |v| v.len()),
+                    bytes: bytes(r.space_reclaimed),
+                })
+            }
+        }
+    }
+}
+
+impl DockerEngine {
     async fn drive(
         &self,
         spec: &ContainerSpec,
@@ -420,9 +674,11 @@ impl Engine {
                 .await;
         })
     }
+}
 
+impl DockerEngine {
     /// Force-removes a container, ignoring "no such container".
-    pub async fn remove(&self, name: &str) {
+    pub async fn remove_container(&self, name: &str) {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -434,42 +690,6 @@ impl Engine {
             }) => {}
             Err(e) => tracing::warn!(container = name, error = %e, "could not remove container"),
         }
-    }
-
-    /// Containers carrying `janitor.managed` and `janitor.instance={instance}`, running or
-    /// not: (name, labels).
-    pub async fn managed_containers(
-        &self,
-        instance: &str,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{MANAGED_LABEL}=true"),
-                format!("{INSTANCE_LABEL}={instance}"),
-            ],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(api("list containers"))?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let name = c
-                    .names?
-                    .into_iter()
-                    .next()?
-                    .trim_start_matches('/')
-                    .to_string();
-                Some((name, c.labels.unwrap_or_default()))
-            })
-            .collect())
     }
 }
 

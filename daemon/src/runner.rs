@@ -1,0 +1,181 @@
+//! One job's run, in one direction: the started record, the log shipper and the visibility
+//! keep-alive, the pipeline in its own task (a panic becomes a failed report), the daemon's
+//! facts added to the report, then the settler. The whole run is inside the job's span.
+
+use std::sync::Arc;
+
+use janitor_model::job::Job;
+use janitor_model::ledger;
+use janitor_model::report::{JobStatus, LogRef, Report, StepName, StepStatus};
+use janitor_pipeline::{self as pipeline, JobContext, Tools};
+use janitor_services::aws::Received;
+use janitor_services::engine::Graces;
+use janitor_services::logs::{LogSink, Shipper};
+use janitor_services::metrics::{JobMetric, Metrics};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::event_loop::{Daemon, Services};
+use crate::status::CurrentJob;
+
+/// How long the daemon waits for a job's output to reach CloudWatch after the job ends.
+pub const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl<X: Services> Daemon<X> {
+    /// Runs one decoded job to its settled report.
+    pub(crate) async fn run_job(&self, message: Received, job: Job, cancel: CancellationToken) {
+        let span = tracing::info_span!("job", job_id = %job.job_id, run_id = %job.run_id, repo = %job.spec.repo.full_name(), attempt = message.receive_count);
+        self.run_job_inner(message, job, cancel)
+            .instrument(span)
+            .await;
+    }
+
+    async fn run_job_inner(&self, message: Received, job: Job, cancel: CancellationToken) {
+        let received_at = Instant::now();
+        let attempt = message.receive_count;
+        tracing::info!("job taken");
+        let keepalive = self.settler.keep_visible(message.receipt_handle.clone());
+        self.recorder.started(&job, attempt).await;
+        let log_ref = LogRef {
+            group: self.settings.log_group.clone(),
+            stream: ledger::log_stream(&self.instance.id, &job.job_id),
+        };
+        let shipper = Shipper::start(
+            self.logs.clone(),
+            log_ref.group.clone(),
+            log_ref.stream.clone(),
+        );
+        let ctx = JobContext {
+            job: job.clone(),
+            attempt,
+            instance: self.instance.clone(),
+            work_root: self.settings.work_root(),
+            graces: Graces {
+                deadline: self.settings.stop_grace,
+                interrupt: self.settings.interrupt_grace,
+            },
+            allow_local_repos: self.settings.allow_local_repos,
+            log_ref: Some(log_ref),
+        };
+        let setup_ms = received_at.elapsed().as_millis() as u64;
+        self.status_mut(|s| {
+            s.current_job = Some(CurrentJob {
+                job_id: job.job_id.clone(),
+                run_id: job.run_id.clone(),
+                repository: job.spec.repo.full_name(),
+                started_at: OffsetDateTime::now_utc(),
+            });
+        });
+        // The job runs in its own task: a panic in it becomes a failed report, not a dead daemon.
+        let task = {
+            let engine = self.engine.clone();
+            let registry = self.registry.clone();
+            let ctx = ctx.clone();
+            let sink: Arc<dyn LogSink> = shipper.sink();
+            tokio::spawn(
+                async move {
+                    let tools = Tools {
+                        engine: &engine,
+                        registry: &registry,
+                        sink: sink.as_ref(),
+                    };
+                    pipeline::run_job(&tools, &ctx, &cancel).await
+                }
+                .in_current_span(),
+            )
+        };
+        let mut report = match task.await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(error = %e, "the job task failed; recording the job as failed");
+                pipeline::bare_report(
+                    &ctx,
+                    JobStatus::Failed,
+                    format!("janitord could not finish the job: {e}"),
+                )
+            }
+        };
+        let ended = Instant::now();
+        self.note_job(&mut report, &ctx);
+        let stats = shipper.finish(LOG_FLUSH_LIMIT).await;
+        // The message stays invisible until the settler has stored the report.
+        let settled = self
+            .settler
+            .settle(&message.receipt_handle, report.clone())
+            .await;
+        keepalive.cancel();
+        self.send_metrics(&report).await;
+        tracing::info!(
+            status = report.status.as_str(),
+            settled = ?settled,
+            duration_s = report.timings.duration_seconds,
+            log_lines = stats.sent,
+            log_lines_dropped = stats.dropped,
+            log_lines_failed = stats.failed,
+            setup_ms,
+            report_ms = ended.elapsed().as_millis() as u64,
+            "job finished"
+        );
+    }
+
+    /// Adds what the daemon knows beyond the pipeline to the report (cache, evictions, GPU),
+    /// records the images used, and counts the job for `/metrics`.
+    fn note_job(&self, report: &mut Report, ctx: &JobContext) {
+        let now = OffsetDateTime::now_utc();
+        {
+            let mut usage = self
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if report
+                .step(StepName::Build)
+                .is_some_and(|s| s.status == StepStatus::Succeeded)
+            {
+                usage.touch(
+                    &pipeline::image_tag(&ctx.job.spec.repo.organization, &ctx.job.spec.repo.name),
+                    now,
+                );
+            }
+            if let Some(agent) = &ctx.job.spec.agent_image {
+                if report.step(StepName::Agent).is_some_and(|s| {
+                    s.status != StepStatus::Skipped && s.status != StepStatus::NotRun
+                }) {
+                    usage.touch(agent, now);
+                }
+            }
+        }
+        self.status_mut(|s| {
+            report.cache.bytes_used = Some(s.cache.used_bytes);
+            report.cache.evicted = std::mem::take(&mut s.pending_evictions);
+            report.cache.own_volume = Some(s.cache.own_volume);
+            if report.gpu.is_none() {
+                report.gpu = s.gpus.report();
+            }
+            *s.jobs_by_status
+                .entry(report.status.as_str().to_string())
+                .or_default() += 1;
+            s.job_duration_seconds
+                .observe(report.timings.duration_seconds);
+            s.queue_wait_seconds
+                .observe(report.timings.queue_wait_seconds);
+            s.current_job = None;
+        });
+    }
+
+    /// The job's figures to the metrics service; a failure costs only the metric.
+    async fn send_metrics(&self, report: &Report) {
+        let metric = JobMetric {
+            status: report.status.as_str().to_string(),
+            duration_seconds: report.timings.duration_seconds,
+            queue_wait_seconds: report.timings.queue_wait_seconds,
+            cache_hits: report.cache.hits,
+            cache_steps: report.cache.steps,
+            timestamp_ms: (report.timings.finished_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        };
+        if let Err(e) = self.metrics.job_finished(&metric).await {
+            tracing::warn!(error = %e, "job metrics not sent; the report has the same figures");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The settler: the one owner of a finished job's result, from the container's end to the
+//! message's delete. The report is written to the local spool (fsynced, renamed) before the
+//! first upload; the report and its history entry are stored; only then is the message deleted
+//! (or, for an interrupted job, made visible again). A failed upload leaves the spooled copy,
+//! which is uploaded before the next job is taken.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use janitor_model::ledger;
+use janitor_model::report::{JobStatus, Report};
+use janitor_services::aws::{self, JobQueue, ReportStore};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// A report waiting in the spool for its upload, with what is needed to settle the message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Spooled {
+    pub receipt_handle: String,
+    pub report: Report,
+}
+
+/// Moves finished jobs' results to the store and settles their messages.
+#[derive(Clone)]
+pub struct Settler<Q, S> {
+    pub queue: Q,
+    pub store: S,
+    pub spool_dir: PathBuf,
+    /// The visibility the keep-alive renews.
+    pub visibility: Duration,
+}
+
+/// How a settle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Stored and the message settled (deleted or handed back).
+    Done,
+    /// Stored, but the message could not be settled: the job may run again.
+    StoredOnly,
+    /// Not stored: the report waits in the spool.
+    Spooled,
+}
+
+impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q, S> {
+    /// Renews the message's visibility every third of the timeout until cancelled.
+    pub fn keep_visible(&self, receipt: String) -> CancellationToken {
+        let token = CancellationToken::new();
+        let queue = self.queue.clone();
+        let visibility = self.visibility;
+        let stop = token.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(visibility / 3);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = queue.set_visibility(&receipt, visibility).await {
+                            tracing::warn!(error = %e, retryable = e.retryable(), "could not extend the message's visibility; another instance may take the job");
+                        }
+                    }
+                }
+            }
+        });
+        token
+    }
+
+    /// Spools the report, uploads it, then settles the message.
+    pub async fn settle(&self, receipt: &str, report: Report) -> Settled {
+        let spooled = Spooled {
+            receipt_handle: receipt.to_string(),
+            report,
+        };
+        let path = self.spool_dir.join(format!(
+            "{}-{}.json",
+            spooled.report.job_id, spooled.report.attempt
+        ));
+        if let Err(e) = write_spool(&path, &spooled) {
+            tracing::error!(path = %path.display(), error = %e, "could not spool the report; uploading without a local copy");
+        }
+        let settled = self.upload(&spooled).await;
+        if settled != Settled::Spooled {
+            let _ = std::fs::remove_file(&path);
+        }
+        settled
+    }
+
+    async fn upload(&self, spooled: &Spooled) -> Settled {
+        let report = &spooled.report;
+        let body = match serde_json::to_vec_pretty(report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "report could not be serialised");
+                return Settled::Spooled;
+            }
+        };
+        let keys = [
+            ledger::report_key(&report.run_id, &report.job_id),
+            ledger::repo_history_key(
+                &report.repo.organization,
+                &report.repo.name,
+                report.timings.finished_at,
+                &report.job_id,
+            ),
+        ];
+        for key in &keys {
+            if let Err(e) = aws::put_with_retries(&self.store, key, &body).await {
+                tracing::error!(error = %e, retryable = e.retryable(), "report upload failed; it stays in the spool and the message stays on the queue");
+                return Settled::Spooled;
+            }
+        }
+        let settled = if report.status == JobStatus::Interrupted {
+            self.queue
+                .set_visibility(&spooled.receipt_handle, Duration::ZERO)
+                .await
+        } else {
+            self.queue.delete(&spooled.receipt_handle).await
+        };
+        match settled {
+            Ok(()) => Settled::Done,
+            Err(e) => {
+                // The report is stored; a later attempt of the same job overwrites it.
+                tracing::warn!(error = %e, "report stored but the message could not be settled; the job may run again");
+                Settled::StoredOnly
+            }
+        }
+    }
+
+    /// Uploads reports left in the spool by a failed upload or a crash.
+    pub async fn drain_spool(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.spool_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path).map(|b| serde_json::from_slice::<Spooled>(&b)) {
+                Ok(Ok(spooled)) => {
+                    tracing::info!(path = %path.display(), job_id = %spooled.report.job_id, "uploading a spooled report");
+                    if self.upload(&spooled).await != Settled::Spooled {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(path = %path.display(), error = %e, "spooled report is unreadable; moving it aside");
+                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read spooled report")
+                }
+            }
+        }
+    }
+}
+
+/// Writes, fsyncs and renames, so a spooled report is whole or absent.
+pub fn write_spool(path: &Path, spooled: &Spooled) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp: PathBuf = path.with_extension("tmp");
+    let body = serde_json::to_vec(spooled).map_err(std::io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,140 @@
+//! The `clone` step: a shallow `git clone` of the repository at its ref, or a copy of a local
+//! directory that is not a git repository (local runs), bounded by the job's deadline.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use janitor_model::names::{self, CloneSource};
+use janitor_services::engine::StopReason;
+use janitor_services::logs::LogSink;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::JobContext;
+use crate::steps::StepOutcome;
+
+/// Clones (or copies) the job's repository into `dest`.
+pub async fn clone(
+    ctx: &JobContext,
+    dest: &Path,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    sink: &dyn LogSink,
+) -> StepOutcome {
+    let repo = &ctx.job.spec.repo;
+    let url = repo.clone_url();
+    let source = match names::check_url(&url, ctx.allow_local_repos, None) {
+        Ok(s) => s,
+        Err(e) => return StepOutcome::failed(e),
+    };
+    if let CloneSource::Local(path) = &source {
+        if !path.join(".git").exists() {
+            if repo.git_ref.is_some() {
+                return StepOutcome::failed(format!(
+                    "{} is not a git repository, so `ref` cannot be checked out",
+                    path.display()
+                ));
+            }
+            let (from, to) = (path.clone(), dest.to_path_buf());
+            return match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
+                Ok(Ok(files)) => StepOutcome::succeeded(format!(
+                    "copied {files} files from the local directory {} (not a git repository)",
+                    path.display()
+                )),
+                Ok(Err(e)) => StepOutcome::failed(format!("cannot copy {}: {e}", path.display())),
+                Err(e) => StepOutcome::failed(format!("copy task failed: {e}")),
+            };
+        }
+    }
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("clone")
+        .arg("--depth=1")
+        .arg("--single-branch")
+        .arg("--no-tags");
+    if let Some(r) = &repo.git_ref {
+        cmd.arg("--branch").arg(r);
+    }
+    cmd.arg("--").arg(&url).arg(dest);
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return StepOutcome::failed(format!("cannot start git: {e} (is git installed?)")),
+    };
+    let mut tail = Vec::new();
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return StepOutcome::failed("git's output could not be read");
+    };
+    let mut out = BufReader::new(out).lines();
+    let mut err = BufReader::new(err).lines();
+    let (mut out_open, mut err_open) = (true, true);
+    let status = loop {
+        tokio::select! {
+            line = out.next_line(), if out_open => match line {
+                Ok(Some(l)) => sink.line(&format!("[clone] {l}")),
+                _ => out_open = false,
+            },
+            line = err.next_line(), if err_open => match line {
+                Ok(Some(l)) => {
+                    sink.line(&format!("[clone] {l}"));
+                    tail.push(l);
+                    if tail.len() > 3 { tail.remove(0); }
+                }
+                _ => err_open = false,
+            },
+            status = child.wait(), if !out_open && !err_open => break status,
+            () = tokio::time::sleep_until(deadline) => {
+                let _ = child.kill().await;
+                return StepOutcome::stopped(StopReason::Deadline, ctx.job.spec.timeout);
+            }
+            () = cancel.cancelled() => {
+                let _ = child.kill().await;
+                return StepOutcome::stopped(StopReason::Interrupted, ctx.job.spec.timeout);
+            }
+        }
+    };
+    match status {
+        Ok(s) if s.success() => {
+            let head = tokio::process::Command::new("git")
+                .arg("-C")
+                .arg(dest)
+                .arg("rev-parse")
+                .arg("HEAD")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_else(|| "unknown".to_string());
+            StepOutcome::succeeded(format!("cloned {url} at {head}"))
+        }
+        Ok(s) => StepOutcome::failed(format!(
+            "git clone {url} failed ({s}): {}",
+            tail.join(" / ")
+        )),
+        Err(e) => StepOutcome::failed(format!("git clone {url} failed: {e}")),
+    }
+}
+
+/// Copies a directory tree (regular files and directories; links are skipped). Returns the file count.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
+    std::fs::create_dir_all(to)?;
+    let mut files = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            files += copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,112 @@
+//! Job metrics for CloudWatch: the `Metrics` trait and its implementation as embedded-metric-format
+//! (EMF) log events, which CloudWatch turns into metrics without a PutMetricData permission.
+
+use std::future::Future;
+
+use crate::error::ServiceError;
+use crate::logs::{Event, LogApi};
+
+/// The metric namespace.
+pub const NAMESPACE: &str = "Janitor";
+
+/// A finished job's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobMetric {
+    pub status: String,
+    pub duration_seconds: f64,
+    pub queue_wait_seconds: f64,
+    pub cache_hits: u32,
+    pub cache_steps: u32,
+    pub timestamp_ms: i64,
+}
+
+/// Where job metrics go.
+pub trait Metrics: Send + Sync {
+    fn job_finished(&self, m: &JobMetric) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+/// No metrics (local runs, tests that do not look at them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    async fn job_finished(&self, _m: &JobMetric) -> Result<(), ServiceError> {
+        Ok(())
+    }
+}
+
+/// EMF events in `{group}/{stream}` (the daemon uses `{instance-id}/metrics`).
+#[derive(Clone)]
+pub struct EmfMetrics<L: LogApi> {
+    pub api: L,
+    pub group: String,
+    pub stream: String,
+}
+
+/// The EMF document for one job: `Jobs`, `JobDuration`, `QueueWait`, `CacheHits`, `CacheSteps`
+/// by `Status`.
+pub fn emf(m: &JobMetric) -> serde_json::Value {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": m.timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Status"], []],
+                "Metrics": [
+                    {"Name": "Jobs", "Unit": "Count"},
+                    {"Name": "JobDuration", "Unit": "Seconds"},
+                    {"Name": "QueueWait", "Unit": "Seconds"},
+                    {"Name": "CacheHits", "Unit": "Count"},
+                    {"Name": "CacheSteps", "Unit": "Count"},
+                ],
+            }],
+        },
+        "Status": m.status,
+        "Jobs": 1,
+        "JobDuration": m.duration_seconds,
+        "QueueWait": m.queue_wait_seconds,
+        "CacheHits": m.cache_hits,
+        "CacheSteps": m.cache_steps,
+    })
+}
+
+impl<L: LogApi> Metrics for EmfMetrics<L> {
+    async fn job_finished(&self, m: &JobMetric) -> Result<(), ServiceError> {
+        self.api.create_stream(&self.group, &self.stream).await?;
+        let event = Event {
+            timestamp_ms: m.timestamp_ms,
+            message: emf(m).to_string(),
+        };
+        self.api
+            .put_events(&self.group, &self.stream, &[event])
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_names_every_metric_it_carries() {
+        let v = emf(&JobMetric {
+            status: "failed".into(),
+            duration_seconds: 12.5,
+            queue_wait_seconds: 1.0,
+            cache_hits: 3,
+            cache_steps: 4,
+            timestamp_ms: 1,
+        });
+        let declared: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        for name in &declared {
+            assert!(v.get(*name).is_some(), "{name} is declared but not set");
+        }
+        assert_eq!(v["Status"], "failed");
+        assert_eq!(v["JobDuration"], 12.5);
+    }
+}

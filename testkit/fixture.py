@@ -8,6 +8,11 @@
   changes what it answers through PUT /_fixture/imds/{instance}/{field}, where field is
   `target-lifecycle-state`, `spot-instance-action` (empty body clears it),
   `rebalance-recommendation`, or `fail-for` (seconds of HTTP 500 answers).
+- Faults on cue: POST /_fixture/faults with {"match": ACTION, "status": 503, "code": "...",
+  "count": N} makes the next N requests for ACTION fail with that status and error code, in the
+  protocol the service speaks (JSON `__type`, query-XML `<ErrorResponse>`, S3's `<Error>`).
+  ACTION is an API name (`PutLogEvents`, `ReceiveMessage`, `TerminateInstanceInAutoScalingGroup`)
+  or `S3:{METHOD}` for S3. GET /_fixture/faults lists the faults with how often each fired.
 - With --setup, the resources Terraform would make: the jobs queue and its dead-letter queue
   (maxReceiveCount 3), the ledger bucket, the `/janitor-runner` log group, and the ASG
   `janitor-asg` (min 0, max 4, desired 0) with its terminating lifecycle hook `janitor-drain`.
@@ -33,6 +38,46 @@ LIFECYCLE_ACTIONS = ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat"
 STATE_LOCK = threading.Lock()
 RECORDED = []
 INSTANCES = {}
+FAULTS = []
+
+
+def action_of(environ, params):
+    """The API action of a request: X-Amz-Target's operation, the query Action, or S3:{METHOD}."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return target.rsplit(".", 1)[-1], "json"
+    if params.get("Action"):
+        return params["Action"], "query"
+    return "S3:" + environ.get("REQUEST_METHOD", ""), "s3"
+
+
+def take_fault(action):
+    with STATE_LOCK:
+        for f in FAULTS:
+            if f["match"] == action and f["left"] > 0:
+                f["left"] -= 1
+                f["fired"] += 1
+                return dict(f)
+    return None
+
+
+def fault_response(fault, protocol, start_response):
+    status = f'{fault["status"]} Fixture Fault'
+    code, message = fault["code"], "fixture: failing on purpose"
+    if protocol == "json":
+        body = json.dumps({"__type": code, "message": message}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)]
+    elif protocol == "query":
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
+            f"</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [("Content-Type", "text/xml")]
+    else:
+        body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+        headers = [("Content-Type", "application/xml")]
+    start_response(status, headers + [("Content-Length", str(len(body)))])
+    return [body]
 
 
 class Instance:
@@ -61,12 +106,17 @@ class Fixture:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_fixture/"):
             return self.control(environ, start_response, path)
+        params = {}
         if environ.get("REQUEST_METHOD") == "POST" and "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(body)
             params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
-            action = params.get("Action", "")
+        action, protocol = action_of(environ, params)
+        fault = take_fault(action)
+        if fault:
+            return fault_response(fault, protocol, start_response)
+        if params:
             if action in LIFECYCLE_ACTIONS:
                 params["recorded_at"] = time.time()
                 with STATE_LOCK:
@@ -89,6 +139,18 @@ class Fixture:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length).decode() if length else ""
         parts = path.strip("/").split("/")
+        if parts == ["_fixture", "faults"]:
+            if method == "POST":
+                spec = json.loads(body)
+                fault = {"match": spec["match"], "status": int(spec.get("status", 503)),
+                         "code": spec.get("code", "ServiceUnavailable"), "left": int(spec.get("count", 1)),
+                         "fired": 0}
+                with STATE_LOCK:
+                    FAULTS.append(fault)
+                return reply("204 No Content")
+            with STATE_LOCK:
+                out = json.dumps(FAULTS)
+            return reply("200 OK", out.encode())
         if method == "GET" and parts == ["_fixture", "lifecycle-actions"]:
             with STATE_LOCK:
                 out = json.dumps(RECORDED)

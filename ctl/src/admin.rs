@@ -287,3 +287,42 @@ async fn purge(
     }
     Ok((deleted, released))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use janitor_testkit::Fixture;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn purge_deletes_the_runs_jobs_and_releases_the_others() {
+        let fx = Fixture::start(&[]).await;
+        let sqs = fx.sqs();
+        for run in ["run-a", "run-a", "run-b"] {
+            sqs.send_message()
+                .queue_url(&fx.queue_url)
+                .message_body(serde_json::json!({ "run_id": run }).to_string())
+                .send()
+                .await
+                .unwrap();
+        }
+        let (deleted, released) = purge(&sqs, &fx.queue_url, Some("run-a")).await.unwrap();
+        assert_eq!((deleted, released), (2, 1));
+        assert_eq!(
+            fx.depth(&fx.queue_url).await,
+            (1, 0),
+            "the other run's job is visible again at once"
+        );
+        let (deleted, _) = purge(&sqs, &fx.queue_url, None).await.unwrap();
+        assert_eq!(deleted, 1, "--all takes every pending job");
+        assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_missing_queue_is_a_service_error_naming_it() {
+        let fx = Fixture::start(&[]).await;
+        let url = format!("{}/000000000000/no-such-queue", fx.endpoint);
+        let e = purge(&fx.sqs(), &url, None).await.unwrap_err();
+        assert!(e.to_string().contains("no-such-queue"), "{e}");
+        assert_eq!(e.exit_code(), 1);
+    }
+}

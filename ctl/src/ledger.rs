@@ -371,7 +371,7 @@ impl Ledger {
                 view.report = Some(r);
             } else if have.iter().any(|f| f == "rejected.json") {
                 let rej: Option<RejectedRecord> = self
-                    .get(&format!("{jobs_prefix}{}/rejected.json", mj.job_id))
+                    .get(&ledger::job_rejected_key(run_id, &mj.job_id))
                     .await?;
                 view.state = JobState::Finished;
                 view.status = Some(JobStatus::Rejected);
@@ -457,5 +457,192 @@ impl Ledger {
             self.bucket,
             ledger::PREFIX
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::report;
+    use janitor_model::ledger::ManifestJob;
+    use janitor_model::report::InstanceInfo;
+    use janitor_testkit::Fixture;
+
+    fn manifest(run_id: &str, jobs: &[&str]) -> RunManifest {
+        RunManifest {
+            schema: 1,
+            run_id: run_id.into(),
+            config_path: "infra/workers-config.yaml".into(),
+            created_by: "t@h".into(),
+            created_at: OffsetDateTime::now_utc(),
+            max_concurrent_instances: 2,
+            jobs: jobs
+                .iter()
+                .map(|j| ManifestJob {
+                    job_id: format!("{j}-1"),
+                    repository: format!("runpod-workers/{j}"),
+                    prompt: "check".into(),
+                    gpu_required: true,
+                    timeout_seconds: 600,
+                    instance_type: None,
+                })
+                .collect(),
+            estimated_cost_usd: Some(0.5),
+        }
+    }
+
+    fn started(run_id: &str, job_id: &str, attempt: u32) -> StartedRecord {
+        StartedRecord {
+            job_id: job_id.into(),
+            run_id: run_id.into(),
+            attempt,
+            instance: InstanceInfo {
+                id: "i-0abc".into(),
+                instance_type: "g5.xlarge".into(),
+                availability_zone: "us-east-1a".into(),
+                lifecycle: "on-demand".into(),
+            },
+            started_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn run_views_history_and_errors_read_from_moto() {
+        let fx = Fixture::start(&[]).await;
+        let l = Ledger {
+            s3: fx.s3(),
+            bucket: fx.bucket.clone(),
+        };
+        let run = "20261201T000000Z-led001";
+        let names = ["queued", "running", "done", "retrying", "refused"];
+        l.put(&ledger::manifest_key(run), &manifest(run, &names))
+            .await
+            .unwrap();
+        for (job, attempt) in [("running-1", 1), ("done-1", 1), ("retrying-1", 2)] {
+            l.put(
+                &ledger::started_key(run, job, attempt),
+                &started(run, job, attempt),
+            )
+            .await
+            .unwrap();
+        }
+        let mut done = report("done", JobStatus::Failed, 12.0, "run: exited with code 1");
+        done.run_id = run.into();
+        l.put(&ledger::report_key(run, "done-1"), &done)
+            .await
+            .unwrap();
+        let mut interrupted = report("retrying", JobStatus::Interrupted, 3.0, "spot");
+        interrupted.run_id = run.into();
+        interrupted.job_id = "retrying-1".into();
+        l.put(&ledger::report_key(run, "retrying-1"), &interrupted)
+            .await
+            .unwrap();
+        let rejected = RejectedRecord {
+            message_id: "m1".into(),
+            reason: "schema 9 is not known".into(),
+            receive_count: 1,
+            instance_id: "i-0abc".into(),
+            at: OffsetDateTime::now_utc(),
+            body_head: "{}".into(),
+        };
+        l.put(&ledger::job_rejected_key(run, "refused-1"), &rejected)
+            .await
+            .unwrap();
+
+        let view = l.run_view(run).await.unwrap();
+        let states: Vec<(&str, JobState, Option<JobStatus>)> = view
+            .jobs
+            .iter()
+            .map(|j| (j.name(), j.state, j.status))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("queued", JobState::Queued, None),
+                ("running", JobState::Running, None),
+                ("done", JobState::Finished, Some(JobStatus::Failed)),
+                ("retrying", JobState::Running, Some(JobStatus::Interrupted)),
+                ("refused", JobState::Finished, Some(JobStatus::Rejected)),
+            ]
+        );
+        assert_eq!(
+            view.jobs[4].reason.as_deref(),
+            Some("schema 9 is not known")
+        );
+        assert_eq!(
+            view.jobs[3].attempt, 2,
+            "the newer attempt is the one shown"
+        );
+        assert!(!view.is_done());
+        assert_eq!(view.timeout_seconds, 600 * 3, "5 jobs in waves of 2");
+
+        // History: newest first, limited, by name or org/name.
+        for (i, t) in [100, 300, 200].iter().enumerate() {
+            let mut r = report("worker-basic", JobStatus::Succeeded, 1.0, "");
+            r.job_id = format!("worker-basic-{i}");
+            r.timings.finished_at = OffsetDateTime::from_unix_timestamp(*t).unwrap();
+            let key = ledger::repo_history_key(
+                "runpod-workers",
+                "worker-basic",
+                r.timings.finished_at,
+                &r.job_id,
+            );
+            l.put(&key, &r).await.unwrap();
+        }
+        let h = l.history("worker-basic", 2).await.unwrap();
+        let ids: Vec<&str> = h.iter().map(|r| r.job_id.as_str()).collect();
+        assert_eq!(ids, ["worker-basic-1", "worker-basic-2"]);
+        assert_eq!(
+            l.history("runpod-workers/worker-basic", 10)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+
+        // Unknown ids are the user's to fix (exit 2); a corrupt document is not (exit 1).
+        let e = l
+            .resolve_run(Some("20261201T000000Z-nope00"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        let e = l.find_job("nope-1", 5).await.unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        fx.s3()
+            .put_object()
+            .bucket(&fx.bucket)
+            .key(ledger::report_key(run, "queued-1"))
+            .body(b"{not json".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let e = l.run_view(run).await.unwrap_err();
+        assert!(matches!(e, CtlError::Document { .. }), "{e}");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(l.latest_run().await.unwrap().as_deref(), Some(run));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unreachable_store_is_a_service_error() {
+        let l = Ledger {
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::new()
+                    .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                    .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                    .endpoint_url("http://127.0.0.1:1")
+                    .force_path_style(true)
+                    .credentials_provider(aws_sdk_s3::config::Credentials::for_tests())
+                    .build(),
+            ),
+            bucket: "b".into(),
+        };
+        let e = l.run_ids().await.unwrap_err();
+        match &e {
+            CtlError::Service { source, .. } => {
+                assert_eq!(source.kind, janitor_services::ErrorKind::Unavailable)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.exit_code(), 1);
     }
 }

@@ -385,3 +385,104 @@ pub fn results_text(repo: &str, reports: &[Report]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use janitor_model::config::RepoRef;
+    use janitor_model::report::{InstanceInfo, JobIdentity};
+
+    /// A finished report for `name` with `status`, `took` seconds and `reason`.
+    pub(crate) fn report(name: &str, status: JobStatus, took: f64, reason: &str) -> Report {
+        let mut r = Report::without_steps(
+            JobIdentity {
+                job_id: format!("{name}-1"),
+                run_id: "20261201T000000Z-abc123".into(),
+                repo: RepoRef {
+                    organization: "runpod-workers".into(),
+                    name: name.into(),
+                    url: None,
+                    git_ref: None,
+                },
+                prompt: "check".into(),
+                gpu_required: true,
+                enqueued_at: OffsetDateTime::UNIX_EPOCH,
+                attempt: 1,
+            },
+            InstanceInfo {
+                id: "i-1".into(),
+                instance_type: "g5.xlarge".into(),
+                availability_zone: "us-east-1a".into(),
+                lifecycle: "on-demand".into(),
+            },
+            status,
+            reason.into(),
+            "0",
+        );
+        r.timings.duration_seconds = took;
+        r
+    }
+
+    #[test]
+    fn the_results_table_names_the_failure_and_counts_successes() {
+        let table = results_table(&[
+            report("worker-basic", JobStatus::Succeeded, 272.0, ""),
+            report(
+                "worker-sdxl",
+                JobStatus::Failed,
+                61.5,
+                "build: exited with code 3",
+            ),
+            report("worker-vllm", JobStatus::TimedOut, 1800.0, "run: stopped"),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "Results:");
+        assert_eq!(lines[1], "✓ worker-basic: success (4m32s)");
+        assert_eq!(
+            lines[2],
+            "✗ worker-sdxl: failed (1m01s) — build: exited with code 3"
+        );
+        assert!(
+            lines[3].starts_with("✗ worker-vllm: timed_out"),
+            "{}",
+            lines[3]
+        );
+        assert_eq!(
+            lines.last().copied(),
+            Some("Overall Status: 1/3 repositories successful")
+        );
+    }
+
+    #[test]
+    fn rows_for_unfinished_jobs() {
+        let cases = [
+            (JobState::Running, None, "⏳ w: still running"),
+            (JobState::Queued, None, "⏳ w: still queued"),
+            (
+                JobState::Finished,
+                Some(JobStatus::Interrupted),
+                "✗ w: interrupted",
+            ),
+        ];
+        for (state, status, want) in cases {
+            assert_eq!(result_row("w", status, state, None, None), want);
+        }
+    }
+
+    #[test]
+    fn json_carries_what_the_table_shows() {
+        let r = report(
+            "worker-sdxl",
+            JobStatus::Failed,
+            61.5,
+            "build: exited with code 3",
+        );
+        let text = result_line(&r);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["status"], "failed");
+        assert_eq!(json["reason"], "build: exited with code 3");
+        assert_eq!(json["timings"]["duration_seconds"], 61.5);
+        assert!(text.contains(json["reason"].as_str().unwrap()));
+        assert!(text.contains(json["repo"]["name"].as_str().unwrap()));
+    }
+}

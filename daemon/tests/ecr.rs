@@ -41,22 +41,31 @@ async fn an_ecr_agent_image_gets_a_registry_login() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_agent_pull_carries_the_ecr_login() {
+/// Runs a job whose agent image is in ECR through the pipeline; returns the pulls and the
+/// agent step.
+async fn run_with_ecr_agent(
+    fx: &Fixture,
+    name: &str,
+) -> (
+    Vec<(
+        String,
+        Option<janitor_services::registry::RegistryCredentials>,
+    )>,
+    janitor_model::report::StepReport,
+) {
     ensure_base_image();
-    let fx = Fixture::start(&[]).await;
     let repos = tempfile::tempdir().unwrap();
     let url = git_repo(
         repos.path(),
-        "ecr-agent",
+        name,
         &[("Dockerfile", &dockerfile("echo ok"))],
     );
-    let mut job_spec = spec("ecr-agent", &url, Duration::from_secs(120));
+    let mut job_spec = spec(name, &url, Duration::from_secs(120));
     job_spec.agent_image = Some(AGENT.to_string());
     let work = tempfile::tempdir().unwrap();
     let ctx = JobContext {
         job: Job {
-            job_id: "ecr-agent-1".into(),
+            job_id: format!("{name}-1"),
             run_id: "20261201T000000Z-ecr001".into(),
             spec: job_spec,
             enqueued_at: time::OffsetDateTime::now_utc(),
@@ -87,6 +96,13 @@ async fn the_agent_pull_carries_the_ecr_login() {
     };
     let report = run_job(&tools, &ctx, &CancellationToken::new()).await;
     let pulls = engine.hooks.lock().unwrap().pulls.clone();
+    (pulls, report.step(StepName::Agent).unwrap().clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_pull_carries_the_ecr_login() {
+    let fx = Fixture::start(&[]).await;
+    let (pulls, agent) = run_with_ecr_agent(&fx, "ecr-agent").await;
     assert_eq!(pulls.len(), 1, "{pulls:?}");
     assert_eq!(pulls[0].0, AGENT);
     let creds = pulls[0].1.as_ref().expect("the pull carried credentials");
@@ -94,11 +110,22 @@ async fn the_agent_pull_carries_the_ecr_login() {
         (creds.username.as_str(), creds.password.as_str()),
         ("AWS", "123456789012-auth-token")
     );
-    let agent = report.step(StepName::Agent).unwrap();
     assert_eq!(agent.status, StepStatus::Failed, "{agent:?}");
     assert!(
         agent.detail.contains("could not be pulled"),
         "{}",
         agent.detail
     );
+}
+
+/// ECR refusing the login (past the SDK's retries) leaves the pull anonymous, not the job stuck.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_ecr_login_leaves_the_pull_anonymous() {
+    let fx = Fixture::start(&[]).await;
+    fx.fail_next("GetAuthorizationToken", 503, "ServerException", 3);
+    let (pulls, agent) = run_with_ecr_agent(&fx, "ecr-down").await;
+    assert_eq!(fx.faults_fired("GetAuthorizationToken"), 3);
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(pulls[0].1, None, "no login, so none is sent");
+    assert_eq!(agent.status, StepStatus::Failed, "{agent:?}");
 }

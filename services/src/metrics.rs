@@ -109,4 +109,44 @@ mod tests {
         assert_eq!(v["Status"], "failed");
         assert_eq!(v["JobDuration"], 12.5);
     }
+
+    #[derive(Clone)]
+    struct Down;
+
+    impl LogApi for Down {
+        async fn create_stream(&self, g: &str, s: &str) -> Result<(), ServiceError> {
+            Err(ServiceError::new(
+                "CloudWatch Logs",
+                "CreateLogStream",
+                format!("{g}/{s}"),
+                crate::error::ErrorKind::Unavailable,
+                "connection refused on cue",
+            ))
+        }
+        async fn put_events(&self, _g: &str, _s: &str, _e: &[Event]) -> Result<(), ServiceError> {
+            unreachable!("no put without a stream")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_service_outage_is_an_error_the_caller_can_retry() {
+        let m = EmfMetrics {
+            api: Down,
+            group: "g".into(),
+            stream: "i-1/metrics".into(),
+        };
+        let e = m
+            .job_finished(&JobMetric {
+                status: "succeeded".into(),
+                duration_seconds: 1.0,
+                queue_wait_seconds: 0.0,
+                cache_hits: 0,
+                cache_steps: 0,
+                timestamp_ms: 1,
+            })
+            .await
+            .unwrap_err();
+        assert!(e.retryable());
+        assert_eq!(e.action, "CreateLogStream");
+    }
 }

@@ -462,6 +462,29 @@ impl Fixture {
     }
 
     /// Lifecycle actions the fixture recorded.
+    /// Makes the next `count` requests for `action` (an API name, or `S3:{METHOD}`) fail with
+    /// HTTP `status` and the service error `code`, as the real service would answer.
+    pub fn fail_next(&self, action: &str, status: u16, code: &str, count: u32) {
+        let spec =
+            serde_json::json!({"match": action, "status": status, "code": code, "count": count});
+        http(
+            &self.endpoint,
+            "POST",
+            "/_fixture/faults",
+            &spec.to_string(),
+        );
+    }
+
+    /// How often the faults for `action` fired so far.
+    pub fn faults_fired(&self, action: &str) -> u64 {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&http(&self.endpoint, "GET", "/_fixture/faults", "")).unwrap();
+        all.iter()
+            .filter(|f| f["match"] == action)
+            .map(|f| f["fired"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     pub fn lifecycle_actions(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&http(
             &self.endpoint,

@@ -32,14 +32,15 @@ build: ## Build janitord and janitorctl
 	$(CARGO) build --locked --bins
 
 demo: build ## Run examples/demo.yaml through the pipeline on the local Docker, no AWS
+	@bash scripts/test-deps.sh demo
 	bash scripts/base-image.sh janitor-demo-base:latest
 	docker build -q -t janitor-demo-agent:latest examples/agent >/dev/null 2>&1 || docker build -t janitor-demo-agent:latest examples/agent
 	$(JANITORCTL) run --local examples/demo.yaml --out reports
 
-test: lint infra-check ## Lint, offline infrastructure checks, then every test (unit and end-to-end against moto and Docker)
+test: test-deps lint infra-check ## Install what the tests need, lint, offline infrastructure checks, then every test (unit and end-to-end against moto and Docker)
 	$(CARGO) test --workspace --locked
 
-infra-check: ## Offline checks of Terraform, Packer, systemd units and shell scripts
+infra-check: test-deps ## Offline checks of Terraform, Packer, systemd units and shell scripts
 	.venv/bin/pytest -q infra/tests
 
 lint: ## rustfmt and clippy, warnings as errors
@@ -49,8 +50,8 @@ lint: ## rustfmt and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-test-deps: ## Install what the tests need (busybox-static, git, .venv with moto)
-	bash scripts/test-deps.sh
+test-deps: ## Install what the tests need (busybox-static, git, .venv with moto); idempotent
+	@bash scripts/test-deps.sh
 
 validate: build ## Check a config offline: make validate CONFIG=infra/workers-config.yaml
 	$(JANITORCTL) validate $(CONFIG)
@@ -78,7 +79,7 @@ fetch-report: build ## Download the latest run's reports (or RUN_ID=…) into re
 kill-all-workers: build ## Emergency stop: purge the latest run's jobs, scale to zero, terminate
 	$(CTL) kill-all
 
-ci: test-deps test ## What CI runs
+ci: test ## What CI runs
 
 image: ## Build the example agent image and push it to ECR (AGENT_REPO, AWS_REGION)
 	bash scripts/base-image.sh janitor-demo-base:latest

@@ -3,23 +3,42 @@
 # Debian's busybox-static (for the offline base image), git, shellcheck and systemd's tools, a
 # Python venv in .venv with testkit/requirements.txt (moto, the Prometheus parser, python-hcl2,
 # checkov, pytest), and checks that Docker and the Rust tools answer. Fails loudly.
+# `test-deps.sh demo` installs only what `make demo` needs (busybox-static, git, Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-test}"
 
 sudo_if_needed() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "test-deps: not root and no sudo: run as root: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
 }
 
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; } || missing+=(busybox-static)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
-command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ "$mode" != demo ]; then
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-deps: installing ${missing[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "$mode" = demo ]; then
+  if ! docker info >/dev/null 2>&1; then
+    echo "test-deps: the Docker engine is not reachable (docker info failed); make demo needs it" >&2
+    exit 1
+  fi
+  exit 0
 fi
 
 want=$(sed -n 's/^moto\[server\]==//p' testkit/requirements.txt)

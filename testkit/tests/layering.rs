@@ -1,0 +1,98 @@
+//! The crate graph and the pure modules, checked from the sources: ctl and the daemon stand
+//! side by side on the pipeline, the services and the model; only the services crate depends on
+//! AWS SDKs and Docker; the state machine and the decisions do no I/O.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+fn deps(krate: &str) -> Vec<String> {
+    let root = janitor_testkit::workspace_root();
+    let text = std::fs::read_to_string(root.join(krate).join("Cargo.toml")).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    doc.get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn crates_depend_one_way() {
+    // (crate, workspace crates it may use)
+    let allowed: &[(&str, &[&str])] = &[
+        ("model", &[]),
+        ("services", &["janitor-model"]),
+        ("pipeline", &["janitor-model", "janitor-services"]),
+        (
+            "daemon",
+            &["janitor-model", "janitor-services", "janitor-pipeline"],
+        ),
+        (
+            "ctl",
+            &["janitor-model", "janitor-services", "janitor-pipeline"],
+        ),
+    ];
+    for (krate, may) in allowed {
+        let ours: Vec<String> = deps(krate)
+            .into_iter()
+            .filter(|d| d.starts_with("janitor"))
+            .collect();
+        for d in &ours {
+            assert!(
+                may.contains(&d.as_str()),
+                "{krate} depends on {d}; it may use only {may:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_services_talk_to_aws_and_docker() {
+    for krate in ["model", "pipeline"] {
+        for d in deps(krate) {
+            assert!(
+                !d.starts_with("aws-") && d != "bollard" && d != "nvml-wrapper",
+                "{krate} must not depend on {d}: outside services live in janitor-services"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_state_machine_and_the_decisions_do_no_io() {
+    let root = janitor_testkit::workspace_root();
+    for file in ["daemon/src/machine.rs", "daemon/src/decide.rs"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for io in [
+            ".await",
+            "async ",
+            "tokio::",
+            "std::fs",
+            "std::net",
+            "std::process",
+            "Instant::now",
+            "now_utc",
+        ] {
+            assert!(!code.contains(io), "{file} must stay pure, but uses `{io}`");
+        }
+    }
+    assert!(Path::new(&root.join("daemon/src/event_loop.rs")).exists());
+}
+
+#[test]
+fn ctl_uses_docker_only_for_local_runs() {
+    let dir = janitor_testkit::workspace_root().join("ctl/src");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name != "local.rs" && name != "error.rs" {
+            for docker in ["DockerEngine", "ContainerEngine", "janitor_pipeline"] {
+                assert!(
+                    !text.contains(docker),
+                    "ctl/src/{name} uses {docker}: only local.rs may"
+                );
+            }
+        }
+    }
+}

@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=10)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/debug/janitord"))
     ap.add_argument("--idle-seconds", type=int, default=15)
+    ap.add_argument("--idle-env", action="append", default=[],
+                    help="KEY=VALUE for the idle daemon only (to see what each part costs)")
     args = ap.parse_args()
 
     subprocess.run(["bash", os.path.join(ROOT, "scripts/base-image.sh"), "janitor-test-base:latest"], check=True)
@@ -84,7 +86,9 @@ def main():
             sys.exit(f"expected {args.jobs} finished jobs, saw {len(setup)}")
 
         # The idle daemon with its health server (the default 127.0.0.1:9464) running.
-        idle = subprocess.Popen([args.bin], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        idle_env = dict(env)
+        idle_env.update(kv.split("=", 1) for kv in args.idle_env)
+        idle = subprocess.Popen([args.bin], env=idle_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(3)
         tick = os.sysconf("SC_CLK_TCK")
 

@@ -261,18 +261,18 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
     let metadata = settings.instance_id.is_none().then(|| Imds::new(2));
     let daemon: Daemon<Aws> = Daemon::new(Parts {
         queue: SqsQueue {
-            client: aws_sdk_sqs::Client::new(&config),
+            client: aws::sqs_client(&config),
             url: settings.queue_url.clone(),
         },
         store: S3Store {
             client: aws::s3_client(&config),
             bucket: settings.bucket.clone(),
         },
-        metrics: EmfMetrics {
-            api: logs.clone(),
-            group: settings.log_group.clone(),
-            stream: format!("{}/metrics", instance.id),
-        },
+        metrics: EmfMetrics::new(
+            logs.clone(),
+            settings.log_group.clone(),
+            format!("{}/metrics", instance.id),
+        ),
         logs,
         engine,
         registry: EcrAuth {

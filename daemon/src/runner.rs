@@ -106,6 +106,7 @@ impl<X: Services> Daemon<X> {
             .settle(&message.receipt_handle, report.clone())
             .await;
         keepalive.cancel();
+        let report_ms = ended.elapsed().as_millis() as u64;
         self.send_metrics(&report).await;
         tracing::info!(
             status = report.status.as_str(),
@@ -115,7 +116,7 @@ impl<X: Services> Daemon<X> {
             log_lines_dropped = stats.dropped,
             log_lines_failed = stats.failed,
             setup_ms,
-            report_ms = ended.elapsed().as_millis() as u64,
+            report_ms,
             "job finished"
         );
     }

@@ -105,6 +105,10 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Line 0 is the file as a whole (it could not be read): no line to point at.
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}: {}: {}",
@@ -141,7 +145,7 @@ pub fn load(path: &Path, opts: &ParseOptions) -> Result<WorkersConfig, ConfigErr
             file: path.to_path_buf(),
             line: 0,
             field: "file".to_string(),
-            message: format!("cannot read: {e}"),
+            message: format!("cannot read {}: {e}", path.display()),
         }])
     })?;
     parse(path, &text, opts)
@@ -334,16 +338,14 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
                 "is empty; list at least one repository",
             ),
             Value::Seq(items) => {
+                // Names seen so far, case-insensitively: one lookup per entry keeps this linear.
+                let mut seen = std::collections::HashSet::new();
                 for (i, item) in items.iter().enumerate() {
                     let field = format!("repositories[{i}]");
                     if let Some(spec) =
                         repo_entry(&mut c, item, &field, default_timeout, path, opts)
                     {
-                        if repositories.iter().any(|r: &JobSpec| {
-                            r.repo
-                                .full_name()
-                                .eq_ignore_ascii_case(&spec.repo.full_name())
-                        }) {
+                        if !seen.insert(spec.repo.full_name().to_ascii_lowercase()) {
                             c.err(
                                 item.line,
                                 &field,
@@ -643,6 +645,15 @@ mod tests {
         assert!(
             e[0].starts_with("cfg.yaml:") && e[0].contains("yaml: not valid YAML"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_names_the_path_and_the_reason() {
+        let e = load(Path::new("/no/such/workers.yaml"), &ParseOptions::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/no/such/workers.yaml: cannot read /no/such/workers.yaml: No such file or directory (os error 2)"
         );
     }
 

@@ -114,6 +114,16 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             )))
         }
     }
+    // serde reads a struct from a sequence too (`"repo": ["a", "b"]` would become organization
+    // `a`, name `b`): every object-typed field must be an object.
+    for field in OBJECT_FIELDS {
+        if let Some(v) = value.get(field).filter(|v| !v.is_object()) {
+            return Err(reject(format!(
+                "field `{field}` must be an object ({{\"organization\": …, \"name\": …}}), got {}",
+                json_kind(v)
+            )));
+        }
+    }
     let msg: JobMessage =
         serde_json::from_value(value.clone()).map_err(|e| reject(format!("malformed job: {e}")))?;
     let mut problems = Vec::new();
@@ -190,6 +200,20 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
     })
 }
 
+/// The message's fields that hold an object.
+const OBJECT_FIELDS: &[&str] = &["repo"];
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +263,13 @@ mod tests {
         v["surprise"] = true.into();
         check(&v.to_string(), "unknown field `surprise`");
         v.as_object_mut().unwrap().remove("surprise");
+        let mut seq = v.clone();
+        seq["repo"] = serde_json::json!(["a", "b"]);
+        check(&seq.to_string(), "field `repo` must be an object");
+        check(&seq.to_string(), "got an array");
+        seq["repo"] = "a/b".into();
+        check(&seq.to_string(), "got a string");
+        check("[1, \"r\"]", "field `schema` is missing");
         v["repo"]["url"] = "file:///etc".into();
         check(
             &v.to_string(),

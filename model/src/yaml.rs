@@ -75,8 +75,28 @@ impl Node {
     }
 }
 
-/// Parses the first document of `text`. An empty document is `Ok(None)`.
+/// The largest document read, in bytes (a config of 100,000 repositories is about 10 MiB).
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
+/// The most nodes a document may hold, aliases expanded (100,000 repositories are ~1M).
+pub const MAX_NODES: usize = 2_000_000;
+/// The most nodes aliases may copy: an alias bomb (a few hundred bytes that expand to billions
+/// of nodes) stops here, having copied at most this many.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+/// The deepest nesting of collections.
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses the first document of `text`. An empty document is `Ok(None)`. Size, node count
+/// (with aliases expanded) and nesting depth are bounded; past a bound the error names it.
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(SyntaxError {
+            line: 1,
+            message: format!(
+                "the document is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit",
+                text.len()
+            ),
+        });
+    }
     let mut builder = Builder::default();
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| SyntaxError {
@@ -98,17 +118,43 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                         plain: style == ScalarStyle::Plain,
                     },
                 };
+                builder.count(line, 1)?;
                 builder.push(node, anchor)?;
             }
             Event::Alias(id) => {
-                let node = builder.anchors.get(&id).cloned().ok_or(SyntaxError {
-                    line,
-                    message: "alias to an unknown anchor".to_string(),
-                })?;
+                let size = builder
+                    .anchors
+                    .get(&id)
+                    .map(|(_, size)| *size)
+                    .ok_or(SyntaxError {
+                        line,
+                        message: "alias to an unknown anchor".to_string(),
+                    })?;
+                // Counted before it is copied: the bound holds the memory too.
+                builder.alias_nodes = builder.alias_nodes.saturating_add(size);
+                if builder.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(SyntaxError {
+                        line,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)"
+                        ),
+                    });
+                }
+                builder.count(line, size)?;
+                let node = builder
+                    .anchors
+                    .get(&id)
+                    .map(|(n, _)| n.clone())
+                    .ok_or(SyntaxError {
+                        line,
+                        message: "alias to an unknown anchor".to_string(),
+                    })?;
                 builder.push(node, 0)?;
             }
-            Event::SequenceStart(anchor, _) => builder.open(line, Value::Seq(Vec::new()), anchor),
-            Event::MappingStart(anchor, _) => builder.open(line, Value::Map(Vec::new()), anchor),
+            Event::SequenceStart(anchor, _) => {
+                builder.open(line, Value::Seq(Vec::new()), anchor)?
+            }
+            Event::MappingStart(anchor, _) => builder.open(line, Value::Map(Vec::new()), anchor)?,
             Event::SequenceEnd | Event::MappingEnd => builder.close()?,
             Event::Nothing | Event::StreamStart | Event::DocumentStart(_) => {}
         }
@@ -116,37 +162,70 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     Ok(builder.root)
 }
 
+/// A collection being built: the node, its anchor, a key waiting for its value, and the node
+/// count when it opened (so an anchored collection knows its size).
+type Open = (Node, usize, Option<Node>, usize);
+
 #[derive(Default)]
 struct Builder {
-    stack: Vec<(Node, usize, Option<Node>)>,
-    anchors: HashMap<usize, Node>,
+    stack: Vec<Open>,
+    /// Anchored nodes and their sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
+    nodes: usize,
+    alias_nodes: usize,
 }
 
 impl Builder {
-    fn open(&mut self, line: usize, value: Value, anchor: usize) {
-        self.stack.push((Node { line, value }, anchor, None));
+    fn count(&mut self, line: usize, n: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                line,
+                message: format!("the document has more than {MAX_NODES} nodes"),
+            });
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, line: usize, value: Value, anchor: usize) -> Result<(), SyntaxError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(SyntaxError {
+                line,
+                message: format!("collections nest deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        self.count(line, 1)?;
+        let at_open = self.nodes;
+        self.stack
+            .push((Node { line, value }, anchor, None, at_open));
+        Ok(())
     }
 
     fn close(&mut self) -> Result<(), SyntaxError> {
-        let (node, anchor, pending_key) = self.stack.pop().ok_or(SyntaxError {
+        let (node, anchor, pending_key, at_open) = self.stack.pop().ok_or(SyntaxError {
             line: 0,
             message: "unbalanced collection end".to_string(),
         })?;
+        let size = self.nodes - at_open + 1;
         if let Some(key) = pending_key {
             return Err(SyntaxError {
                 line: key.line,
                 message: "mapping key without a value".to_string(),
             });
         }
-        self.push(node, anchor)
+        self.push_sized(node, anchor, size)
     }
 
     fn push(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+        self.push_sized(node, anchor, 1)
+    }
+
+    fn push_sized(&mut self, node: Node, anchor: usize, size: usize) -> Result<(), SyntaxError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
-        let Some((parent, _, pending_key)) = self.stack.last_mut() else {
+        let Some((parent, _, pending_key, _)) = self.stack.last_mut() else {
             if self.root.is_none() {
                 self.root = Some(node);
             }
@@ -172,6 +251,46 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alias_bomb_stops_at_the_node_bound() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            doc.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                std::iter::repeat_n(prev.as_str(), 10)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        assert!(doc.len() < 1000, "a few hundred bytes: {}", doc.len());
+        let e = parse(&doc).unwrap_err();
+        assert!(
+            e.message
+                .contains("aliases expand to more than 100000 nodes"),
+            "{e}"
+        );
+        assert!(e.line > 1, "{e}");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nest deeper than 64"), "{e}");
+        let fine = format!("{}{}", "[".repeat(10), "]".repeat(10));
+        assert!(parse(&fine).is_ok());
+    }
+
+    #[test]
+    fn aliases_still_expand_within_the_bound() {
+        let root = parse("base: &b {x: 1}\nuse: *b\n").unwrap().unwrap();
+        let Value::Map(entries) = root.value else {
+            panic!()
+        };
+        assert_eq!(entries[1].1.value, entries[0].1.value);
+    }
 
     #[test]
     fn lines_are_remembered() {

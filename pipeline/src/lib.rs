@@ -37,6 +37,7 @@ pub struct Tools<'a, E, R> {
 
 /// Runs the job and returns its report. Never panics on the job's input; an engine that cannot
 /// be reached fails the step that needed it.
+#[tracing::instrument(name = "pipeline", skip_all, fields(job_id = %ctx.job.job_id, repo = %ctx.job.spec.repo.full_name()))]
 pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     tools: &Tools<'_, E, R>,
     ctx: &JobContext,

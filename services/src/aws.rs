@@ -30,6 +30,15 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// SQS client for long polls. Stalled-stream protection is off: it wakes the runtime every
+/// 100 ms while a request is open, and a long poll is open for up to 20 s by design (that was
+/// most of an idle daemon's CPU). Every call still has the SDK's retries.
+pub fn sqs_client(config: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let builder = aws_sdk_sqs::config::Builder::from(config)
+        .stalled_stream_protection(aws_sdk_sqs::config::StalledStreamProtectionConfig::disabled());
+    aws_sdk_sqs::Client::from_conf(builder.build())
+}
+
 /// A message taken from the queue.
 #[derive(Debug, Clone)]
 pub struct Received {

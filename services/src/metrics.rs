@@ -36,11 +36,23 @@ impl Metrics for NoMetrics {
 }
 
 /// EMF events in `{group}/{stream}` (the daemon uses `{instance-id}/metrics`).
-#[derive(Clone)]
 pub struct EmfMetrics<L: LogApi> {
     pub api: L,
     pub group: String,
     pub stream: String,
+    /// Set once the stream exists, so each job costs one call.
+    pub created: std::sync::atomic::AtomicBool,
+}
+
+impl<L: LogApi> EmfMetrics<L> {
+    pub fn new(api: L, group: String, stream: String) -> Self {
+        EmfMetrics {
+            api,
+            group,
+            stream,
+            created: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// The EMF document for one job: `Jobs`, `JobDuration`, `QueueWait`, `CacheHits`, `CacheSteps`
@@ -72,7 +84,11 @@ pub fn emf(m: &JobMetric) -> serde_json::Value {
 
 impl<L: LogApi> Metrics for EmfMetrics<L> {
     async fn job_finished(&self, m: &JobMetric) -> Result<(), ServiceError> {
-        self.api.create_stream(&self.group, &self.stream).await?;
+        use std::sync::atomic::Ordering;
+        if !self.created.load(Ordering::Relaxed) {
+            self.api.create_stream(&self.group, &self.stream).await?;
+            self.created.store(true, Ordering::Relaxed);
+        }
         let event = Event {
             timestamp_ms: m.timestamp_ms,
             message: emf(m).to_string(),
@@ -130,11 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_log_service_outage_is_an_error_the_caller_can_retry() {
-        let m = EmfMetrics {
-            api: Down,
-            group: "g".into(),
-            stream: "i-1/metrics".into(),
-        };
+        let m = EmfMetrics::new(Down, "g".into(), "i-1/metrics".into());
         let e = m
             .job_finished(&JobMetric {
                 status: "succeeded".into(),

@@ -13,6 +13,9 @@ use janitor_services::error::ServiceError;
 
 use crate::CtlError;
 
+/// How many days of `rejected/` a run's view reads.
+pub const REJECTED_DAYS: usize = 14;
+
 pub struct Ledger {
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
@@ -271,26 +274,55 @@ impl Ledger {
         }
     }
 
-    /// The newest run. Ids sort by their second; runs started within the same second are
+    /// The newest run with a manifest (a folder without one is not a run: only `janitorctl`
+    /// writes manifests). Ids sort by their second; runs started within the same second are
     /// told apart by their manifests' exact creation time.
     pub async fn latest_run(&self) -> Result<Option<String>, CtlError> {
         let ids = self.run_ids().await?;
-        let Some(last) = ids.last() else {
-            return Ok(None);
-        };
-        let second = last.split('-').next().unwrap_or(last).to_string();
-        let tied: Vec<&String> = ids.iter().filter(|id| id.starts_with(&second)).collect();
-        if tied.len() == 1 {
-            return Ok(Some(last.clone()));
-        }
+        let mut second: Option<String> = None;
         let mut best: Option<(OffsetDateTime, String)> = None;
-        for id in tied {
-            let created = self.manifest(id).await?.created_at;
-            if best.as_ref().is_none_or(|(t, _)| created > *t) {
-                best = Some((created, id.clone()));
+        for id in ids.iter().rev() {
+            let this_second = id.split('-').next().unwrap_or(id);
+            if second.as_deref().is_some_and(|s| s != this_second) {
+                break;
+            }
+            let Some(m) = self.get::<RunManifest>(&ledger::manifest_key(id)).await? else {
+                continue;
+            };
+            second = Some(this_second.to_string());
+            if best.as_ref().is_none_or(|(t, _)| m.created_at > *t) {
+                best = Some((m.created_at, id.clone()));
             }
         }
         Ok(best.map(|(_, id)| id))
+    }
+
+    /// Refusals that name `run_id`, from `rejected/{day}/` for each day since the run was
+    /// created (at most [`REJECTED_DAYS`]), by job id.
+    pub async fn rejections(
+        &self,
+        run_id: &str,
+        since: OffsetDateTime,
+    ) -> Result<BTreeMap<String, RejectedRecord>, CtlError> {
+        let mut out = BTreeMap::new();
+        let today = OffsetDateTime::now_utc();
+        let mut day = since;
+        for _ in 0..REJECTED_DAYS {
+            for key in self.keys(&ledger::rejected_day_prefix(day)).await? {
+                if let Some(r) = self.get::<RejectedRecord>(&key).await? {
+                    if r.run_id.as_deref() == Some(run_id) {
+                        if let Some(job) = r.job_id.clone() {
+                            out.insert(job, r);
+                        }
+                    }
+                }
+            }
+            if day.date() >= today.date() {
+                break;
+            }
+            day += time::Duration::days(1);
+        }
+        Ok(out)
     }
 
     pub async fn manifest(&self, run_id: &str) -> Result<RunManifest, CtlError> {
@@ -318,6 +350,16 @@ impl Ledger {
                     .push(file.to_string());
             }
         }
+        let unreported = manifest.jobs.iter().any(|j| {
+            !files
+                .get(&j.job_id)
+                .is_some_and(|f| f.iter().any(|f| f == "report.json"))
+        });
+        let rejections = if unreported {
+            self.rejections(run_id, manifest.created_at).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut jobs = Vec::new();
         for mj in &manifest.jobs {
             let have = files.get(&mj.job_id).cloned().unwrap_or_default();
@@ -369,7 +411,12 @@ impl Ledger {
                     _ => JobState::Finished,
                 };
                 view.report = Some(r);
+            } else if let Some(rej) = rejections.get(&mj.job_id) {
+                view.state = JobState::Finished;
+                view.status = Some(JobStatus::Rejected);
+                view.reason = Some(rej.reason.clone());
             } else if have.iter().any(|f| f == "rejected.json") {
+                // Recorded by a daemon from before the `rejected/{day}/` layout.
                 let rej: Option<RejectedRecord> = self
                     .get(&ledger::job_rejected_key(run_id, &mj.job_id))
                     .await?;
@@ -447,7 +494,10 @@ impl Ledger {
             if found.key_count().unwrap_or(0) > 0 {
                 return Ok(run);
             }
-            let manifest = self.manifest(&run).await?;
+            // A folder without a manifest is not a run.
+            let Some(manifest) = self.get::<RunManifest>(&ledger::manifest_key(&run)).await? else {
+                continue;
+            };
             if manifest.jobs.iter().any(|j| j.job_id == job_id) {
                 return Ok(run);
             }
@@ -539,15 +589,28 @@ mod tests {
             .unwrap();
         let rejected = RejectedRecord {
             message_id: "m1".into(),
+            run_id: Some(run.into()),
+            job_id: Some("refused-1".into()),
             reason: "schema 9 is not known".into(),
             receive_count: 1,
             instance_id: "i-0abc".into(),
             at: OffsetDateTime::now_utc(),
             body_head: "{}".into(),
         };
-        l.put(&ledger::job_rejected_key(run, "refused-1"), &rejected)
-            .await
-            .unwrap();
+        l.put(
+            &ledger::rejected_key(OffsetDateTime::now_utc(), "m1"),
+            &rejected,
+        )
+        .await
+        .unwrap();
+        // A made-up run id in a refused message leaves no folder; a folder without a manifest
+        // (written by hand, or by an older daemon) is not taken for the latest run.
+        l.put(
+            &ledger::job_rejected_key("29991231T235959Z-zzzzzz", "x-1"),
+            &rejected,
+        )
+        .await
+        .unwrap();
 
         let view = l.run_view(run).await.unwrap();
         let states: Vec<(&str, JobState, Option<JobStatus>)> = view

@@ -422,3 +422,60 @@ async fn kill_all_purges_scales_to_zero_and_cancels() {
     );
     assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
 }
+
+/// A refused message claiming a made-up, newer run id leaves no run folder behind: `status`
+/// and `fetch-report` still pick the real latest run, whose job finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_made_up_run_id_does_not_hide_the_latest_run() {
+    ensure_base_image();
+    let inst = "i-0f1ee70000000009";
+    let fx = Fixture::start(&[inst]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "one.yaml", &[("m-real", "echo real")], 1);
+    let mut p = Proc::spawn(
+        ctl_bin(),
+        &[
+            "enqueue",
+            cfg.to_str().unwrap(),
+            "--allow-local-repos",
+            "--no-scale",
+        ],
+        &fx.env(None),
+    );
+    assert_eq!(p.wait(Duration::from_secs(60)), 0, "{}", p.output());
+    let run_id = p.output().lines().last().unwrap().trim().to_string();
+    fx.send_raw(r#"{"schema": 7, "job_id": "fake-1", "run_id": "29991231T235959Z-zzzzzz"}"#)
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = Proc::spawn(
+        &janitor_testkit::janitord_beside(ctl_bin()),
+        &[
+            "--exit-when-idle",
+            "--allow-local-repos",
+            "--poll-wait-seconds",
+            "1",
+            "--reject-retry-seconds",
+            "0",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &fx.env(Some(inst)),
+    );
+    assert_eq!(d.wait(Duration::from_secs(120)), 0, "{}", d.output());
+    assert!(
+        fx.keys("janitor-reports/runs/29991231T235959Z-zzzzzz/")
+            .await
+            .is_empty(),
+        "no folder for the made-up run"
+    );
+    let status = ctl_json(&fx, &["status", "--json"]);
+    assert_eq!(status["run"]["run_id"], run_id.as_str(), "{status:#}");
+    assert_eq!(status["run"]["jobs"][0]["state"], "finished");
+    let out = tempfile::tempdir().unwrap();
+    let (code, text) = ctl(
+        &fx,
+        &["fetch-report", "--out", out.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(out.path().join(&run_id).join("run.json").exists(), "{text}");
+}

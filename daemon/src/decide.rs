@@ -62,8 +62,15 @@ pub fn should_poll(
     accepts_jobs && !job_running && !polling && backoff_over
 }
 
-/// Whether the queue is empty for scale-in: nothing visible and nothing in flight. A depth that
-/// could not be read is not empty (stay rather than strand work).
+/// Whether an idle instance may leave: nothing visible on the queue. Jobs in flight are other
+/// instances' work, which never keeps an idle one billing. A depth that could not be read
+/// counts as work waiting (stay rather than strand it).
+pub fn nothing_waiting(depth: Option<Depth>) -> bool {
+    matches!(depth, Some(Depth { visible: 0, .. }))
+}
+
+/// Whether the queue is drained (`--exit-when-idle`): nothing visible and nothing in flight,
+/// since an in-flight job may come back. A depth that could not be read is not drained.
 pub fn queue_is_empty(depth: Option<Depth>) -> bool {
     matches!(
         depth,
@@ -132,6 +139,16 @@ mod tests {
         ];
         for (depth, want) in cases {
             assert_eq!(queue_is_empty(depth), want, "{depth:?}");
+        }
+        // Idle is per instance: another instance's job in flight does not keep this one.
+        let waiting = [
+            (d(0, 0), true),
+            (d(0, 3), true),
+            (d(1, 0), false),
+            (None, false),
+        ];
+        for (depth, want) in waiting {
+            assert_eq!(nothing_waiting(depth), want, "{depth:?}");
         }
     }
 

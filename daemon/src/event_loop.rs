@@ -460,7 +460,7 @@ impl<X: Services> Daemon<X> {
                         turn.job_cancel.cancel();
                     }
                     Action::CheckQueue => {
-                        let empty = decide::queue_is_empty(self.depth().await);
+                        let empty = decide::nothing_waiting(self.depth().await);
                         pending.push_back(machine::Event::QueueChecked {
                             now: turn.now(),
                             empty,

@@ -80,7 +80,7 @@ pub enum Action {
     /// Stop the running job's container (SIGTERM, then kill after the grace); it reports
     /// `interrupted` and its message goes back to the queue.
     StopJob,
-    /// Ask whether the queue has nothing visible and nothing in flight.
+    /// Ask whether the queue has nothing visible (other instances' jobs in flight do not count).
     CheckQueue,
     /// Lower the group's desired capacity by one, taking this idle instance out.
     ScaleIn,

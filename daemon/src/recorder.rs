@@ -62,22 +62,21 @@ impl<S: ReportStore> Recorder<S> {
         .await;
     }
 
-    /// A refused message: by message id, and under its job when its ids could be read.
+    /// A refused message, by day and message id, outside `runs/`: its run id is unverified.
     pub async fn rejected(&self, message: &Received, rejection: &Rejection) {
+        let at = OffsetDateTime::now_utc();
         let record = RejectedRecord {
             message_id: message.message_id.clone(),
+            run_id: rejection.run_id.clone(),
+            job_id: rejection.job_id.clone(),
             reason: rejection.reason.clone(),
             receive_count: message.receive_count,
             instance_id: self.instance.id.clone(),
-            at: OffsetDateTime::now_utc(),
+            at,
             body_head: message.body.chars().take(4096).collect(),
         };
-        self.put(&ledger::rejected_key(&message.message_id), &record)
+        self.put(&ledger::rejected_key(at, &message.message_id), &record)
             .await;
-        if let (Some(run_id), Some(job_id)) = (&rejection.run_id, &rejection.job_id) {
-            self.put(&ledger::job_rejected_key(run_id, job_id), &record)
-                .await;
-        }
     }
 
     /// A GPU job this instance could not take.

@@ -282,12 +282,29 @@ async fn malformed_messages_go_to_the_dead_letter_queue_and_the_daemon_goes_on()
     assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
     let rejected = fx.keys("janitor-reports/rejected/").await;
     assert_eq!(rejected.len(), 2, "{rejected:?}");
-    let future = fx
-        .json("janitor-reports/runs/20261122T000000Z-e2e003/jobs/future-1/rejected.json")
-        .await;
+    let today = janitor_model::ledger::rejected_day_prefix(time::OffsetDateTime::now_utc());
+    assert!(
+        rejected.iter().all(|k| k.starts_with(&today)),
+        "{rejected:?}"
+    );
+    let mut future = None;
+    for k in &rejected {
+        let v = fx.json(k).await;
+        if v["job_id"] == "future-1" {
+            future = Some(v);
+        }
+    }
+    let future = future.expect("the refusal names the job it claimed");
+    assert_eq!(future["run_id"], "20261122T000000Z-e2e003");
     assert_eq!(
         future["reason"],
         "unsupported schema version 99; this janitord understands version 1"
+    );
+    assert!(
+        fx.keys("janitor-reports/runs/20261122T000000Z-e2e003/jobs/future-1/")
+            .await
+            .is_empty(),
+        "a refused message writes nothing under runs/"
     );
     assert!(d.output().contains("message rejected"), "{}", d.output());
 }

@@ -518,3 +518,66 @@ async fn systemd_hears_ready_then_watchdog_pings_and_the_heartbeat_file_moves() 
         rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
 }
+
+/// Idle is per instance: while one instance runs a long job (its message in flight), an idle
+/// one beside it leaves after its idle timeout instead of billing until the job ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_instance_leaves_while_another_is_busy() {
+    ensure_base_image();
+    let fx = Fixture::start(&[]).await;
+    let ids = fx.launch(2).await;
+    let (busy, idle) = (ids[0].clone(), ids[1].clone());
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "lc-long",
+        &[(
+            "Dockerfile",
+            &dockerfile("echo started; sleep 25; echo finished"),
+        )],
+    );
+    let run_id = "20261201T000000Z-lc0009";
+    let job_id = fx
+        .send_job(run_id, &spec("lc-long", &url, Duration::from_secs(120)))
+        .await;
+    let busy_cache = tempfile::tempdir().unwrap();
+    let _b = janitord(
+        &fx,
+        &busy,
+        busy_cache.path(),
+        &["--idle-timeout-seconds", "600"],
+    );
+    fx.wait_for_log_line(&format!("{busy}/{job_id}"), "[run] started")
+        .await;
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        (0, 1),
+        "the job is in flight"
+    );
+    let idle_cache = tempfile::tempdir().unwrap();
+    let _i = janitord(
+        &fx,
+        &idle,
+        idle_cache.path(),
+        &["--idle-timeout-seconds", "2"],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the idle instance leaves",
+        || async {
+            let (desired, instances) = fx.group().await;
+            (desired == 1 && !instances.iter().any(|(id, _, _)| *id == idle)).then_some(())
+        },
+    )
+    .await;
+    let report_key = format!("janitor-reports/runs/{run_id}/jobs/{job_id}/report.json");
+    assert!(
+        fx.keys(&report_key).await.is_empty(),
+        "it left while the other instance's job still ran"
+    );
+    let (_, instances) = fx.group().await;
+    assert!(
+        instances.iter().any(|(id, _, p)| *id == busy && *p),
+        "the busy one stays, protected: {instances:?}"
+    );
+}

@@ -46,7 +46,7 @@ pub fn handed_back_key(run_id: &str, job_id: &str, attempt: u32) -> String {
     format!("{PREFIX}runs/{run_id}/jobs/{job_id}/handed-back-{attempt}.json")
 }
 
-/// A rejected message whose run and job ids could be read.
+/// Where daemons before the `rejected/{date}/` layout recorded a rejected job; read only.
 pub fn job_rejected_key(run_id: &str, job_id: &str) -> String {
     format!("{PREFIX}runs/{run_id}/jobs/{job_id}/rejected.json")
 }
@@ -100,9 +100,21 @@ pub fn instance_event_key(instance_id: &str, at: OffsetDateTime, event: &str) ->
     )
 }
 
-/// Messages that could not be decoded at all are recorded here, by SQS message id.
-pub fn rejected_key(message_id: &str) -> String {
-    format!("{PREFIX}rejected/{message_id}.json")
+/// Refused messages are recorded here, by day and SQS message id, never under `runs/`: a
+/// message's run id is not to be trusted, and a made-up one must not look like a run.
+pub fn rejected_key(at: OffsetDateTime, message_id: &str) -> String {
+    format!("{}{message_id}.json", rejected_day_prefix(at))
+}
+
+/// The refusals of one UTC day: `rejected/2026-12-01/`.
+pub fn rejected_day_prefix(at: OffsetDateTime) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{PREFIX}rejected/{:04}-{:02}-{:02}/",
+        t.year(),
+        u8::from(t.month()),
+        t.day()
+    )
 }
 
 /// A new run id: time first, so the latest run is the last key in a listing.
@@ -169,6 +181,11 @@ pub struct InstanceEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RejectedRecord {
     pub message_id: String,
+    /// The ids the body claimed, when they could be read (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
     pub reason: String,
     pub receive_count: u32,
     pub instance_id: String,

@@ -12,7 +12,10 @@
   "count": N} makes the next N requests for ACTION fail with that status and error code, in the
   protocol the service speaks (JSON `__type`, query-XML `<ErrorResponse>`, S3's `<Error>`).
   ACTION is an API name (`PutLogEvents`, `ReceiveMessage`, `TerminateInstanceInAutoScalingGroup`)
-  or `S3:{METHOD}` for S3. GET /_fixture/faults lists the faults with how often each fired.
+  or `S3:{METHOD}` for S3. With "delay": SECONDS and no status, the request is served but its
+  answer held back that long; for ReceiveMessage only answers that carry a message count (a
+  message received while the daemon is told to stop).
+  GET /_fixture/faults lists the faults with how often each fired.
 - With --setup, the resources Terraform would make: the jobs queue and its dead-letter queue
   (maxReceiveCount 3), the ledger bucket, the `/janitor-runner` log group, and the ASG
   `janitor-asg` (min 0, max 4, desired 0) with its terminating lifecycle hook `janitor-drain`.
@@ -51,10 +54,11 @@ def action_of(environ, params):
     return "S3:" + environ.get("REQUEST_METHOD", ""), "s3"
 
 
-def take_fault(action):
+def take_fault(action, delays):
+    """The next fault for `action`: failures (`delays` False) or delays (`delays` True)."""
     with STATE_LOCK:
         for f in FAULTS:
-            if f["match"] == action and f["left"] > 0:
+            if f["match"] == action and f["left"] > 0 and (f["status"] == 0) == delays:
                 f["left"] -= 1
                 f["fired"] += 1
                 return dict(f)
@@ -113,9 +117,23 @@ class Fixture:
             environ["wsgi.input"] = io.BytesIO(body)
             params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
         action, protocol = action_of(environ, params)
-        fault = take_fault(action)
+        fault = take_fault(action, delays=False)
         if fault:
             return fault_response(fault, protocol, start_response)
+        # A long poll may be waiting inside moto when a delay is set: receives are always looked at.
+        if action == "ReceiveMessage" or any(f["match"] == action and f["left"] > 0 and f["status"] == 0 for f in FAULTS):
+            captured = {}
+
+            def capture(status, headers, exc_info=None):
+                captured["status"], captured["headers"] = status, headers
+
+            body = b"".join(self.app(environ, capture))
+            if action != "ReceiveMessage" or b"ReceiptHandle" in body:
+                delay = take_fault(action, delays=True)
+                if delay:
+                    time.sleep(delay["delay"])
+            start_response(captured["status"], captured["headers"])
+            return [body]
         if params:
             if action in LIFECYCLE_ACTIONS:
                 params["recorded_at"] = time.time()
@@ -142,7 +160,8 @@ class Fixture:
         if parts == ["_fixture", "faults"]:
             if method == "POST":
                 spec = json.loads(body)
-                fault = {"match": spec["match"], "status": int(spec.get("status", 503)),
+                fault = {"match": spec["match"], "status": int(spec.get("status", 0 if "delay" in spec else 503)),
+                         "delay": float(spec.get("delay", 0)),
                          "code": spec.get("code", "ServiceUnavailable"), "left": int(spec.get("count", 1)),
                          "fired": 0}
                 with STATE_LOCK:

@@ -42,6 +42,8 @@ pub const SQS_RETRY_BASE: Duration = Duration::from_millis(500);
 pub const SQS_RETRY_CAP: Duration = Duration::from_secs(30);
 /// Attempts at `CompleteLifecycleAction` before the hook's own timeout is left to act.
 pub const LIFECYCLE_COMPLETE_ATTEMPTS: u32 = 5;
+/// How much longer than the poll's own wait an open poll is waited for when the daemon stops.
+pub const POLL_SLACK: Duration = Duration::from_secs(5);
 /// How often the dead-man heartbeat file is rewritten.
 pub const HEARTBEAT_FILE_EVERY: Duration = Duration::from_secs(10);
 
@@ -273,6 +275,9 @@ impl<X: Services> Daemon<X> {
                 break;
             }
         }
+        if let Some(poll) = turn.receiving.take() {
+            self.hand_back_open_poll(poll).await;
+        }
         watcher_stop.cancel();
         if let Some(w) = watcher {
             let _ = w.await;
@@ -281,6 +286,31 @@ impl<X: Services> Daemon<X> {
             self.recorder
                 .instance_event("daemon-stop", "janitord stopped")
                 .await;
+        }
+    }
+
+    /// The daemon stops with a long poll open: a message the poll brings must not stay hidden
+    /// for the visibility timeout, so the poll is awaited (at most its wait) and whatever it
+    /// brings is made visible again at once.
+    async fn hand_back_open_poll(
+        &self,
+        poll: Pin<Box<dyn Future<Output = Result<Option<Received>, ServiceError>> + Send + '_>>,
+    ) {
+        tracing::info!("stopping with a poll open: waiting for it, to hand back what it brings");
+        match tokio::time::timeout(self.settings.poll_wait + POLL_SLACK, poll).await {
+            Ok(Ok(Some(message))) => {
+                match self
+                    .queue
+                    .set_visibility(&message.receipt_handle, Duration::ZERO)
+                    .await
+                {
+                    Ok(()) => tracing::info!(message_id = %message.message_id, "a message received while stopping was handed back"),
+                    Err(e) => tracing::warn!(message_id = %message.message_id, error = %e, "could not hand back a message received while stopping; it returns after its visibility timeout"),
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the last poll failed"),
+            Err(_) => tracing::warn!("the last poll did not answer in time; a message it took returns after its visibility timeout"),
         }
     }
 

@@ -392,3 +392,42 @@ fn bad_settings_name_what_to_set() {
         "{out}"
     );
 }
+
+/// SIGTERM while a long poll is open and about to bring a message: the message is made
+/// visible again at once, not hidden for the visibility timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_poll_hands_its_message_back_at_once() {
+    const INSTANCE: &str = "i-0e2e000000000006";
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let d = janitor_testkit::spawn_janitord(
+        Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &["--visibility-timeout-seconds", "120"],
+    );
+    d.wait_for_output("janitord is serving", Duration::from_secs(60));
+    // The next poll takes the message at moto and its answer is held back 4 s: long enough
+    // for the stop signal to arrive while it is open.
+    fx.delay_next("ReceiveMessage", 4.0, 1);
+    fx.send_raw(r#"{"schema": 1, "job_id": "late-1"}"#).await;
+    eventually(Duration::from_secs(10), "the message in flight", || async {
+        (fx.depth(&fx.queue_url).await == (0, 1)).then_some(())
+    })
+    .await;
+    let mut d = d;
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.output());
+    assert!(
+        d.output()
+            .contains("a message received while stopping was handed back"),
+        "{}",
+        d.output()
+    );
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        (1, 0),
+        "visible again at once, not after 120 s"
+    );
+}

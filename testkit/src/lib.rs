@@ -478,7 +478,12 @@ impl Fixture {
     /// Serves the next `count` requests for `action`, but holds each answer back `seconds`.
     pub fn delay_next(&self, action: &str, seconds: f64, count: u32) {
         let spec = serde_json::json!({"match": action, "delay": seconds, "count": count});
-        http(&self.endpoint, "POST", "/_fixture/faults", &spec.to_string());
+        http(
+            &self.endpoint,
+            "POST",
+            "/_fixture/faults",
+            &spec.to_string(),
+        );
     }
 
     /// How often the faults for `action` fired so far.

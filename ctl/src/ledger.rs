@@ -451,24 +451,24 @@ impl Ledger {
     pub async fn history(&self, repo: &str, limit: usize) -> Result<Vec<Report>, CtlError> {
         let base = ledger::repos_prefix();
         let prefixes: Vec<String> = match repo.split_once('/') {
-            Some((org, name)) => vec![format!("{base}{org}/{name}/")],
+            Some((org, name)) => vec![ledger::repo_history_prefix(org, name)],
             None => self
                 .folders(&base)
                 .await?
                 .into_iter()
-                .map(|org| format!("{base}{org}/{repo}/"))
+                .map(|org| ledger::repo_history_prefix(&org, repo))
                 .collect(),
         };
+        // Keys list newest first (see `repo_history_key`): the first `limit` of each prefix are
+        // all that can be among the newest `limit`, so no listing reads the whole history.
         let mut keys = Vec::new();
         for p in prefixes {
-            keys.extend(self.keys(&p).await?.into_iter().map(|k| {
+            keys.extend(self.first_keys(&p, limit).await?.into_iter().map(|k| {
                 let file = k.rsplit('/').next().unwrap_or("").to_string();
                 (file, k)
             }));
         }
-        // File names start with the finish time, so they sort by it across organizations.
         keys.sort();
-        keys.reverse();
         let mut out = Vec::new();
         for (_, key) in keys.into_iter().take(limit) {
             if let Some(r) = self.get::<Report>(&key).await? {
@@ -476,6 +476,32 @@ impl Ledger {
             }
         }
         Ok(out)
+    }
+
+    /// The first `n` keys under `prefix`, in S3's (ascending) order.
+    pub async fn first_keys(&self, prefix: &str, n: usize) -> Result<Vec<String>, CtlError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(n.clamp(1, 1000)).unwrap_or(1000))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.aws("ListObjectsV2", prefix))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            if keys.len() >= n {
+                break;
+            }
+        }
+        keys.truncate(n);
+        Ok(keys)
     }
 
     /// The run id a job belongs to, searching the newest runs first.
@@ -640,16 +666,18 @@ mod tests {
         assert_eq!(view.timeout_seconds, 600 * 3, "5 jobs in waves of 2");
 
         // History: newest first, limited, by name or org/name.
-        for (i, t) in [100, 300, 200].iter().enumerate() {
+        for (i, run) in [
+            "20261101T000000Z-aaaaaa",
+            "20261103T000000Z-cccccc",
+            "20261102T000000Z-bbbbbb",
+        ]
+        .iter()
+        .enumerate()
+        {
             let mut r = report("worker-basic", JobStatus::Succeeded, 1.0, "");
             r.job_id = format!("worker-basic-{i}");
-            r.timings.finished_at = OffsetDateTime::from_unix_timestamp(*t).unwrap();
-            let key = ledger::repo_history_key(
-                "runpod-workers",
-                "worker-basic",
-                r.timings.finished_at,
-                &r.job_id,
-            );
+            r.run_id = run.to_string();
+            let key = ledger::repo_history_key("runpod-workers", "worker-basic", run, &r.job_id);
             l.put(&key, &r).await.unwrap();
         }
         let h = l.history("worker-basic", 2).await.unwrap();

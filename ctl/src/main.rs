@@ -77,7 +77,8 @@ enum Command {
         /// `name` or `organization/name`
         #[arg(long)]
         repo: String,
-        #[arg(long, default_value_t = 10)]
+        /// How many, newest first
+        #[arg(long, default_value_t = 20)]
         limit: usize,
         #[arg(long)]
         json: bool,

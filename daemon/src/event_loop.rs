@@ -44,6 +44,10 @@ pub const SQS_RETRY_CAP: Duration = Duration::from_secs(30);
 pub const LIFECYCLE_COMPLETE_ATTEMPTS: u32 = 5;
 /// How much longer than the poll's own wait an open poll is waited for when the daemon stops.
 pub const POLL_SLACK: Duration = Duration::from_secs(5);
+/// Least wait between attempts at an unsettled spool.
+pub const SPOOL_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between attempts at an unsettled spool.
+pub const SPOOL_RETRY_CAP: Duration = Duration::from_secs(30);
 /// How often the dead-man heartbeat file is rewritten.
 pub const HEARTBEAT_FILE_EVERY: Duration = Duration::from_secs(10);
 
@@ -127,6 +131,7 @@ struct Turn<'a> {
     job_cancel: CancellationToken,
     poll_backoff: Backoff,
     poll_after: Instant,
+    spool_backoff: Backoff,
     signalled: bool,
     notices: mpsc::Receiver<Notice>,
     tick: Interval,
@@ -152,6 +157,7 @@ impl<X: Services> Daemon<X> {
                 store: p.store.clone(),
                 spool_dir: p.settings.spool_dir(),
                 visibility: p.settings.visibility_timeout,
+                unsettled: Arc::default(),
             },
             recorder: Recorder {
                 store: p.store,
@@ -221,6 +227,7 @@ impl<X: Services> Daemon<X> {
             job_cancel: CancellationToken::new(),
             poll_backoff: Backoff::new(SQS_RETRY_BASE, SQS_RETRY_CAP),
             poll_after: now,
+            spool_backoff: Backoff::new(SPOOL_RETRY_MIN, SPOOL_RETRY_CAP),
             signalled: false,
             notices,
             tick,
@@ -240,19 +247,33 @@ impl<X: Services> Daemon<X> {
                 turn.receiving.is_some(),
                 Instant::now() >= turn.poll_after,
             ) {
-                // Reports a failed upload left behind go before the next job is taken.
-                self.settler.drain_spool().await;
-                if let Some(reason) = self.unfit_for_jobs(&policy).await {
-                    self.status_mut(|s| s.unhealthy = Some(reason.clone()));
-                    self.apply(&mut turn, machine::Event::Unfit, &cfg).await;
-                    continue;
+                // Reports a failed upload left behind go before the next job is taken; while
+                // one is unsettled no job is taken (its message stays invisible meanwhile).
+                let unsettled = self.settler.drain_spool().await;
+                self.status_mut(|s| s.unsettled_reports = unsettled);
+                if unsettled > 0 {
+                    let delay = turn.spool_backoff.next_delay().max(SPOOL_RETRY_MIN);
+                    tracing::warn!(
+                        unsettled,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "a report is not stored yet: no new job until it is"
+                    );
+                    turn.poll_after = Instant::now() + delay;
+                } else {
+                    turn.spool_backoff = Backoff::new(SPOOL_RETRY_MIN, SPOOL_RETRY_CAP);
+                    if let Some(reason) = self.unfit_for_jobs(&policy).await {
+                        self.status_mut(|s| s.unhealthy = Some(reason.clone()));
+                        self.apply(&mut turn, machine::Event::Unfit, &cfg).await;
+                        continue;
+                    }
+                    let queue = self.queue.clone();
+                    let (wait, visibility) =
+                        (self.settings.poll_wait, self.settings.visibility_timeout);
+                    turn.receiving =
+                        Some(Box::pin(
+                            async move { queue.receive(wait, visibility).await },
+                        ));
                 }
-                let queue = self.queue.clone();
-                let (wait, visibility) =
-                    (self.settings.poll_wait, self.settings.visibility_timeout);
-                turn.receiving = Some(Box::pin(
-                    async move { queue.receive(wait, visibility).await },
-                ));
             }
             let event = self.next_event(&mut turn).await;
             let job_ended = matches!(event, Event::JobDone);

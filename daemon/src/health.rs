@@ -297,6 +297,15 @@ pub fn describe(v: &serde_json::Value) -> String {
     if let Some(u) = v.get("unhealthy").and_then(|u| u.as_str()) {
         out.push_str(&format!("UNHEALTHY: {u}\n"));
     }
+    match v
+        .get("unsettled_reports")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(0) | None => {}
+        Some(n) => out.push_str(&format!(
+            "UNSETTLED: {n} report(s) waiting for the store; no new job until they are stored\n"
+        )),
+    }
     let gib = |p: &str| {
         v.pointer(p)
             .and_then(serde_json::Value::as_u64)

@@ -103,9 +103,8 @@ impl<X: Services> Daemon<X> {
         // The message stays invisible until the settler has stored the report.
         let settled = self
             .settler
-            .settle(&message.receipt_handle, report.clone())
+            .settle(&message.receipt_handle, report.clone(), keepalive)
             .await;
-        keepalive.cancel();
         let report_ms = ended.elapsed().as_millis() as u64;
         self.send_metrics(&report).await;
         tracing::info!(

@@ -2,9 +2,12 @@
 //! message's delete. The report is written to the local spool (fsynced, renamed) before the
 //! first upload; the report and its history entry are stored; only then is the message deleted
 //! (or, for an interrupted job, made visible again). A failed upload leaves the spooled copy,
-//! which is uploaded before the next job is taken.
+//! which is uploaded before the next job is taken: no job is taken while a report is
+//! unsettled, and the unsettled report's message keeps its visibility all that time.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use janitor_model::ledger;
@@ -28,6 +31,8 @@ pub struct Settler<Q, S> {
     pub spool_dir: PathBuf,
     /// The visibility the keep-alive renews.
     pub visibility: Duration,
+    /// Keep-alives of the messages whose reports wait in the spool, by receipt handle.
+    pub unsettled: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
 /// How a settle ended.
@@ -65,8 +70,15 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
         token
     }
 
-    /// Spools the report, uploads it, then settles the message.
-    pub async fn settle(&self, receipt: &str, report: Report) -> Settled {
+    /// Spools the report, uploads it, then settles the message. `keepalive` renews the
+    /// message's visibility: it is stopped once the report is stored, and kept running while
+    /// the report waits in the spool.
+    pub async fn settle(
+        &self,
+        receipt: &str,
+        report: Report,
+        keepalive: CancellationToken,
+    ) -> Settled {
         let spooled = Spooled {
             receipt_handle: receipt.to_string(),
             report,
@@ -79,10 +91,26 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
             tracing::error!(path = %path.display(), error = %e, "could not spool the report; uploading without a local copy");
         }
         let settled = self.upload(&spooled).await;
-        if settled != Settled::Spooled {
+        if settled == Settled::Spooled {
+            self.lock().insert(receipt.to_string(), keepalive);
+        } else {
+            keepalive.cancel();
             let _ = std::fs::remove_file(&path);
         }
         settled
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops the keep-alive of a message whose report is now stored.
+    fn settled(&self, receipt: &str) {
+        if let Some(k) = self.lock().remove(receipt) {
+            k.cancel();
+        }
     }
 
     async fn upload(&self, spooled: &Spooled) -> Settled {
@@ -99,7 +127,7 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
             ledger::repo_history_key(
                 &report.repo.organization,
                 &report.repo.name,
-                report.timings.finished_at,
+                &report.run_id,
                 &report.job_id,
             ),
         ];
@@ -126,10 +154,12 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
         }
     }
 
-    /// Uploads reports left in the spool by a failed upload or a crash.
-    pub async fn drain_spool(&self) {
+    /// Uploads reports left in the spool by a failed upload or a crash. Returns how many are
+    /// still unsettled (0: a job may be taken).
+    pub async fn drain_spool(&self) -> usize {
+        let mut left = 0;
         let Ok(entries) = std::fs::read_dir(&self.spool_dir) else {
-            return;
+            return 0;
         };
         for entry in entries.flatten() {
             let path = entry.path();
@@ -139,7 +169,10 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
             match std::fs::read(&path).map(|b| serde_json::from_slice::<Spooled>(&b)) {
                 Ok(Ok(spooled)) => {
                     tracing::info!(path = %path.display(), job_id = %spooled.report.job_id, "uploading a spooled report");
-                    if self.upload(&spooled).await != Settled::Spooled {
+                    if self.upload(&spooled).await == Settled::Spooled {
+                        left += 1;
+                    } else {
+                        self.settled(&spooled.receipt_handle);
                         let _ = std::fs::remove_file(&path);
                     }
                 }
@@ -148,10 +181,12 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
                     let _ = std::fs::rename(&path, path.with_extension("corrupt"));
                 }
                 Err(e) => {
+                    left += 1;
                     tracing::warn!(path = %path.display(), error = %e, "cannot read spooled report")
                 }
             }
         }
+        left
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Status {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_successful_poll: Option<OffsetDateTime>,
     pub unhealthy: Option<String>,
+    /// Reports waiting in the spool for the store; no job is taken while this is above 0.
+    pub unsettled_reports: usize,
     pub disk: Option<DiskStats>,
     pub cache: CacheStatus,
     pub gpus: Inventory,
@@ -103,6 +105,7 @@ impl Status {
             current_job: None,
             last_successful_poll: None,
             unhealthy: None,
+            unsettled_reports: 0,
             disk: janitor_services::disk::disk(cache_dir),
             cache: CacheStatus {
                 dir: cache_dir.display().to_string(),

@@ -215,3 +215,86 @@ async fn an_engine_lost_mid_job_fails_the_step_that_needed_it() {
         .unwrap()
         .starts_with("build: cannot reach"));
 }
+
+/// The store is down when a job ends: its report waits in the spool, its message stays
+/// invisible (the keep-alive goes on), no new job is taken until the report is stored, the job
+/// is not run again, and its history has one entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_at_the_end_of_a_job_holds_the_queue_until_the_report_is_stored() {
+    const INSTANCE: &str = "i-0fault00000000003";
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let first = git_repo(
+        repos.path(),
+        "outage-first",
+        &[("Dockerfile", &dockerfile("echo first; sleep 2"))],
+    );
+    let second = git_repo(
+        repos.path(),
+        "outage-second",
+        &[("Dockerfile", &dockerfile("echo second"))],
+    );
+    let run_id = "20261201T000000Z-fault3";
+    let first_id = fx
+        .send_job(
+            run_id,
+            &spec("outage-first", &first, Duration::from_secs(120)),
+        )
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &["--exit-when-idle", "--visibility-timeout-seconds", "6"],
+    );
+    fx.wait_for_log_line(&format!("{INSTANCE}/{first_id}"), "[run] first")
+        .await;
+    let second_id = fx
+        .send_job(
+            run_id,
+            &spec("outage-second", &second, Duration::from_secs(120)),
+        )
+        .await;
+    // Every S3 write fails for a while: far longer than the 6 s visibility timeout.
+    fx.fail_next("S3:PUT", 503, "ServiceUnavailable", 45);
+    assert_eq!(d.wait(Duration::from_secs(240)), 0, "{}", d.output());
+    let out = d.output();
+    let held = out
+        .find("a report is not stored yet: no new job until it is")
+        .unwrap_or_else(|| panic!("the daemon held the queue: {out}"));
+    let second_taken = out.rfind("job taken").unwrap();
+    assert!(held < second_taken, "the second job waited: {out}");
+    assert_eq!(fx.faults_fired("S3:PUT"), 45);
+
+    let report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{first_id}/report.json"
+        ))
+        .await;
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    assert_eq!(report["attempt"], 1, "the first job ran once");
+    let first_keys = fx
+        .keys(&format!("janitor-reports/runs/{run_id}/jobs/{first_id}/"))
+        .await;
+    assert!(
+        !first_keys.iter().any(|k| k.ends_with("started-2.json")),
+        "{first_keys:?}"
+    );
+    let history = fx.keys("janitor-reports/repos/local/outage-first/").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    let second_report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{second_id}/report.json"
+        ))
+        .await;
+    assert_eq!(second_report["status"], "succeeded");
+    assert_eq!(fx.depth(&fx.queue_url).await, (0, 0));
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("spool"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

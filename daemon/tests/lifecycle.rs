@@ -325,10 +325,11 @@ async fn a_spot_notice_hands_the_job_to_another_instance() {
     assert_eq!(fin["attempt"], 2);
     assert_eq!(fin["instance"]["id"], b);
     let history = fx.keys("janitor-reports/repos/local/lc-spot/").await;
+    assert_eq!(history.len(), 1, "one entry per job: {history:?}");
     assert_eq!(
-        history.len(),
+        fx.json(&history[0]).await["attempt"],
         2,
-        "one interrupted and one final report in the history: {history:?}"
+        "the entry is the final attempt's report"
     );
     assert!(fx
         .keys(&format!("janitor-reports/instances/{a}/"))

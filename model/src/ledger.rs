@@ -81,16 +81,40 @@ pub fn report_key(run_id: &str, job_id: &str) -> String {
     format!("{PREFIX}runs/{run_id}/jobs/{job_id}/report.json")
 }
 
-pub fn repo_history_key(
-    org: &str,
-    name: &str,
-    finished_at: OffsetDateTime,
-    job_id: &str,
-) -> String {
+/// A repository's history entry for one job: one per job (a retry overwrites it), named so
+/// that an ascending listing is newest first: the run id's leading UTC time with every digit
+/// inverted (9 − d), then the run and job ids. `results --repo X --limit N` reads N keys.
+pub fn repo_history_key(org: &str, name: &str, run_id: &str, job_id: &str) -> String {
     format!(
-        "{PREFIX}repos/{org}/{name}/{}-{job_id}.json",
-        compact_time(finished_at)
+        "{}{}-{run_id}-{job_id}.json",
+        repo_history_prefix(org, name),
+        newest_first(run_id)
     )
+}
+
+/// Where one repository's history lives.
+pub fn repo_history_prefix(org: &str, name: &str) -> String {
+    format!("{PREFIX}repos/{org}/{name}/")
+}
+
+/// `20261122T153005Z…` → `79738877T846994Z`; a run id without a leading time sorts last.
+fn newest_first(run_id: &str) -> String {
+    let head: String = run_id.chars().take(16).collect();
+    let is_time = head.len() == 16
+        && head.chars().enumerate().all(|(i, c)| match i {
+            8 => c == 'T',
+            15 => c == 'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !is_time {
+        return "~".to_string();
+    }
+    head.chars()
+        .map(|c| match c.to_digit(10) {
+            Some(d) => char::from_digit(9 - d, 10).unwrap_or(c),
+            None => c,
+        })
+        .collect()
 }
 
 pub fn instance_event_key(instance_id: &str, at: OffsetDateTime, event: &str) -> String {
@@ -212,9 +236,16 @@ mod tests {
             "janitor-reports/runs/r/jobs/j/report.json"
         );
         assert_eq!(
-            repo_history_key("o", "n", t, "j"),
-            "janitor-reports/repos/o/n/20261122T153005Z-j.json"
+            repo_history_key("o", "n", "20261122T153005Z-abc123", "j"),
+            "janitor-reports/repos/o/n/79738877T846994Z-20261122T153005Z-abc123-j.json"
         );
+        // Newer runs list first; ids without a leading time last.
+        let newer = repo_history_key("o", "n", "20261122T153006Z-aaaaaa", "j");
+        let older = repo_history_key("o", "n", "20251231T235959Z-zzzzzz", "j");
+        let odd = repo_history_key("o", "n", "hand-made", "j");
+        let mut keys = vec![odd.clone(), older.clone(), newer.clone()];
+        keys.sort();
+        assert_eq!(keys, [newer, older, odd]);
         assert_eq!(
             instance_event_key("i-1", t, "launch"),
             "janitor-reports/instances/i-1/20261122T153005Z-launch.json"

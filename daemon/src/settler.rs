@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use janitor_model::ledger;
 use janitor_model::report::{JobStatus, Report};
-use janitor_services::aws::{self, JobQueue, ReportStore};
+use janitor_services::aws::{self, JobQueue, Precondition, ReportStore};
+use janitor_services::error::{ErrorKind, ServiceError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,19 @@ pub struct Settler<Q, S> {
     pub visibility: Duration,
     /// Keep-alives of the messages whose reports wait in the spool, by receipt handle.
     pub unsettled: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+/// Rounds of read-and-replace before a report write gives up on a key that keeps changing.
+pub const CONDITIONAL_ROUNDS: u32 = 3;
+
+/// How a conditional report write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Stored,
+    /// A newer attempt's report is there; it stays.
+    Superseded {
+        stored_attempt: u64,
+    },
 }
 
 /// How a settle ended.
@@ -132,9 +146,20 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
             ),
         ];
         for key in &keys {
-            if let Err(e) = aws::put_with_retries(&self.store, key, &body).await {
-                tracing::error!(error = %e, retryable = e.retryable(), "report upload failed; it stays in the spool and the message stays on the queue");
-                return Settled::Spooled;
+            match self.put_report(key, &body, report.attempt).await {
+                Ok(Written::Stored) => {}
+                Ok(Written::Superseded { stored_attempt }) => {
+                    tracing::warn!(
+                        key,
+                        attempt = report.attempt,
+                        stored_attempt,
+                        "a newer attempt's report is stored; this older one is not written over it"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retryable = e.retryable(), "report upload failed; it stays in the spool and the message stays on the queue");
+                    return Settled::Spooled;
+                }
             }
         }
         let settled = if report.status == JobStatus::Interrupted {
@@ -152,6 +177,59 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
                 Settled::StoredOnly
             }
         }
+    }
+
+    /// Writes a report without a race: created if absent (`If-None-Match: *`), else replaced
+    /// only if the stored one is from the same or an older attempt, and only if it is still the
+    /// one read (`If-Match`). A newer attempt's report is never replaced.
+    pub async fn put_report(
+        &self,
+        key: &str,
+        body: &[u8],
+        attempt: u32,
+    ) -> Result<Written, ServiceError> {
+        for _ in 0..CONDITIONAL_ROUNDS {
+            let created = aws::with_retries(key, || {
+                self.store
+                    .put_json_if(key, body.to_vec(), Precondition::Absent)
+            })
+            .await;
+            match created {
+                Ok(()) => return Ok(Written::Stored),
+                Err(e) if e.kind == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+            let Some(existing) = aws::with_retries(key, || self.store.get_json(key)).await? else {
+                continue;
+            };
+            let stored_attempt = serde_json::from_slice::<serde_json::Value>(&existing.body)
+                .ok()
+                .and_then(|v| v.get("attempt").and_then(serde_json::Value::as_u64))
+                .unwrap_or(0);
+            if stored_attempt > u64::from(attempt) {
+                return Ok(Written::Superseded { stored_attempt });
+            }
+            let replaced = aws::with_retries(key, || {
+                self.store.put_json_if(
+                    key,
+                    body.to_vec(),
+                    Precondition::Matches(existing.etag.clone()),
+                )
+            })
+            .await;
+            match replaced {
+                Ok(()) => return Ok(Written::Stored),
+                Err(e) if e.kind == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ServiceError::new(
+            "S3",
+            "PutObject",
+            key,
+            ErrorKind::Conflict,
+            format!("the stored report changed {CONDITIONAL_ROUNDS} times while it was replaced"),
+        ))
     }
 
     /// Uploads reports left in the spool by a failed upload or a crash. Returns how many are

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use janitor_model::report::InstanceInfo;
-use janitor_services::aws::{ReportStore, S3Store, SqsQueue};
+use janitor_services::aws::{Precondition, ReportStore, S3Store, SqsQueue, Stored};
 use janitor_services::engine::DockerEngine;
 use janitor_services::error::{ErrorKind, ServiceError};
 use janitor_services::fleet::Membership;
@@ -60,6 +60,33 @@ impl ReportStore for RefusingStore {
             ));
         }
         self.inner.put_json(key, body).await
+    }
+
+    async fn put_json_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        when: Precondition,
+    ) -> Result<(), ServiceError> {
+        if key.ends_with("/report.json")
+            && self
+                .refusals_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(ServiceError::new(
+                "S3",
+                "PutObject",
+                key,
+                ErrorKind::Unavailable,
+                "HTTP 503 on cue",
+            ));
+        }
+        self.inner.put_json_if(key, body, when).await
+    }
+
+    async fn get_json(&self, key: &str) -> Result<Option<Stored>, ServiceError> {
+        self.inner.get_json(key).await
     }
 }
 
@@ -174,4 +201,89 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
         0,
         "the spool is empty again"
     );
+}
+
+fn report(attempt: u32, status: janitor_model::report::JobStatus) -> janitor_model::report::Report {
+    use janitor_model::config::RepoRef;
+    use janitor_model::report::{JobIdentity, Report};
+    Report::without_steps(
+        JobIdentity {
+            job_id: "cond-job-1".into(),
+            run_id: "20261201T000000Z-cond01".into(),
+            repo: RepoRef {
+                organization: "local".into(),
+                name: "cond".into(),
+                url: None,
+                git_ref: None,
+            },
+            prompt: "p".into(),
+            gpu_required: false,
+            enqueued_at: time::OffsetDateTime::now_utc(),
+            attempt,
+        },
+        InstanceInfo {
+            id: "i-0cond000000000001".into(),
+            instance_type: "g5.xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            lifecycle: "on-demand".into(),
+        },
+        status,
+        format!("attempt {attempt}"),
+        "0",
+    )
+}
+
+/// S3's conditional writes (moto enforces them as AWS does): an older attempt's report, say
+/// one left in a spool and uploaded late, never replaces a newer attempt's report or history
+/// entry; a newer one replaces an older one; the history keeps one entry per job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_never_replaces_a_newer_attempts() {
+    use janitor_model::report::JobStatus;
+    use janitord::settler::{Settled, Settler};
+    let fx = Fixture::start(&[]).await;
+    let spool = tempfile::tempdir().unwrap();
+    let settler = Settler {
+        queue: SqsQueue {
+            client: fx.sqs(),
+            url: fx.queue_url.clone(),
+        },
+        store: S3Store {
+            client: fx.s3(),
+            bucket: fx.bucket.clone(),
+        },
+        spool_dir: spool.path().to_path_buf(),
+        visibility: Duration::from_secs(30),
+        unsettled: Arc::default(),
+    };
+    let key = "janitor-reports/runs/20261201T000000Z-cond01/jobs/cond-job-1/report.json";
+    let history = "janitor-reports/repos/local/cond/";
+    let settle = |attempt, status| {
+        let settler = settler.clone();
+        async move {
+            settler
+                .settle(
+                    "no-such-receipt",
+                    report(attempt, status),
+                    CancellationToken::new(),
+                )
+                .await
+        }
+    };
+    // Stored, though the (made-up) receipt cannot be settled.
+    assert_eq!(settle(2, JobStatus::Succeeded).await, Settled::StoredOnly);
+    assert_eq!(fx.json(key).await["attempt"], 2);
+    settle(1, JobStatus::Interrupted).await;
+    assert_eq!(
+        fx.json(key).await["attempt"],
+        2,
+        "the older attempt did not win"
+    );
+    assert_eq!(fx.json(key).await["status"], "succeeded");
+    let entries = fx.keys(history).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(fx.json(&entries[0]).await["attempt"], 2);
+    settle(3, JobStatus::Failed).await;
+    assert_eq!(fx.json(key).await["attempt"], 3, "a newer attempt replaces");
+    assert_eq!(fx.json(&fx.keys(history).await[0]).await["attempt"], 3);
+    assert_eq!(fx.keys(history).await.len(), 1);
 }

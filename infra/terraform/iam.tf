@@ -31,6 +31,17 @@ data "aws_iam_policy_document" "janitord" {
     ]
   }
 
+  # A report replaces a stored one only after reading its attempt (conditional writes):
+  # reports and history entries only, not the rest of the ledger.
+  statement {
+    sid     = "LedgerReportsRead"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${aws_s3_bucket.ledger.arn}/janitor-reports/runs/*",
+      "${aws_s3_bucket.ledger.arn}/janitor-reports/repos/*",
+    ]
+  }
+
   statement {
     sid       = "JobOutput"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]

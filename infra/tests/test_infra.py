@@ -19,7 +19,7 @@ TF_DIR = os.path.join(ROOT, "infra", "terraform")
 # Exactly what janitord calls (README.md, "Deploying to AWS"). Changing one means changing both.
 JANITORD_ACTIONS = {
     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
-    "s3:PutObject",
+    "s3:PutObject", "s3:GetObject",
     "logs:CreateLogStream", "logs:PutLogEvents",
     "ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
     "autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",

@@ -72,6 +72,22 @@ pub trait JobQueue: Send + Sync {
     fn depth(&self) -> impl Future<Output = Result<Depth, ServiceError>> + Send;
 }
 
+/// When a conditional write may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if nothing is stored under the key (`If-None-Match: *`).
+    Absent,
+    /// Only if the stored object is still the one read (`If-Match: <etag>`).
+    Matches(String),
+}
+
+/// A stored document and its ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub body: Vec<u8>,
+    pub etag: String,
+}
+
 /// Where reports and ledger records go.
 pub trait ReportStore: Send + Sync {
     fn put_json(
@@ -79,6 +95,18 @@ pub trait ReportStore: Send + Sync {
         key: &str,
         body: Vec<u8>,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// A write that happens only if `when` holds; a `Conflict` error when it does not.
+    fn put_json_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        when: Precondition,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// The document under `key`, `None` when there is none.
+    fn get_json(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Stored>, ServiceError>> + Send;
 }
 
 /// SQS-backed [`JobQueue`].
@@ -197,6 +225,80 @@ impl ReportStore for S3Store {
                 ServiceError::aws("S3", "PutObject", format!("s3://{}/{key}", self.bucket), e)
             })
     }
+
+    async fn put_json_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        when: Precondition,
+    ) -> Result<(), ServiceError> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into());
+        let put = match when {
+            Precondition::Absent => put.if_none_match("*"),
+            Precondition::Matches(etag) => put.if_match(etag),
+        };
+        put.send().await.map(|_| ()).map_err(|e| {
+            ServiceError::aws("S3", "PutObject", format!("s3://{}/{key}", self.bucket), e)
+        })
+    }
+
+    async fn get_json(&self, key: &str) -> Result<Option<Stored>, ServiceError> {
+        let target = format!("s3://{}/{key}", self.bucket);
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(ServiceError::aws("S3", "GetObject", target, e)),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(|e| {
+            ServiceError::new(
+                "S3",
+                "GetObject",
+                &target,
+                crate::error::ErrorKind::Unavailable,
+                e.to_string(),
+            )
+        })?;
+        Ok(Some(Stored {
+            body: body.into_bytes().to_vec(),
+            etag,
+        }))
+    }
+}
+
+/// Calls `f` until it succeeds or fails with what a retry cannot help, at most
+/// [`REPORT_UPLOAD_ATTEMPTS`] times, with backoff.
+pub async fn with_retries<T, F, Fut>(what: &str, mut f: F) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    let mut backoff = Backoff::new(AWS_RETRY_BASE, AWS_RETRY_CAP);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.retryable() || attempt >= REPORT_UPLOAD_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(what, attempt, error = %e, "store call failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
 }
 
 /// Puts a JSON document, retrying what a retry can help (throttling, outages) with backoff,
@@ -243,6 +345,17 @@ mod tests {
                 self.kind,
                 "on cue",
             ))
+        }
+        async fn put_json_if(
+            &self,
+            key: &str,
+            body: Vec<u8>,
+            _when: Precondition,
+        ) -> Result<(), ServiceError> {
+            self.put_json(key, body).await
+        }
+        async fn get_json(&self, _key: &str) -> Result<Option<Stored>, ServiceError> {
+            Ok(None)
         }
     }
 

@@ -25,6 +25,11 @@ impl<X: Services> Daemon<X> {
                     .unwrap_or_else(|| "unknown".to_string());
                 // The record first: a kill between the two leaves the container, found again.
                 self.recorder.crashed(run_id, job_id, &attempt, &name).await;
+                if self.settings.test_kill_after_crash_record {
+                    tracing::warn!(container = %name, "test hook: aborting after the crash record, before the removal");
+                    // A test-only fault hook standing for SIGKILL at this point: no cleanup runs.
+                    std::process::abort();
+                }
             }
             self.engine.remove(&name).await;
         }

@@ -126,6 +126,10 @@ pub struct Flags {
     /// Use this instance id instead of asking IMDS (off EC2)
     #[arg(long, env = "JANITOR_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Tests only: abort right after restart recovery writes a crash record, as a SIGKILL
+    /// there would (so a test can show the record is written before anything is removed)
+    #[arg(long, hide = true, env = "JANITOR_TEST_KILL_AFTER_CRASH_RECORD")]
+    pub test_kill_after_crash_record: bool,
     /// Log format [default: json when not on a terminal]
     #[arg(long, env = "JANITOR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -203,6 +207,8 @@ pub struct Settings {
     pub exit_when_idle: bool,
     pub instance_id: Option<String>,
     pub log_format: Option<LogFormat>,
+    /// Tests only (see the flag).
+    pub test_kill_after_crash_record: bool,
 }
 
 impl Settings {
@@ -487,6 +493,7 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
         exit_when_idle: flags.exit_when_idle || file.exit_when_idle.unwrap_or(false),
         instance_id: flags.instance_id.clone().or(file.instance_id),
         log_format: flags.log_format.or(file.log_format),
+        test_kill_after_crash_record: flags.test_kill_after_crash_record,
     })
 }
 

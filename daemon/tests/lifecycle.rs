@@ -381,6 +381,33 @@ async fn a_killed_daemon_restarts_removes_its_orphan_and_the_job_runs_once_more(
             .is_empty(),
         "the container outlived its daemon"
     );
+    // Killed again, right after recovery wrote the crash record: the record is there and the
+    // container is still there for the next start to find.
+    let mut hooked = janitor_testkit::spawn_janitord(
+        Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &fx,
+        me,
+        cache.path(),
+        &["--test-kill-after-crash-record"],
+    );
+    assert_ne!(
+        hooked.wait(Duration::from_secs(60)),
+        0,
+        "{}",
+        hooked.output()
+    );
+    let crashed_first = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/crashed-1.json"
+        ))
+        .await;
+    assert_eq!(crashed_first["attempt"], "1");
+    assert!(
+        !janitor_testkit::docker(&["ps", "-aq", "--filter", &label])
+            .trim()
+            .is_empty(),
+        "killed between the record and the removal: the container is still there"
+    );
     let mut d = janitord(
         &fx,
         me,

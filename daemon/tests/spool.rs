@@ -141,6 +141,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             exit_when_idle: true,
             instance_id: Some("i-0spool0000000001".into()),
             log_format: None,
+            test_kill_after_crash_record: false,
         },
         queue: SqsQueue {
             client: fx.sqs(),

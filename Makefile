@@ -69,9 +69,9 @@ query-parallel-run: build ## A whole run: make query-parallel-run RUN_ID=…
 	@test -n "$(RUN_ID)" || { echo "make query-parallel-run: set RUN_ID=… (see make check-parallel-status)" >&2; exit 2; }
 	$(CTL) show $(RUN_ID)
 
-query-db: build ## A repository's history: make query-db REPO=worker-basic
+query-db: build ## A repository's history: make query-db REPO=worker-basic [LIMIT=20] [SINCE=7d]
 	@test -n "$(REPO)" || { echo "make query-db: set REPO=name or REPO=organization/name" >&2; exit 2; }
-	$(CTL) results --repo $(REPO)
+	$(CTL) results --repo $(REPO) $(if $(LIMIT),--limit $(LIMIT)) $(if $(SINCE),--since $(SINCE))
 
 fetch-report: build ## Download the latest run's reports (or RUN_ID=…) into reports/
 	$(CTL) fetch-report $(RUN_ID) --out reports

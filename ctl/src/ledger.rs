@@ -448,7 +448,14 @@ impl Ledger {
     }
 
     /// A repository's reports, newest first. `repo` is `org/name` or just `name`.
-    pub async fn history(&self, repo: &str, limit: usize) -> Result<Vec<Report>, CtlError> {
+    /// A repository's reports, newest first, at most `limit`, from runs started at or after
+    /// `since` when given. `repo` is `org/name` or just `name`.
+    pub async fn history(
+        &self,
+        repo: &str,
+        limit: usize,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<Report>, CtlError> {
         let base = ledger::repos_prefix();
         let prefixes: Vec<String> = match repo.split_once('/') {
             Some((org, name)) => vec![ledger::repo_history_prefix(org, name)],
@@ -469,6 +476,15 @@ impl Ledger {
             }));
         }
         keys.sort();
+        // Keys name their run, and the run id starts with its time: older runs are left out
+        // without reading them.
+        keys.retain(|(_, k)| {
+            since.is_none_or(|since| {
+                ledger::run_id_of_history_key(k)
+                    .and_then(ledger::parse_compact_time)
+                    .is_none_or(|t| t >= since)
+            })
+        });
         let mut out = Vec::new();
         for (_, key) in keys.into_iter().take(limit) {
             if let Some(r) = self.get::<Report>(&key).await? {
@@ -680,15 +696,23 @@ mod tests {
             let key = ledger::repo_history_key("runpod-workers", "worker-basic", run, &r.job_id);
             l.put(&key, &r).await.unwrap();
         }
-        let h = l.history("worker-basic", 2).await.unwrap();
+        let h = l.history("worker-basic", 2, None).await.unwrap();
         let ids: Vec<&str> = h.iter().map(|r| r.job_id.as_str()).collect();
         assert_eq!(ids, ["worker-basic-1", "worker-basic-2"]);
         assert_eq!(
-            l.history("runpod-workers/worker-basic", 10)
+            l.history("runpod-workers/worker-basic", 10, None)
                 .await
                 .unwrap()
                 .len(),
             3
+        );
+        let since = ledger::parse_compact_time("20261102T000000Z");
+        let recent = l.history("worker-basic", 10, since).await.unwrap();
+        let ids: Vec<&str> = recent.iter().map(|r| r.job_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["worker-basic-1", "worker-basic-2"],
+            "runs from 2 Nov on"
         );
 
         // Unknown ids are the user's to fix (exit 2); a corrupt document is not (exit 1).

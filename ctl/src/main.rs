@@ -80,6 +80,9 @@ enum Command {
         /// How many, newest first
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only runs started since: `7d`, `12h`, `90m`, or a date `2026-11-01` (UTC)
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -258,8 +261,17 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
         Command::Show { run_id, json } => {
             query::show(&Ctx::new(settings).await, &run_id, json).await
         }
-        Command::Results { repo, limit, json } => {
-            query::results(&Ctx::new(settings).await, &repo, limit, json).await
+        Command::Results {
+            repo,
+            limit,
+            since,
+            json,
+        } => {
+            let since = since
+                .as_deref()
+                .map(|s| query::parse_since(s, time::OffsetDateTime::now_utc()))
+                .transpose()?;
+            query::results(&Ctx::new(settings).await, &repo, limit, since, json).await
         }
         Command::FetchReport { run_id, out, json } => {
             query::fetch_report(&Ctx::new(settings).await, run_id.as_deref(), &out, json).await

@@ -75,7 +75,33 @@ pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, CtlError> {
     Ok(0)
 }
 
-pub async fn results(ctx: &Ctx, repo: &str, limit: usize, json: bool) -> Result<u8, CtlError> {
+/// `--since`: `7d`, `12h`, `90m`, `1h30m` back from `now`, or a UTC date `2026-11-01`.
+pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, CtlError> {
+    let bad = || {
+        CtlError::Usage(format!(
+            "--since `{text}`: give a duration back from now (`7d`, `12h`, `90m`) or a date (`2026-11-01`)"
+        ))
+    };
+    if let Some(days) = text.strip_suffix('d') {
+        let n: i64 = days.parse().map_err(|_| bad())?;
+        return Ok(now - time::Duration::days(n));
+    }
+    if let Ok(d) = janitor_model::duration::parse(text) {
+        return Ok(now - d);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, format)
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| bad())
+}
+
+pub async fn results(
+    ctx: &Ctx,
+    repo: &str,
+    limit: usize,
+    since: Option<OffsetDateTime>,
+    json: bool,
+) -> Result<u8, CtlError> {
     let bad = repo.is_empty()
         || repo.split('/').count() > 2
         || repo
@@ -86,7 +112,7 @@ pub async fn results(ctx: &Ctx, repo: &str, limit: usize, json: bool) -> Result<
             "--repo `{repo}`: give `name` or `organization/name`"
         )));
     }
-    let reports = ctx.ledger()?.history(repo, limit).await?;
+    let reports = ctx.ledger()?.history(repo, limit, since).await?;
     if json {
         return print_json(&reports).map(|()| 0);
     }
@@ -242,5 +268,36 @@ pub async fn logs(
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_durations_and_dates() {
+        let now = time::macros::datetime!(2026-12-01 12:00:00 UTC);
+        let cases = [
+            ("7d", Some(time::macros::datetime!(2026-11-24 12:00:00 UTC))),
+            (
+                "12h",
+                Some(time::macros::datetime!(2026-12-01 00:00:00 UTC)),
+            ),
+            (
+                "90m",
+                Some(time::macros::datetime!(2026-12-01 10:30:00 UTC)),
+            ),
+            (
+                "2026-11-01",
+                Some(time::macros::datetime!(2026-11-01 00:00:00 UTC)),
+            ),
+            ("yesterday", None),
+            ("7", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_since(text, now).ok(), want, "{text}");
+        }
+        assert_eq!(parse_since("soon", now).unwrap_err().exit_code(), 2);
     }
 }

@@ -65,6 +65,34 @@ pub fn compact_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// The time a compact time (`20261122T153000Z`) or an id starting with one names.
+pub fn parse_compact_time(text: &str) -> Option<OffsetDateTime> {
+    let t = text.get(..16)?;
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<u32>().ok();
+    if t.as_bytes().get(8) != Some(&b'T') || t.as_bytes().get(15) != Some(&b'Z') {
+        return None;
+    }
+    let date = time::Date::from_calendar_date(
+        i32::try_from(num(0..4)?).ok()?,
+        time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?,
+        u8::try_from(num(6..8)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(num(9..11)?).ok()?,
+        u8::try_from(num(11..13)?).ok()?,
+        u8::try_from(num(13..15)?).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
+}
+
+/// The run id inside a history entry's key (see [`repo_history_key`]).
+pub fn run_id_of_history_key(key: &str) -> Option<&str> {
+    let file = key.rsplit('/').next()?;
+    file.get(17..)
+}
+
 pub fn run_prefix(run_id: &str) -> String {
     format!("{PREFIX}runs/{run_id}/")
 }
@@ -249,6 +277,14 @@ mod tests {
         assert_eq!(
             instance_event_key("i-1", t, "launch"),
             "janitor-reports/instances/i-1/20261122T153005Z-launch.json"
+        );
+        assert_eq!(parse_compact_time("20261122T153005Z-abc123"), Some(t));
+        assert_eq!(parse_compact_time("2026-11-22"), None);
+        assert_eq!(parse_compact_time("20261322T153005Z"), None);
+        let h = repo_history_key("o", "n", "20261122T153005Z-abc123", "j");
+        assert_eq!(
+            run_id_of_history_key(&h),
+            Some("20261122T153005Z-abc123-j.json")
         );
         let a = new_run_id(t);
         assert!(a.starts_with("20261122T153005Z-") && a.len() == 23, "{a}");

@@ -13,6 +13,9 @@ use janitor_services::error::ServiceError;
 
 use crate::CtlError;
 
+/// How far back `status` looks for the latest run before it lists every run.
+pub const RECENT_DAYS: i64 = 14;
+
 /// How many days of `rejected/` a run's view reads.
 pub const REJECTED_DAYS: usize = 14;
 
@@ -158,6 +161,15 @@ impl Ledger {
 
     /// The "folders" directly under `prefix`, without it and the trailing slash.
     pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, CtlError> {
+        self.folders_after(prefix, None).await
+    }
+
+    /// The folders under `prefix` that sort after `start_after` (a full key).
+    pub async fn folders_after(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, CtlError> {
         let mut out = Vec::new();
         let mut pages = self
             .s3
@@ -165,6 +177,7 @@ impl Ledger {
             .bucket(&self.bucket)
             .prefix(prefix)
             .delimiter("/")
+            .set_start_after(start_after.map(str::to_string))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -278,7 +291,28 @@ impl Ledger {
     /// writes manifests). Ids sort by their second; runs started within the same second are
     /// told apart by their manifests' exact creation time.
     pub async fn latest_run(&self) -> Result<Option<String>, CtlError> {
-        let ids = self.run_ids().await?;
+        // Run ids start with their time: the last RECENT_DAYS are listed first, so `status`
+        // does not read every run ever made; the whole listing is the fallback.
+        let recent = self.recent_run_ids().await?;
+        if let Some(id) = self.newest_with_manifest(&recent).await? {
+            return Ok(Some(id));
+        }
+        let all = self.run_ids().await?;
+        self.newest_with_manifest(&all).await
+    }
+
+    /// Run ids of the last [`RECENT_DAYS`], oldest first.
+    pub async fn recent_run_ids(&self) -> Result<Vec<String>, CtlError> {
+        let from = OffsetDateTime::now_utc() - time::Duration::days(RECENT_DAYS);
+        let start = format!("{}{}", ledger::runs_prefix(), ledger::compact_time(from));
+        let mut ids = self
+            .folders_after(&ledger::runs_prefix(), Some(&start))
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn newest_with_manifest(&self, ids: &[String]) -> Result<Option<String>, CtlError> {
         let mut second: Option<String> = None;
         let mut best: Option<(OffsetDateTime, String)> = None;
         for id in ids.iter().rev() {

@@ -140,23 +140,7 @@ impl Ledger {
 
     /// Every key under `prefix`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, CtlError> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(self.aws("ListObjectsV2", prefix))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-        }
-        Ok(keys)
+        self.list(prefix, None).await
     }
 
     /// The "folders" directly under `prefix`, without it and the trailing slash.
@@ -530,13 +514,19 @@ impl Ledger {
 
     /// The first `n` keys under `prefix`, in S3's (ascending) order.
     pub async fn first_keys(&self, prefix: &str, n: usize) -> Result<Vec<String>, CtlError> {
+        self.list(prefix, Some(n)).await
+    }
+
+    /// Keys under `prefix` in S3's order: all of them, or the first `limit`.
+    async fn list(&self, prefix: &str, limit: Option<usize>) -> Result<Vec<String>, CtlError> {
         let mut keys = Vec::new();
+        let page_size = limit.map(|n| i32::try_from(n.clamp(1, 1000)).unwrap_or(1000));
         let mut pages = self
             .s3
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
-            .max_keys(i32::try_from(n.clamp(1, 1000)).unwrap_or(1000))
+            .set_max_keys(page_size)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -546,11 +536,13 @@ impl Ledger {
                     .iter()
                     .filter_map(|o| o.key().map(str::to_string)),
             );
-            if keys.len() >= n {
+            if limit.is_some_and(|n| keys.len() >= n) {
                 break;
             }
         }
-        keys.truncate(n);
+        if let Some(n) = limit {
+            keys.truncate(n);
+        }
         Ok(keys)
     }
 

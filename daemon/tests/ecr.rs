@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use janitor_model::job::Job;
-use janitor_model::report::{InstanceInfo, StepName, StepStatus};
-use janitor_pipeline::{run_job, JobContext, Tools};
-use janitor_services::engine::Graces;
+use janitor_model::report::{StepName, StepStatus};
+use janitor_pipeline::{run_job, Tools};
 use janitor_services::logs::NullSink;
 use janitor_services::registry::{EcrAuth, RegistryAuth};
 use janitor_testkit::engine::TestEngine;
-use janitor_testkit::{dockerfile, ensure_base_image, git_repo, spec, Fixture};
+use janitor_testkit::{dockerfile, ensure_base_image, git_repo, job_context, spec, Fixture};
 use tokio_util::sync::CancellationToken;
 
 const AGENT: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/janitor-agent:latest";
@@ -63,28 +61,13 @@ async fn run_with_ecr_agent(
     let mut job_spec = spec(name, &url, Duration::from_secs(120));
     job_spec.agent_image = Some(AGENT.to_string());
     let work = tempfile::tempdir().unwrap();
-    let ctx = JobContext {
-        job: Job {
-            job_id: format!("{name}-1"),
-            run_id: "20261201T000000Z-ecr001".into(),
-            spec: job_spec,
-            enqueued_at: time::OffsetDateTime::now_utc(),
-        },
-        attempt: 1,
-        instance: InstanceInfo {
-            id: "i-0ecr000000000001".into(),
-            instance_type: "g5.xlarge".into(),
-            availability_zone: "us-east-1a".into(),
-            lifecycle: "on-demand".into(),
-        },
-        work_root: work.path().to_path_buf(),
-        graces: Graces {
-            deadline: Duration::from_secs(2),
-            interrupt: Duration::from_secs(2),
-        },
-        allow_local_repos: true,
-        log_ref: None,
-    };
+    let ctx = job_context(
+        &format!("{name}-1"),
+        "20261201T000000Z-ecr001",
+        job_spec,
+        "i-0ecr000000000001",
+        work.path(),
+    );
     let engine = TestEngine::connect().await;
     let registry = EcrAuth {
         config: fx.sdk.clone(),

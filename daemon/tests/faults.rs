@@ -151,10 +151,8 @@ async fn an_unreachable_engine_stops_the_start_with_exit_1() {
 /// own words, later steps do not run, and the report still comes back.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_engine_lost_mid_job_fails_the_step_that_needed_it() {
-    use janitor_model::job::Job;
-    use janitor_model::report::{InstanceInfo, JobStatus, StepName, StepStatus};
-    use janitor_pipeline::{run_job, JobContext, Tools};
-    use janitor_services::engine::Graces;
+    use janitor_model::report::{JobStatus, StepName, StepStatus};
+    use janitor_pipeline::{run_job, Tools};
     use janitor_services::logs::NullSink;
     use janitor_services::registry::Anonymous;
     use janitor_testkit::engine::TestEngine;
@@ -167,28 +165,13 @@ async fn an_engine_lost_mid_job_fails_the_step_that_needed_it() {
         &[("Dockerfile", &dockerfile("echo ok"))],
     );
     let work = tempfile::tempdir().unwrap();
-    let ctx = JobContext {
-        job: Job {
-            job_id: "engine-lost-1".into(),
-            run_id: "20261201T000000Z-fault2".into(),
-            spec: spec("engine-lost", &url, Duration::from_secs(60)),
-            enqueued_at: time::OffsetDateTime::now_utc(),
-        },
-        attempt: 1,
-        instance: InstanceInfo {
-            id: "local".into(),
-            instance_type: "local".into(),
-            availability_zone: "local".into(),
-            lifecycle: "local".into(),
-        },
-        work_root: work.path().to_path_buf(),
-        graces: Graces {
-            deadline: Duration::from_secs(2),
-            interrupt: Duration::from_secs(2),
-        },
-        allow_local_repos: true,
-        log_ref: None,
-    };
+    let ctx = janitor_testkit::job_context(
+        "engine-lost-1",
+        "20261201T000000Z-fault2",
+        spec("engine-lost", &url, Duration::from_secs(60)),
+        "local",
+        work.path(),
+    );
     let engine = TestEngine::connect().await;
     engine.hooks.lock().unwrap().unreachable_builds = 1;
     let tools = Tools {

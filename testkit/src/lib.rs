@@ -125,6 +125,39 @@ pub fn dockerfile(script: &str) -> String {
     )
 }
 
+/// One job's context for running the pipeline in-process: attempt 1 on a g5.xlarge of
+/// `instance`, workspaces under `work_root`, 2 s graces, local repositories allowed.
+pub fn job_context(
+    job_id: &str,
+    run_id: &str,
+    spec: JobSpec,
+    instance: &str,
+    work_root: &Path,
+) -> janitor_pipeline::JobContext {
+    janitor_pipeline::JobContext {
+        job: janitor_model::job::Job {
+            job_id: job_id.into(),
+            run_id: run_id.into(),
+            spec,
+            enqueued_at: OffsetDateTime::now_utc(),
+        },
+        attempt: 1,
+        instance: janitor_model::report::InstanceInfo {
+            id: instance.into(),
+            instance_type: "g5.xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            lifecycle: "on-demand".into(),
+        },
+        work_root: work_root.to_path_buf(),
+        graces: janitor_services::engine::Graces {
+            deadline: Duration::from_secs(2),
+            interrupt: Duration::from_secs(2),
+        },
+        allow_local_repos: true,
+        log_ref: None,
+    }
+}
+
 /// A job spec for a local repository, no GPU, with a timeout.
 pub fn spec(name: &str, url: &str, timeout: Duration) -> JobSpec {
     let repo = RepoRef {

@@ -208,3 +208,59 @@ def test_shellcheck(script):
     assert tool, "shellcheck is missing: run scripts/test-deps.sh (Debian package shellcheck)"
     out = subprocess.run([tool, "-x", os.path.join(ROOT, script)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
+
+
+def fake_machine(tmp_path, disks, filesystems=()):
+    """A sysfs and /dev tree: disks is [(name, model or None, partitions)]; blkid reports a
+    filesystem for the names in `filesystems`."""
+    sysfs, dev = tmp_path / "sys", tmp_path / "dev"
+    for name, model, parts in disks:
+        d = sysfs / "block" / name
+        (d / "device").mkdir(parents=True)
+        if model is not None:
+            (d / "device" / "model").write_text(model.ljust(40) + "\n")
+        for i in range(1, parts + 1):
+            (d / f"{name}p{i}").mkdir()
+    dev.mkdir()
+    blkid = tmp_path / "blkid"
+    have = " ".join(f"{dev}/{n}" for n in filesystems)
+    blkid.write_text(f'#!/bin/sh\nfor d in {have}; do [ "$5" = "$d" ] && echo ext4; done\nexit 0\n')
+    blkid.chmod(0o755)
+    return dict(os.environ, JANITOR_SYSFS=str(sysfs), JANITOR_DEV=str(dev), JANITOR_BLKID=str(blkid),
+                JANITOR_ROOT_DISK="nvme0n1", JANITOR_PREPARE_DRY_RUN="1")
+
+
+def prepare(env):
+    script = os.path.join(ROOT, "systemd", "janitor-prepare-cache.sh")
+    return subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+
+
+EBS = "Amazon Elastic Block Store"
+STORE = "Amazon EC2 NVMe Instance Storage"
+
+
+@pytest.mark.parametrize("disks, filesystems, chosen", [
+    # A g5: root EBS, the cache EBS, and an instance-store NVMe: the EBS volume is chosen.
+    ([("nvme0n1", EBS, 1), ("nvme1n1", STORE, 0), ("nvme2n1", EBS, 0)], (), "nvme2n1"),
+    ([("nvme0n1", EBS, 1), ("nvme1n1", EBS, 0), ("nvme2n1", STORE, 0), ("nvme3n1", STORE, 0)], (), "nvme1n1"),
+    # Xen: no NVMe model, one blank non-root disk.
+    ([("nvme0n1", None, 1), ("xvdf", None, 0)], (), "xvdf"),
+    # A blank EBS beside one that already has a filesystem.
+    ([("nvme0n1", EBS, 1), ("nvme1n1", EBS, 0), ("nvme2n1", EBS, 0)], ("nvme1n1",), "nvme2n1"),
+])
+def test_the_cache_disk_is_the_blank_ebs_volume(tmp_path, disks, filesystems, chosen):
+    out = prepare(fake_machine(tmp_path, disks, filesystems))
+    assert out.returncode == 0, out.stderr
+    assert f"would format {tmp_path}/dev/{chosen} as janitor-cache" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("disks, says", [
+    ([("nvme0n1", EBS, 1), ("nvme1n1", STORE, 0)], "EBS: none"),
+    ([("nvme0n1", EBS, 1), ("nvme1n1", EBS, 0), ("nvme2n1", EBS, 0)], "EBS: nvme1n1 nvme2n1"),
+    ([("nvme0n1", EBS, 1), ("nvme1n1", EBS, 2)], "nvme1n1 (has partitions)"),
+])
+def test_no_single_blank_ebs_volume_is_a_clear_failure(tmp_path, disks, says):
+    out = prepare(fake_machine(tmp_path, disks))
+    assert out.returncode == 1
+    assert says in out.stderr, out.stderr
+    assert "would format" not in out.stdout

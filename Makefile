@@ -13,7 +13,7 @@ AWS_ENV := -e AWS_PROFILE -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCES
 # The real tools run in their official containers where Docker is available, else from the host.
 DOCKER_OK := $(shell docker info >/dev/null 2>&1 && echo yes)
 ifeq ($(DOCKER_OK),yes)
-TERRAFORM ?= docker run --rm -i $(AWS_ENV) -v $(CURDIR):/src -w /src hashicorp/terraform:1.9
+TERRAFORM ?= docker run --rm -i $(AWS_ENV) -v $(CURDIR):/src -w /src hashicorp/terraform:1.11
 PACKER ?= docker run --rm -i $(AWS_ENV) -v $(CURDIR):/src -w /src hashicorp/packer:1.11
 else
 TERRAFORM ?= terraform

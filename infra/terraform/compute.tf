@@ -97,12 +97,12 @@ resource "aws_launch_template" "gpu" {
 
   tag_specifications {
     resource_type = "instance"
-    tags          = { Name = "${local.name}-gpu" }
+    tags          = merge(local.tags, { Name = "${local.name}-gpu" })
   }
 
   tag_specifications {
     resource_type = "volume"
-    tags          = { Name = "${local.name}-gpu" }
+    tags          = merge(local.tags, { Name = "${local.name}-gpu" })
   }
 }
 
@@ -182,11 +182,13 @@ resource "aws_autoscaling_group" "gpu" {
 }
 
 # The backstop: when something other than janitorctl enqueues, the queue depth scales out.
+# Only upward changes (ChangeInCapacity, every step positive): it never lowers the desired
+# capacity that janitorctl set; the daemons bring it down when idle.
 resource "aws_autoscaling_policy" "queue_backlog" {
   name                      = "${local.name}-queue-backlog"
   autoscaling_group_name    = aws_autoscaling_group.gpu.name
   policy_type               = "StepScaling"
-  adjustment_type           = "ExactCapacity"
+  adjustment_type           = "ChangeInCapacity"
   estimated_instance_warmup = 300
 
   step_adjustment {
@@ -230,8 +232,9 @@ resource "aws_budgets_budget" "idle" {
   time_unit    = "DAILY"
 
   cost_filter {
-    name   = "TagKeyValue"
-    values = ["user:janitor$${var.env}"]
+    name = "TagKeyValue"
+    # `user:<tag key>$<tag value>`, the `$` literal: user:janitor$dev.
+    values = [format("user:janitor$%s", var.env)]
   }
 
   dynamic "notification" {

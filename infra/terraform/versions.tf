@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.6"
+  required_version = ">= 1.11" # use_lockfile in the S3 backend
 
   required_providers {
     aws = {
@@ -17,11 +17,17 @@ provider "aws" {
 
   # The `janitor` cost-allocation tag (activate it once in the Billing console) on everything.
   default_tags {
-    tags = {
-      janitor     = var.env
-      Project     = "janitor-fleet"
-      Environment = var.env
-      ManagedBy   = "terraform"
-    }
+    tags = local.tags
+  }
+}
+
+locals {
+  # On every resource; default_tags do not reach what the group launches, so the launch
+  # template's tag specifications carry the same (instances and their volumes).
+  tags = {
+    janitor     = var.env
+    Project     = "janitor-fleet"
+    Environment = var.env
+    ManagedBy   = "terraform"
   }
 }

@@ -1,0 +1,100 @@
+# Plan-time checks with a mocked AWS provider (no account, no network): `make infra-check`
+# runs them with `terraform test`.
+
+mock_provider "aws" {
+  # Documents the provider would render; mocks would otherwise be random strings.
+  mock_data "aws_iam_policy_document" {
+    defaults = {
+      json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}"
+    }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = {
+      account_id = "123456789012"
+    }
+  }
+  mock_data "aws_partition" {
+    defaults = {
+      partition = "aws"
+    }
+  }
+}
+
+variables {
+  env        = "dev"
+  vpc_id     = "vpc-0123456789abcdef0"
+  subnet_ids = ["subnet-0123456789abcdef0"]
+  ami_id     = "ami-0123456789abcdef0"
+}
+
+run "the_backlog_policy_only_adds_capacity" {
+  command = plan
+
+  assert {
+    condition     = aws_autoscaling_policy.queue_backlog.adjustment_type == "ChangeInCapacity"
+    error_message = "the backstop must not set an exact capacity: it would override janitorctl's"
+  }
+  assert {
+    condition     = alltrue([for s in aws_autoscaling_policy.queue_backlog.step_adjustment : s.scaling_adjustment > 0])
+    error_message = "every step of the backstop adds capacity"
+  }
+  assert {
+    condition     = max([for s in aws_autoscaling_policy.queue_backlog.step_adjustment : s.scaling_adjustment]...) <= var.max_concurrent_instances
+    error_message = "no step adds more than the group's maximum"
+  }
+}
+
+run "the_budget_filters_on_the_janitor_tag" {
+  command = plan
+
+  assert {
+    condition     = one([for f in aws_budgets_budget.idle.cost_filter : f.values if f.name == "TagKeyValue"]) == tolist(["user:janitor$dev"])
+    error_message = "the budget's filter must be user:janitor$<env>"
+  }
+}
+
+run "tags_reach_instances_and_volumes" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for t in aws_launch_template.gpu.tag_specifications :
+      t.tags["janitor"] == "dev" && t.tags["Project"] == "janitor-fleet"
+    ])
+    error_message = "instances and volumes launched by the group carry the cost tags"
+  }
+  assert {
+    condition     = toset([for t in aws_launch_template.gpu.tag_specifications : t.resource_type]) == toset(["instance", "volume"])
+    error_message = "both instances and volumes are tagged at launch"
+  }
+}
+
+run "the_warm_pool_keeps_stopped_instances_for_reuse" {
+  command = plan
+
+  assert {
+    condition     = one(aws_autoscaling_group.gpu.warm_pool).pool_state == "Stopped"
+    error_message = "the warm pool keeps instances stopped"
+  }
+  assert {
+    condition     = one(one(aws_autoscaling_group.gpu.warm_pool).instance_reuse_policy).reuse_on_scale_in
+    error_message = "scaled-in instances go back to the pool with their cache volume"
+  }
+  assert {
+    condition     = one(aws_autoscaling_group.gpu.warm_pool).max_group_prepared_capacity == 3
+    error_message = "at most 3 stopped instances by default (the idle-cost target)"
+  }
+}
+
+run "spot_has_no_warm_pool" {
+  command = plan
+
+  variables {
+    spot = true
+  }
+
+  assert {
+    condition     = length(aws_autoscaling_group.gpu.warm_pool) == 0
+    error_message = "AWS allows no warm pool with a mixed-instances policy"
+  }
+}

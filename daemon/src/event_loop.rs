@@ -578,9 +578,9 @@ impl<X: Services> Daemon<X> {
             );
             return false;
         }
-        match f.leave().await {
+        match f.lower_desired(view.desired).await {
             Ok(()) => {
-                tracing::info!(from = view.desired, to = view.desired - 1, "idle with an empty queue: lowered the desired capacity by one, taking this instance out");
+                tracing::info!(from = view.desired, to = view.desired - 1, "idle with nothing waiting: lowered the desired capacity by one; the group's scale-in takes an idle instance");
                 true
             }
             Err(e) => {

@@ -9,7 +9,7 @@ pub enum State {
     Idle { since: u64 },
     /// A job runs; no polling.
     Busy,
-    /// The idle instance asked to leave the group; no polling while that happens.
+    /// The idle instance is lowering the desired capacity; no polling while that call is out.
     Leaving,
     /// The group is taking the busy instance out (`Terminated`, `Warmed:*`): no polling; the job
     /// finishes while heartbeats keep the lifecycle action open.
@@ -82,7 +82,7 @@ pub enum Action {
     StopJob,
     /// Ask whether the queue has nothing visible (other instances' jobs in flight do not count).
     CheckQueue,
-    /// Lower the group's desired capacity by one, taking this idle instance out.
+    /// Lower the group's desired capacity by one; the group's scale-in takes an idle instance.
     ScaleIn,
     /// `RecordLifecycleActionHeartbeat`.
     Heartbeat,
@@ -143,8 +143,10 @@ pub fn next(state: State, event: &Event, cfg: &Config) -> (State, Vec<Action>) {
         {
             (S::Leaving, vec![A::ScaleIn])
         }
-        (S::Leaving, Event::ScaledIn { lowered: true, .. }) => {
-            (S::Leaving, vec![A::Record("scale-in")])
+        // Lowered: the group's scale-in picks an unprotected instance, this one or another idle
+        // one. Back to idle for a full period; if it is this one, the lifecycle hook says so.
+        (S::Leaving, Event::ScaledIn { now, lowered: true }) => {
+            (S::Idle { since: *now }, vec![A::Record("scale-in")])
         }
         // Not lowered (at the minimum, a concurrent change): stay, and try again after a full idle period.
         (
@@ -304,7 +306,7 @@ mod tests {
                 now: 122,
                 lowered: true,
             },
-            S::Leaving,
+            S::Idle { since: 122 },
             &[A::Record("scale-in")],
         );
         check(

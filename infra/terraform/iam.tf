@@ -63,14 +63,15 @@ data "aws_iam_policy_document" "janitord" {
 
   statement {
     sid = "OwnGroup"
-    # Idle scale-in is TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity
-    # (an atomic "desired - 1"), so SetDesiredCapacity is not needed.
+    # Idle scale-in lowers the desired capacity; the group's own scale-in then picks an idle
+    # (unprotected) instance and, with the warm pool's reuse policy, stops it into the pool with
+    # its cache volume. An API terminate would lose the volume, so it is not allowed.
     actions = [
       "autoscaling:CompleteLifecycleAction",
       "autoscaling:RecordLifecycleActionHeartbeat",
       "autoscaling:SetInstanceProtection",
       "autoscaling:SetInstanceHealth",
-      "autoscaling:TerminateInstanceInAutoScalingGroup",
+      "autoscaling:SetDesiredCapacity",
     ]
     resources = [local.asg_arn]
   }

@@ -24,7 +24,7 @@ JANITORD_ACTIONS = {
     "ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
     "autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",
     "autoscaling:SetInstanceProtection", "autoscaling:SetInstanceHealth",
-    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:SetDesiredCapacity",
     "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLifecycleHooks",
 }

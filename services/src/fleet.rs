@@ -31,8 +31,10 @@ pub trait Fleet: Send + Sync {
     fn mark_unhealthy(&self) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// The group's figures; `Ok(None)` when the group is gone.
     fn group(&self) -> impl Future<Output = Result<Option<GroupView>, ServiceError>> + Send;
-    /// Takes this instance out and lowers the desired capacity by one, atomically.
-    fn leave(&self) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Lowers the group's desired capacity from `from` to `from - 1`. The group's own scale-in
+    /// then takes an unprotected (idle) instance, and with a warm pool's reuse policy stops it
+    /// into the pool with its cache volume, which an API terminate would not do.
+    fn lower_desired(&self, from: i32) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
 /// This instance as a member of its Auto Scaling group.
@@ -202,16 +204,18 @@ impl Fleet for Membership {
         }))
     }
 
-    /// `TerminateInstanceInAutoScalingGroup` with `ShouldDecrementDesiredCapacity`, which AWS
-    /// applies atomically, so a concurrent change by janitorctl is never overwritten.
-    async fn leave(&self) -> Result<(), ServiceError> {
+    /// `SetDesiredCapacity`, honouring the group's cooldown. Not atomic with a concurrent raise
+    /// by janitorctl (read, then set); a raise lost that way is made good by the queue-depth
+    /// alarm, which adds capacity while messages wait.
+    async fn lower_desired(&self, from: i32) -> Result<(), ServiceError> {
         self.client
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(&self.instance_id)
-            .should_decrement_desired_capacity(true)
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.group)
+            .desired_capacity(from - 1)
+            .honor_cooldown(false)
             .send()
             .await
             .map(|_| ())
-            .map_err(self.err("TerminateInstanceInAutoScalingGroup"))
+            .map_err(self.err("SetDesiredCapacity"))
     }
 }

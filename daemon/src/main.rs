@@ -44,6 +44,9 @@ enum Command {
     },
     /// Print what NVML finds; exit 0 only if at least one GPU is usable
     GpuCheck,
+    /// Leave the Auto Scaling group for good, lowering its desired capacity (the dead-man
+    /// timer runs this before powering a stuck instance off, so no replacement is launched)
+    Leave,
 }
 
 /// The real services: AWS and the local Docker engine.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Status { addr, json }) => return status(&addr, json),
         Some(Command::GpuCheck) => return gpu_check(),
+        Some(Command::Leave) => return leave(&cli.flags),
         None => {}
     }
     let settings = match settings::load(&cli.flags) {
@@ -129,6 +133,55 @@ fn status(addr: &str, json: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `janitord leave`: out of the group with the desired capacity lowered; exit 0 when done or
+/// when the instance is in no group, 1 when it could not leave.
+fn leave(flags: &Flags) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("janitord leave: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let instance_id = match &flags.instance_id {
+            Some(id) => id.clone(),
+            None => match imds::instance_identity(&Imds::new(3)).await {
+                Ok(i) => i.id,
+                Err(e) => {
+                    eprintln!("janitord leave: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+        };
+        let config = aws::sdk_config().await;
+        let client = aws_sdk_autoscaling::Client::new(&config);
+        match Membership::discover(client, &instance_id, 60).await {
+            Ok(Some(m)) => match m.leave_for_good().await {
+                Ok(()) => {
+                    println!("janitord leave: {instance_id} left {} with its desired capacity lowered", m.group);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("janitord leave: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Ok(None) => {
+                println!("janitord leave: {instance_id} is in no Auto Scaling group");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("janitord leave: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 fn gpu_check() -> ExitCode {

@@ -39,6 +39,10 @@ fn powers_off_only_when_the_heartbeat_is_stale() {
         out.starts_with("janitor-deadman: poweroff: no heartbeat at"),
         "{out}"
     );
+    assert!(
+        out.contains("would run `/usr/local/bin/janitord leave`, then power off"),
+        "it leaves the group before powering off, so no replacement is launched: {out}"
+    );
 
     std::fs::write(&file, "x").unwrap();
     let st = Command::new("touch")

@@ -609,3 +609,28 @@ async fn an_idle_instance_leaves_while_another_is_busy() {
         "the busy one stays, protected: {instances:?}"
     );
 }
+
+/// `janitord leave`, the dead-man's last resort: out of the group with the desired capacity
+/// lowered, so the group launches no replacement for the stuck instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn leave_takes_the_instance_out_and_lowers_the_desired_capacity() {
+    let fx = Fixture::start(&[]).await;
+    let ids = fx.launch(2).await;
+    let me = ids[0].clone();
+    let mut p = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &["--instance-id", &me, "leave"],
+        &fx.env(Some(&me)),
+    );
+    assert_eq!(p.wait(Duration::from_secs(60)), 0, "{}", p.output());
+    assert!(p.output().contains("left janitor-asg"), "{}", p.output());
+    let (desired, instances) = fx.group().await;
+    assert_eq!(
+        desired, 1,
+        "no replacement: the desired capacity went down with it"
+    );
+    assert!(
+        !instances.iter().any(|(id, _, _)| *id == me),
+        "{instances:?}"
+    );
+}

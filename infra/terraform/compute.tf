@@ -30,7 +30,7 @@ locals {
     cache_dir = "/var/lib/janitor"
     require_cache_volume = true
     expect_gpus = true
-    heartbeat_file = "/run/janitor/heartbeat"
+    heartbeat_file = "/var/lib/janitor/janitord.heartbeat"
   TOML
 }
 

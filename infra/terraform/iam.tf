@@ -72,6 +72,8 @@ data "aws_iam_policy_document" "janitord" {
       "autoscaling:SetInstanceProtection",
       "autoscaling:SetInstanceHealth",
       "autoscaling:SetDesiredCapacity",
+      # Only `janitord leave`, the dead-man timer's last resort for a stuck instance.
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
     ]
     resources = [local.asg_arn]
   }

@@ -24,7 +24,7 @@ JANITORD_ACTIONS = {
     "ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
     "autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",
     "autoscaling:SetInstanceProtection", "autoscaling:SetInstanceHealth",
-    "autoscaling:SetDesiredCapacity",
+    "autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
     "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLifecycleHooks",
 }
@@ -323,3 +323,15 @@ def test_terraform_plan_tests_with_a_mocked_provider(initialised):
     print(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 failed" in out.stdout, out.stdout
+
+
+def test_the_heartbeat_file_survives_a_daemon_restart_and_both_sides_agree():
+    env = open(os.path.join(ROOT, "systemd", "deadman.env")).read()
+    deadman = re.search(r"^JANITOR_HEARTBEAT_FILE=(\S+)$", env, re.M).group(1)
+    compute = open(os.path.join(TF_DIR, "compute.tf")).read()
+    janitord = re.search(r'heartbeat_file = "([^"]+)"', compute).group(1)
+    assert deadman == janitord, (deadman, janitord)
+    # A RuntimeDirectory (/run/janitor) is emptied when janitord restarts: a healthy instance
+    # would look dead to the timer.
+    assert not deadman.startswith("/run/"), deadman
+    assert deadman.startswith("/var/lib/janitor/"), deadman

@@ -117,6 +117,23 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// Takes this instance out of the group and lowers the desired capacity with it
+    /// (`TerminateInstanceInAutoScalingGroup` with `ShouldDecrementDesiredCapacity`), so the
+    /// group does not launch a replacement. The dead-man's last resort for an instance whose
+    /// daemon stopped: a stopped or powered-off member would be replaced, again and again.
+    pub async fn leave_for_good(&self) -> Result<(), ServiceError> {
+        self.client
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(&self.instance_id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(self.err("TerminateInstanceInAutoScalingGroup"))
+    }
+}
+
 impl Fleet for Membership {
     fn heartbeat_every(&self) -> u64 {
         self.heartbeat_every

@@ -34,8 +34,10 @@ variable "janitord_binary" {
 }
 
 variable "nvidia_driver" {
-  type    = string
-  default = "nvidia-driver-550-server"
+  type = string
+  # The 580 branch: CUDA 13 images (worker-vllm's) need a driver >= 580; the open kernel
+  # modules are what newer GPUs (Hopper and later) need and NVIDIA recommends from Turing on.
+  default = "nvidia-driver-580-server-open"
 }
 
 locals {
@@ -47,6 +49,10 @@ source "amazon-ebs" "gpu" {
   instance_type = var.instance_type
   ami_name      = "janitor-gpu-${var.env}-${local.stamp}"
   ssh_username  = "ubuntu"
+
+  # The temporary security group opens SSH to this machine's public address (/32) only, not
+  # to 0.0.0.0/0, for the minutes the build runs.
+  temporary_security_group_source_public_ip = true
 
   source_ami_filter {
     filters = {
@@ -114,7 +120,7 @@ build {
   }
 
   provisioner "shell" {
-    pause_before = "30s"
+    pause_before    = "30s"
     execute_command = "sudo -E bash '{{ .Path }}'"
     scripts         = ["packer/scripts/check-gpu.sh"]
   }

@@ -115,6 +115,25 @@ resource "aws_autoscaling_group" "gpu" {
   health_check_type     = "EC2"
   protect_from_scale_in = false
   capacity_rebalance    = var.spot
+  # AZRebalance terminates instances to even out zones, protected or not: a busy one too.
+  suspended_processes = ["AZRebalance"]
+  # Group metrics for the dashboard and the alarms (instances by state, desired, warm pool).
+  enabled_metrics = [
+    "GroupDesiredCapacity", "GroupInServiceInstances", "GroupPendingInstances",
+    "GroupTerminatingInstances", "GroupTotalInstances", "WarmPoolWarmedCapacity",
+    "WarmPoolTotalCapacity",
+  ]
+
+  # A new AMI (a new launch template version) replaces the instances, stopped warm-pool ones
+  # included; busy instances are protected and drain on the hook, so none loses its job.
+  instance_refresh {
+    strategy = "Rolling"
+    preferences {
+      min_healthy_percentage       = 0
+      skip_matching                = true
+      scale_in_protected_instances = "Wait"
+    }
+  }
 
   dynamic "launch_template" {
     for_each = var.spot ? [] : [1]

@@ -335,3 +335,48 @@ def test_the_heartbeat_file_survives_a_daemon_restart_and_both_sides_agree():
     # would look dead to the timer.
     assert not deadman.startswith("/run/"), deadman
     assert deadman.startswith("/var/lib/janitor/"), deadman
+
+
+def test_packer_template_is_formatted():
+    """`packer fmt -check` where packer is installed; else the same HCL formatter through
+    `terraform fmt` on a copy (packer and terraform share hclwrite's formatting)."""
+    import shutil
+
+    template = os.path.join(ROOT, "packer", "gpu-ami.pkr.hcl")
+    if shutil.which("packer"):
+        out = subprocess.run(["packer", "fmt", "-check", "-diff", template], capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return
+    tf = shutil.which("terraform")
+    if not tf:
+        pytest.skip("NEITHER PACKER NOR TERRAFORM IS INSTALLED: the packer template's format was not checked")
+    with tempfile.TemporaryDirectory() as d:
+        copy = os.path.join(d, "gpu-ami.tf")
+        shutil.copy(template, copy)
+        out = subprocess.run([tf, "fmt", "-check", "-diff", copy], capture_output=True, text=True)
+        assert out.returncode == 0, "packer/gpu-ami.pkr.hcl is not formatted:\n" + out.stdout + out.stderr
+
+
+def test_the_ami_driver_runs_cuda_13_images_with_the_open_modules():
+    template = open(os.path.join(ROOT, "packer", "gpu-ami.pkr.hcl")).read()
+    install = open(os.path.join(ROOT, "packer", "scripts", "install.sh")).read()
+    for text in (template, install):
+        branch = re.search(r"nvidia-driver-(\d+)-server(-open)?", text)
+        assert branch, "a driver branch is pinned"
+        assert int(branch.group(1)) >= 580, f"CUDA 13 needs a driver >= 580, pinned {branch.group(0)}"
+        assert branch.group(2) == "-open", f"the open kernel modules, pinned {branch.group(0)}"
+    check = open(os.path.join(ROOT, "packer", "scripts", "check-gpu.sh")).read()
+    assert "CUDA Version" in check, "the AMI's GPU check prints the CUDA version the driver supports"
+
+
+def test_the_packer_build_opens_ssh_to_the_builder_only():
+    template = open(os.path.join(ROOT, "packer", "gpu-ami.pkr.hcl")).read()
+    assert re.search(r"temporary_security_group_source_public_ip\s*=\s*true", template), \
+        "without it the amazon-ebs builder opens SSH to 0.0.0.0/0"
+
+
+def test_janitord_never_hits_a_start_limit_on_first_boot():
+    unit = open(os.path.join(ROOT, "systemd", "janitord.service")).read()
+    assert re.search(r"^StartLimitIntervalSec=0$", unit, re.M), unit
+    after = re.search(r"^After=(.*)$", unit, re.M).group(1).split()
+    assert "janitor-prepare-cache.service" in after and "var-lib-janitor.mount" in after, after

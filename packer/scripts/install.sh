@@ -5,7 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -q
-apt-get install -y -q ca-certificates curl gnupg git jq docker.io "${NVIDIA_DRIVER:-nvidia-driver-550-server}"
+apt-get install -y -q ca-certificates curl gnupg git jq docker.io "${NVIDIA_DRIVER:-nvidia-driver-580-server-open}"
 
 # NVIDIA container toolkit, from NVIDIA's repository.
 curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \

@@ -86,6 +86,27 @@ run "the_warm_pool_keeps_stopped_instances_for_reuse" {
   }
 }
 
+run "the_group_keeps_busy_instances_and_refreshes_for_a_new_ami" {
+  command = plan
+
+  assert {
+    condition     = contains(aws_autoscaling_group.gpu.suspended_processes, "AZRebalance")
+    error_message = "AZRebalance would terminate busy instances"
+  }
+  assert {
+    condition     = one(aws_autoscaling_group.gpu.instance_refresh).strategy == "Rolling"
+    error_message = "a new AMI rolls through the group"
+  }
+  assert {
+    condition     = one(one(aws_autoscaling_group.gpu.instance_refresh).preferences).scale_in_protected_instances == "Wait"
+    error_message = "a refresh waits for busy (protected) instances instead of replacing them mid-job"
+  }
+  assert {
+    condition     = contains(aws_autoscaling_group.gpu.enabled_metrics, "GroupInServiceInstances")
+    error_message = "group metrics feed the dashboard"
+  }
+}
+
 run "spot_has_no_warm_pool" {
   command = plan
 

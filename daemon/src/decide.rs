@@ -52,14 +52,17 @@ pub fn admit(
     Admission::Start(Box::new(job))
 }
 
-/// Whether to open a long poll now.
+/// Whether to open a long poll now: idle, no job, no poll open, past any backoff, and the
+/// lifecycle state read at least once (a warm-pool instance's first boot must not take a job
+/// before it learns it is about to be stopped).
 pub fn should_poll(
     accepts_jobs: bool,
     job_running: bool,
     polling: bool,
     backoff_over: bool,
+    lifecycle_known: bool,
 ) -> bool {
-    accepts_jobs && !job_running && !polling && backoff_over
+    accepts_jobs && !job_running && !polling && backoff_over && lifecycle_known
 }
 
 /// Whether an idle instance may leave: nothing visible on the queue. Jobs in flight are other
@@ -154,16 +157,17 @@ mod tests {
 
     #[test]
     fn polling_and_cleanup() {
-        // (accepts, running, polling, backoff over) -> poll
+        // (accepts, running, polling, backoff over, lifecycle known) -> poll
         let polls = [
-            ((true, false, false, true), true),
-            ((false, false, false, true), false),
-            ((true, true, false, true), false),
-            ((true, false, true, true), false),
-            ((true, false, false, false), false),
+            ((true, false, false, true, true), true),
+            ((false, false, false, true, true), false),
+            ((true, true, false, true, true), false),
+            ((true, false, true, true, true), false),
+            ((true, false, false, false, true), false),
+            ((true, false, false, true, false), false),
         ];
-        for ((a, r, p, b), want) in polls {
-            assert_eq!(should_poll(a, r, p, b), want, "{a} {r} {p} {b}");
+        for ((a, r, p, b, k), want) in polls {
+            assert_eq!(should_poll(a, r, p, b, k), want, "{a} {r} {p} {b} {k}");
         }
         // (accepts, running, ended, interval over) -> clean
         let cleans = [

@@ -44,6 +44,8 @@ pub const SQS_RETRY_CAP: Duration = Duration::from_secs(30);
 pub const LIFECYCLE_COMPLETE_ATTEMPTS: u32 = 5;
 /// How much longer than the poll's own wait an open poll is waited for when the daemon stops.
 pub const POLL_SLACK: Duration = Duration::from_secs(5);
+/// How long the daemon waits for its first lifecycle-state read before it polls without one.
+pub const LIFECYCLE_READ_LIMIT: Duration = Duration::from_secs(60);
 /// Least wait between attempts at an unsettled spool.
 pub const SPOOL_RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between attempts at an unsettled spool.
@@ -139,6 +141,8 @@ struct Turn<'a> {
     last_watchdog: Instant,
     last_beat: Option<Instant>,
     last_cleanup: Instant,
+    /// Whether the lifecycle state has been read (always, off EC2).
+    lifecycle_known: bool,
     exit: bool,
 }
 
@@ -235,6 +239,7 @@ impl<X: Services> Daemon<X> {
             last_watchdog: now,
             last_beat: None,
             last_cleanup: now,
+            lifecycle_known: self.metadata.is_none(),
             exit: false,
         };
         systemd::notify("READY=1");
@@ -246,6 +251,7 @@ impl<X: Services> Daemon<X> {
                 turn.job.is_some(),
                 turn.receiving.is_some(),
                 Instant::now() >= turn.poll_after,
+                turn.lifecycle_known,
             ) {
                 // Reports a failed upload left behind go before the next job is taken; while
                 // one is unsettled no job is taken (its message stays invisible meanwhile).
@@ -381,11 +387,22 @@ impl<X: Services> Daemon<X> {
                 target: Target::parse(&t),
             }),
             Event::Notice(Notice::Spot(_)) => Some(machine::Event::SpotNotice),
+            Event::Notice(Notice::FirstRead) => {
+                turn.lifecycle_known = true;
+                None
+            }
             Event::Signal => {
                 systemd::notify("STOPPING=1");
                 Some(machine::Event::Signal)
             }
             Event::Tick => {
+                if !turn.lifecycle_known && turn.clock.elapsed() >= LIFECYCLE_READ_LIMIT {
+                    tracing::warn!(
+                        limit_s = LIFECYCLE_READ_LIMIT.as_secs(),
+                        "the lifecycle state could not be read; taking jobs without it"
+                    );
+                    turn.lifecycle_known = true;
+                }
                 self.beat(turn);
                 Some(machine::Event::Tick { now: turn.now() })
             }

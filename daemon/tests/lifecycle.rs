@@ -634,3 +634,36 @@ async fn leave_takes_the_instance_out_and_lowers_the_desired_capacity() {
         "{instances:?}"
     );
 }
+
+/// A warm-pool instance's first boot: its lifecycle target is `Warmed:Stopped` from the start.
+/// It must not take a job before it has read that; it completes the lifecycle action and parks,
+/// leaving the message for an instance in service.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_pool_first_boot_takes_no_job_before_its_lifecycle_state_is_read() {
+    ensure_base_image();
+    let fx = Fixture::start(&[]).await;
+    let me = fx.launch(1).await.remove(0);
+    fx.set_imds(&me, "target-lifecycle-state", "Warmed:Stopped");
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "lc-warm",
+        &[("Dockerfile", &dockerfile("echo warm"))],
+    );
+    let run_id = "20261201T000000Z-lc0010";
+    let job_id = fx
+        .send_job(run_id, &spec("lc-warm", &url, Duration::from_secs(60)))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(&fx, &me, cache.path(), &["--exit-when-idle"]);
+    assert_eq!(d.wait(Duration::from_secs(60)), 0, "{}", d.output());
+    assert!(
+        fx.keys(&format!("janitor-reports/runs/{run_id}/jobs/{job_id}/"))
+            .await
+            .is_empty(),
+        "no job started: {}",
+        d.output()
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, (1, 0), "the message waits");
+    assert!(actions(&fx, &me).contains(&"CompleteLifecycleAction".to_string()));
+}

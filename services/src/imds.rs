@@ -15,6 +15,8 @@ use crate::error::{describe, ErrorKind, ServiceError};
 pub enum Notice {
     Target(String),
     Spot(String),
+    /// The first read answered (whatever the state): from here on the lifecycle state is known.
+    FirstRead,
 }
 
 /// After this many failed IMDS reads in a row, a failure is logged again (1 in N).
@@ -97,6 +99,7 @@ pub fn watch<M: Metadata>(
         let mut last_target: Option<String> = None;
         let mut spot_seen = false;
         let mut rebalance_seen = false;
+        let mut first_read = true;
         let mut failures: u32 = 0;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,6 +133,12 @@ pub fn watch<M: Metadata>(
                     if tx.send(Notice::Target(t)).await.is_err() {
                         return;
                     }
+                }
+            }
+            if first_read {
+                first_read = false;
+                if tx.send(Notice::FirstRead).await.is_err() {
+                    return;
                 }
             }
             if let Ok(Some(action)) = spot {
@@ -198,6 +207,12 @@ mod tests {
         meta.set("autoscaling/target-lifecycle-state", Some("InService"));
         let first = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
         assert_eq!(first.unwrap(), Some(Notice::Target("InService".into())));
+        let known = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert_eq!(
+            known.unwrap(),
+            Some(Notice::FirstRead),
+            "then: the state is known"
+        );
         meta.set("spot/instance-action", Some("{\"action\":\"terminate\"}"));
         let spot = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
         assert!(matches!(spot.unwrap(), Some(Notice::Spot(_))));

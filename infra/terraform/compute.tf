@@ -256,14 +256,13 @@ resource "aws_budgets_budget" "idle" {
     values = [format("user:janitor$%s", var.env)]
   }
 
-  dynamic "notification" {
-    for_each = var.budget_email == "" ? [] : [1]
-    content {
-      comparison_operator        = "GREATER_THAN"
-      threshold                  = 100
-      threshold_type             = "PERCENTAGE"
-      notification_type          = "ACTUAL"
-      subscriber_email_addresses = [var.budget_email]
-    }
+  # Over the daily budget: to the alerts topic (and to budget_email when set).
+  notification {
+    comparison_operator        = "GREATER_THAN"
+    threshold                  = 100
+    threshold_type             = "PERCENTAGE"
+    notification_type          = "ACTUAL"
+    subscriber_sns_topic_arns  = [aws_sns_topic.alerts.arn]
+    subscriber_email_addresses = var.budget_email == "" ? null : [var.budget_email]
   }
 }

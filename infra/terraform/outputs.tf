@@ -26,3 +26,16 @@ output "region" {
 output "instance_role" {
   value = aws_iam_role.instance.name
 }
+
+output "alerts_topic_arn" {
+  value = aws_sns_topic.alerts.arn
+}
+
+output "agent_repository_url" {
+  value = aws_ecr_repository.agent.repository_url
+}
+
+output "release_role_arn" {
+  description = "Set as the repository variable AWS_RELEASE_ROLE_ARN for .github/workflows/release.yml."
+  value       = one(aws_iam_role.release[*].arn)
+}

@@ -133,3 +133,21 @@ variable "agent_ecr_repository" {
   type        = string
   default     = "janitor-agent"
 }
+
+variable "alert_email" {
+  description = "Where the alerts topic (dead letters, idle instances, budget) sends mail; empty for none (subscribe something else to the topic)."
+  type        = string
+  default     = ""
+}
+
+variable "idle_alarm_minutes" {
+  description = "Minutes of instances in service with an empty queue before the idle alarm fires (the idle timeout is 5 minutes)."
+  type        = number
+  default     = 15
+}
+
+variable "github_repository" {
+  description = "`owner/name` of the GitHub repository whose release workflow pushes the agent image through OIDC; empty for no release role."
+  type        = string
+  default     = ""
+}

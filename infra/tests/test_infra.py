@@ -380,3 +380,9 @@ def test_janitord_never_hits_a_start_limit_on_first_boot():
     assert re.search(r"^StartLimitIntervalSec=0$", unit, re.M), unit
     after = re.search(r"^After=(.*)$", unit, re.M).group(1).split()
     assert "janitor-prepare-cache.service" in after and "var-lib-janitor.mount" in after, after
+
+
+def test_tflint_is_configured_with_the_aws_ruleset():
+    text = open(os.path.join(TF_DIR, ".tflint.hcl")).read()
+    assert 'source  = "github.com/terraform-linters/tflint-ruleset-aws"' in text
+    assert 'preset  = "recommended"' in text

@@ -119,3 +119,41 @@ run "spot_has_no_warm_pool" {
     error_message = "AWS allows no warm pool with a mixed-instances policy"
   }
 }
+
+run "operators_are_paged_on_dead_letters_idle_instances_and_the_budget" {
+  command = plan
+
+  variables {
+    alert_email       = "ops@example.com"
+    github_repository = "runpod-workers/janitor-fleet"
+  }
+
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.dead_letters.dimensions["QueueName"] == "janitor-dev-jobs-dlq"
+    error_message = "the dead-letter alarm watches the dead-letter queue"
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.idle_instances.evaluation_periods == 15
+    error_message = "idle past 15 minutes by default"
+  }
+  assert {
+    condition     = length([for q in aws_cloudwatch_metric_alarm.idle_instances.metric_query : q if q.return_data == true]) == 1
+    error_message = "the idle alarm returns one expression"
+  }
+  assert {
+    condition     = length(aws_sns_topic_subscription.alerts_email) == 1
+    error_message = "alert_email subscribes to the topic"
+  }
+  assert {
+    condition     = length(one(aws_budgets_budget.idle.notification).subscriber_sns_topic_arns) == 1
+    error_message = "the budget pages through the topic"
+  }
+  assert {
+    condition     = aws_ecr_repository.agent.image_scanning_configuration[0].scan_on_push
+    error_message = "the agent image is scanned on push"
+  }
+  assert {
+    condition     = length(aws_iam_role.release) == 1
+    error_message = "a release role for the repository's workflow"
+  }
+}

@@ -41,7 +41,7 @@ test: test-deps lint infra-check ## Install what the tests need, lint, offline i
 	$(CARGO) test --workspace --locked
 
 infra-check: test-deps ## Offline checks of Terraform, Packer, systemd units and shell scripts
-	.venv/bin/pytest -q infra/tests
+	.venv/bin/pytest -q -rs infra/tests
 
 lint: ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -386,3 +386,16 @@ def test_tflint_is_configured_with_the_aws_ruleset():
     text = open(os.path.join(TF_DIR, ".tflint.hcl")).read()
     assert 'source  = "github.com/terraform-linters/tflint-ruleset-aws"' in text
     assert 'preset  = "recommended"' in text
+
+
+def test_every_terraform_runner_is_new_enough_for_the_backend():
+    """The S3 backend's use_lockfile needs Terraform 1.11: the config, the Makefile's tool image
+    and the workflows all say so."""
+    versions = open(os.path.join(TF_DIR, "versions.tf")).read()
+    assert re.search(r'required_version\s*=\s*">=\s*1\.1[1-9]', versions), versions
+    makefile = open(os.path.join(ROOT, "Makefile")).read()
+    image = re.search(r"hashicorp/terraform:(\d+)\.(\d+)", makefile)
+    assert image and (int(image.group(1)), int(image.group(2))) >= (1, 11), image
+    for wf in glob.glob(os.path.join(ROOT, ".github", "workflows", "*.yml")):
+        for major, minor in re.findall(r"terraform_version:\s*(\d+)\.(\d+)", open(wf).read()):
+            assert (int(major), int(minor)) >= (1, 11), wf

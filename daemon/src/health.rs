@@ -348,3 +348,27 @@ pub fn describe(v: &serde_json::Value) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_says_when_reports_are_unsettled_and_unhealthy() {
+        let busy = serde_json::json!({
+            "instance_id": "i-1", "version": "0", "state": "Idle { since: 3 }",
+            "unsettled_reports": 2, "unhealthy": "disk full",
+        });
+        let text = describe(&busy);
+        assert!(
+            text.contains(
+                "UNSETTLED: 2 report(s) waiting for the store; no new job until they are stored"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("UNHEALTHY: disk full"), "{text}");
+        let calm =
+            serde_json::json!({"instance_id": "i-1", "state": "Idle", "unsettled_reports": 0});
+        assert!(!describe(&calm).contains("UNSETTLED"));
+    }
+}

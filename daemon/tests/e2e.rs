@@ -431,3 +431,42 @@ async fn sigterm_during_a_poll_hands_its_message_back_at_once() {
         "visible again at once, not after 120 s"
     );
 }
+
+/// A million output lines (about 60 MB) in a container whose json-file log rotates at
+/// 10m × 3: the output is read from the attach stream, not the rotated log, so the `ERROR` at
+/// line 300,001 is seen and the job fails quoting it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_deep_in_a_rotated_output_is_seen() {
+    const INSTANCE: &str = "i-0e2e000000000007";
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let script = r#"awk 'BEGIN { for (i = 1; i <= 1000000; i++) { if (i == 300001) print "ERROR: line 300001 broke"; else printf "line %d ..................................................\n", i } }'"#;
+    let url = git_repo(
+        repos.path(),
+        "e2e-million",
+        &[("Dockerfile", &dockerfile(script))],
+    );
+    let run_id = "20261201T000000Z-e2e007";
+    let job_id = fx
+        .send_job(run_id, &spec("e2e-million", &url, Duration::from_secs(300)))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
+    assert_eq!(d.wait(Duration::from_secs(300)), 0, "{}", d.output());
+    let report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(report["errors"]["count"], 1);
+    assert_eq!(report["errors"]["first"][0], "ERROR: line 300001 broke");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ERROR: line 300001 broke"),
+        "{report:#}"
+    );
+}

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     PruneBuildOptionsBuilder, PruneContainersOptionsBuilder, PruneImagesOptionsBuilder,
     PruneVolumesOptions, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -28,6 +28,10 @@ use crate::registry::RegistryCredentials;
 pub const MANAGED_LABEL: &str = "janitor.managed";
 /// Label naming the instance whose daemon created the container.
 pub const INSTANCE_LABEL: &str = "janitor.instance";
+/// The engine's json-file copy of a job container's output: at most this per file…
+pub const CONTAINER_LOG_MAX_SIZE: &str = "10m";
+/// …and this many files.
+pub const CONTAINER_LOG_MAX_FILES: u32 = 3;
 /// How long to keep reading a container's output after it has exited.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
 /// How long a forced stop may take before it is given up on (after the grace).
@@ -409,6 +413,15 @@ impl ContainerEngine for DockerEngine {
                 binds: Some(spec.binds.clone()),
                 device_requests,
                 init: Some(true),
+                // The engine's own copy of the output is bounded (the job's output is read
+                // through the attach stream, not from this file), so no job fills the disk.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".to_string()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_string(), CONTAINER_LOG_MAX_SIZE.to_string()),
+                        ("max-file".to_string(), CONTAINER_LOG_MAX_FILES.to_string()),
+                    ])),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -585,6 +598,20 @@ impl DockerEngine {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ContainerOutcome, EngineError> {
         let name = spec.name.as_str();
+        // Attached before it starts, as `docker run` does: every line comes through this
+        // stream, whatever the log driver keeps or its rotation removes (a follow of the
+        // json-file log loses what rotation deletes before it is read).
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(name, Some(attach))
+            .await
+            .map_err(api("attach to container"))?;
+        let (mut logs, _stdin) = (attached.output, attached.input);
         self.docker
             .start_container(
                 name,
@@ -592,12 +619,6 @@ impl DockerEngine {
             )
             .await
             .map_err(api("start container"))?;
-        let logs_opts = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let mut logs = self.docker.logs(name, Some(logs_opts));
         let wait_opts = WaitContainerOptionsBuilder::default()
             .condition("not-running")
             .build();

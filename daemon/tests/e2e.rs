@@ -470,3 +470,44 @@ async fn an_error_deep_in_a_rotated_output_is_seen() {
         "{report:#}"
     );
 }
+
+/// A 1 MiB line reaches CloudWatch whole: split into events under the 256 KiB limit, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_mebibyte_line_is_split_never_cut() {
+    const INSTANCE: &str = "i-0e2e000000000008";
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(
+        repos.path(),
+        "e2e-longline",
+        &[(
+            "Dockerfile",
+            &dockerfile("head -c 1048576 /dev/zero | tr '\\0' x; echo; echo after"),
+        )],
+    );
+    let run_id = "20261201T000000Z-e2e008";
+    let job_id = fx
+        .send_job(
+            run_id,
+            &spec("e2e-longline", &url, Duration::from_secs(120)),
+        )
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
+    assert_eq!(d.wait(Duration::from_secs(120)), 0, "{}", d.output());
+    let lines = fx.log_lines(&format!("{INSTANCE}/{job_id}")).await;
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("[run] xxx"))
+        .expect("the long line's first part");
+    let after = lines.iter().position(|l| l == "[run] after").unwrap();
+    let joined: String = lines[start..after].concat();
+    assert_eq!(joined.len(), "[run] ".len() + 1_048_576, "nothing cut");
+    assert!(joined["[run] ".len()..].bytes().all(|b| b == b'x'));
+    assert!(
+        after - start >= 5,
+        "split into events under 256 KiB: {}",
+        after - start
+    );
+}

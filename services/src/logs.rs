@@ -167,21 +167,25 @@ impl LogApi for CloudWatchLogs {
     }
 }
 
-/// Cuts a message to [`MAX_EVENT_BYTES`] on a character boundary. CloudWatch refuses empty
-/// messages, so an empty line becomes a single space.
-pub fn fit_message(line: &str) -> String {
+/// Splits a line into messages of at most [`MAX_EVENT_BYTES`], on character boundaries, in
+/// order: a long line is split, never cut. CloudWatch refuses empty messages, so an empty line
+/// becomes a single space.
+pub fn split_message(line: &str) -> Vec<String> {
     if line.is_empty() {
-        return " ".to_string();
+        return vec![" ".to_string()];
     }
-    if line.len() <= MAX_EVENT_BYTES {
-        return line.to_string();
+    let mut out = Vec::with_capacity(line.len() / MAX_EVENT_BYTES + 1);
+    let mut rest = line;
+    while rest.len() > MAX_EVENT_BYTES {
+        let mut end = MAX_EVENT_BYTES;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push(rest[..end].to_string());
+        rest = &rest[end..];
     }
-    const MARK: &str = " [truncated]";
-    let mut end = MAX_EVENT_BYTES - MARK.len();
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{MARK}", &line[..end])
+    out.push(rest.to_string());
+    out
 }
 
 /// Groups events into batches that fit one PutLogEvents call. Pure: no I/O.
@@ -240,12 +244,14 @@ impl LogSink for CloudWatchSink {
             ms = ms.max(*last);
             *last = ms;
         }
-        let event = Event {
-            timestamp_ms: ms,
-            message: fit_message(line),
-        };
-        if self.tx.try_send(event).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        for message in split_message(line) {
+            let event = Event {
+                timestamp_ms: ms,
+                message,
+            };
+            if self.tx.try_send(event).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -436,11 +442,17 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_cut_and_never_empty() {
-        assert_eq!(fit_message(""), " ");
-        let long = "é".repeat(MAX_EVENT_BYTES);
-        let cut = fit_message(&long);
-        assert!(cut.len() <= MAX_EVENT_BYTES && cut.ends_with("[truncated]"));
+    fn long_lines_are_split_in_order_and_never_empty() {
+        assert_eq!(split_message(""), [" "]);
+        assert_eq!(split_message("short"), ["short"]);
+        // A 1 MiB line of two-byte characters: split on boundaries, nothing lost.
+        let long = "é".repeat(512 * 1024);
+        let parts = split_message(&long);
+        assert_eq!(parts.len(), 5);
+        assert!(parts
+            .iter()
+            .all(|p| p.len() <= MAX_EVENT_BYTES && !p.is_empty()));
+        assert_eq!(parts.concat(), long);
     }
 
     /// Fails the first `fail` puts with `kind`, then keeps what it is sent.

@@ -43,14 +43,15 @@ struct RefusingStore {
     refusals_left: Arc<AtomicU32>,
 }
 
-impl ReportStore for RefusingStore {
-    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), ServiceError> {
-        if key.ends_with("/report.json")
+impl RefusingStore {
+    /// `Err` while refusals are left and the key is a report.
+    fn refuse(&self, key: &str) -> Result<(), ServiceError> {
+        let refused = key.ends_with("/report.json")
             && self
                 .refusals_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
+                .is_ok();
+        if refused {
             return Err(ServiceError::new(
                 "S3",
                 "PutObject",
@@ -59,6 +60,13 @@ impl ReportStore for RefusingStore {
                 "HTTP 503 on cue",
             ));
         }
+        Ok(())
+    }
+}
+
+impl ReportStore for RefusingStore {
+    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), ServiceError> {
+        self.refuse(key)?;
         self.inner.put_json(key, body).await
     }
 
@@ -68,20 +76,7 @@ impl ReportStore for RefusingStore {
         body: Vec<u8>,
         when: Precondition,
     ) -> Result<(), ServiceError> {
-        if key.ends_with("/report.json")
-            && self
-                .refusals_left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(ServiceError::new(
-                "S3",
-                "PutObject",
-                key,
-                ErrorKind::Unavailable,
-                "HTTP 503 on cue",
-            ));
-        }
+        self.refuse(key)?;
         self.inner.put_json_if(key, body, when).await
     }
 

@@ -107,13 +107,23 @@ pub fn result_row(
 }
 
 pub fn result_line(report: &Report) -> String {
-    result_row(
+    let mut line = result_row(
         &report.repo.name,
         Some(report.status),
         JobState::Finished,
         Some(report.timings.duration_seconds),
         report.reason.as_deref(),
-    )
+    );
+    if let Some(o) = &report.output {
+        let missing = o.dropped_events + o.failed_events;
+        if missing > 0 {
+            line.push_str(&format!(
+                " [{missing} of {} output events not in CloudWatch]",
+                missing + o.shipped_events
+            ));
+        }
+    }
+    line
 }
 
 /// `clone ✓  build ✓  run ✗  gpu –  agent –`
@@ -484,5 +494,24 @@ pub(crate) mod tests {
         assert_eq!(json["timings"]["duration_seconds"], 61.5);
         assert!(text.contains(json["reason"].as_str().unwrap()));
         assert!(text.contains(json["repo"]["name"].as_str().unwrap()));
+    }
+
+    #[test]
+    fn missing_output_is_said_in_the_table() {
+        let mut r = report("worker-big", JobStatus::Failed, 10.0, "ERROR at 300001");
+        assert!(!result_line(&r).contains("not in CloudWatch"));
+        r.output = Some(janitor_model::report::OutputCounts {
+            lines: 1000,
+            bytes: 9000,
+            shipped_events: 900,
+            dropped_events: 80,
+            failed_events: 20,
+            missing_reason: Some("dropped".into()),
+        });
+        assert!(
+            result_line(&r).ends_with("[100 of 1000 output events not in CloudWatch]"),
+            "{}",
+            result_line(&r)
+        );
     }
 }

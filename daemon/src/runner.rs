@@ -10,7 +10,7 @@ use janitor_model::report::{JobStatus, LogRef, Report, StepName, StepStatus};
 use janitor_pipeline::{self as pipeline, JobContext, Tools};
 use janitor_services::aws::Received;
 use janitor_services::engine::Graces;
-use janitor_services::logs::{LogSink, Shipper};
+use janitor_services::logs::{Counting, LogSink, Shipper};
 use janitor_services::metrics::{JobMetric, Metrics};
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -69,11 +69,12 @@ impl<X: Services> Daemon<X> {
             });
         });
         // The job runs in its own task: a panic in it becomes a failed report, not a dead daemon.
+        let counted = Arc::new(Counting::new(shipper.sink()));
         let task = {
             let engine = self.engine.clone();
             let registry = self.registry.clone();
             let ctx = ctx.clone();
-            let sink: Arc<dyn LogSink> = shipper.sink();
+            let sink: Arc<dyn LogSink> = counted.clone();
             tokio::spawn(
                 async move {
                     let tools = Tools {
@@ -99,7 +100,11 @@ impl<X: Services> Daemon<X> {
         };
         let ended = Instant::now();
         self.note_job(&mut report, &ctx);
+        // The pipeline's task is over: this is the last holder of the shipper's sink but one.
+        let (lines, bytes) = counted.counts();
+        drop(counted);
         let stats = shipper.finish(LOG_FLUSH_LIMIT).await;
+        report.output = Some(output_counts(lines, bytes, stats));
         // The message stays invisible until the settler has stored the report.
         let settled = self
             .settler
@@ -177,5 +182,27 @@ impl<X: Services> Daemon<X> {
         if let Err(e) = self.metrics.job_finished(&metric).await {
             tracing::warn!(error = %e, "job metrics not sent; the report has the same figures");
         }
+    }
+}
+
+/// What the report says of the job's output.
+fn output_counts(
+    lines: u64,
+    bytes: u64,
+    stats: janitor_services::logs::ShipStats,
+) -> janitor_model::report::OutputCounts {
+    let missing_reason = match (stats.dropped, stats.failed) {
+        (0, 0) => None,
+        (d, 0) => Some(format!("{d} events dropped: the job wrote faster than CloudWatch took them; every line was still scanned for ERROR")),
+        (0, f) => Some(format!("{f} events not taken by CloudWatch after the retries; every line was still scanned for ERROR")),
+        (d, f) => Some(format!("{d} events dropped (the job wrote faster than CloudWatch took them) and {f} not taken after the retries; every line was still scanned for ERROR")),
+    };
+    janitor_model::report::OutputCounts {
+        lines,
+        bytes,
+        shipped_events: stats.sent,
+        dropped_events: stats.dropped,
+        failed_events: stats.failed,
+        missing_reason,
     }
 }

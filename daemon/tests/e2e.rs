@@ -469,6 +469,26 @@ async fn an_error_deep_in_a_rotated_output_is_seen() {
             .contains("ERROR: line 300001 broke"),
         "{report:#}"
     );
+    // Every line counted; what did not reach CloudWatch is counted and said.
+    let out = &report["output"];
+    eprintln!("measured: output of the million-line job: {out}");
+    // The run's million lines, plus the clone's and the build's few.
+    let lines = out["lines"].as_u64().unwrap();
+    assert!((1_000_000..1_000_200).contains(&lines), "{out}");
+    assert!(out["bytes"].as_u64().unwrap() > 50_000_000, "{out}");
+    let accounted = out["shipped_events"].as_u64().unwrap()
+        + out["dropped_events"].as_u64().unwrap()
+        + out["failed_events"].as_u64().unwrap();
+    assert!(
+        accounted >= 1_000_000,
+        "every event shipped, dropped or failed: {out}"
+    );
+    if out["dropped_events"].as_u64().unwrap() > 0 {
+        assert!(
+            out["missing_reason"].as_str().unwrap().contains("dropped"),
+            "{out}"
+        );
+    }
 }
 
 /// A 1 MiB line reaches CloudWatch whole: split into events under the 256 KiB limit, in order.

@@ -86,6 +86,22 @@ pub struct StepReport {
     pub detail: String,
 }
 
+/// A job's output: every line is scanned for `ERROR`; these say how much of it reached
+/// CloudWatch (a line over the event size is several events).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputCounts {
+    pub lines: u64,
+    pub bytes: u64,
+    pub shipped_events: u64,
+    /// Events the job wrote faster than shipping took them.
+    pub dropped_events: u64,
+    /// Events CloudWatch did not take after the retries.
+    pub failed_events: u64,
+    /// Why events are missing from the log group, when some are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_reason: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     #[serde(with = "time::serde::rfc3339")]
@@ -180,6 +196,9 @@ pub struct Report {
     pub disk: DiskInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,
+    /// What the job printed and what reached the log group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputCounts>,
     /// The agent container's own JSON output, merged as it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_json::Value>,
@@ -237,6 +256,7 @@ impl Report {
             cache: CacheInfo::default(),
             disk: DiskInfo::default(),
             estimated_cost_usd: None,
+            output: None,
             agent: None,
             daemon_version: version.to_string(),
         }

@@ -166,6 +166,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             free_inodes_after: disk::disk(&ctx.work_root).map(|d| d.free_inodes),
         },
         estimated_cost_usd: janitor_model::pricing::cost_usd(&ctx.instance.instance_type, duration),
+        output: None,
         agent: agent_output,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     }

@@ -35,6 +35,46 @@ pub trait LogSink: Send + Sync {
     fn line(&self, line: &str);
 }
 
+/// Counts the lines and bytes that pass through to another sink.
+pub struct Counting<S> {
+    pub inner: S,
+    lines: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl<S: LogSink> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Counting {
+            inner,
+            lines: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// (lines, bytes) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.lines.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl<S: LogSink> LogSink for Counting<S> {
+    fn line(&self, line: &str) {
+        self.lines.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+        self.inner.line(line);
+    }
+}
+
+impl<S: LogSink + ?Sized> LogSink for Arc<S> {
+    fn line(&self, line: &str) {
+        self.as_ref().line(line);
+    }
+}
+
 /// A sink that discards, for steps whose output does not matter.
 pub struct NullSink;
 
@@ -345,15 +385,24 @@ async fn ship<L: LogApi>(
         }
     }
     stats.dropped = counters.dropped.load(Ordering::Relaxed);
-    if stats.dropped > 0 {
-        let ts = batcher_last_ts(&batcher);
-        let _ = batcher.push(Event {
-            timestamp_ms: ts,
-            message: format!("[janitor] {} output lines were dropped: the job wrote faster than CloudWatch took them", stats.dropped),
-        });
-    }
+    let ts = batcher_last_ts(&batcher);
     if let Some(batch) = batcher.take() {
         put(&api, &group, &stream, batch, &mut stats).await;
+    }
+    if stats.dropped > 0 {
+        // Said in the stream too; not counted among the job's own events.
+        let notice = Event {
+            timestamp_ms: ts,
+            message: format!("[janitor] {} output events were dropped: the job wrote faster than CloudWatch took them", stats.dropped),
+        };
+        put(
+            &api,
+            &group,
+            &stream,
+            vec![notice],
+            &mut ShipStats::default(),
+        )
+        .await;
     }
     stats
 }

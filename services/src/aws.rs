@@ -308,19 +308,7 @@ pub async fn put_with_retries<S: ReportStore>(
     key: &str,
     body: &[u8],
 ) -> Result<(), ServiceError> {
-    let mut backoff = Backoff::new(AWS_RETRY_BASE, AWS_RETRY_CAP);
-    let mut attempt = 1;
-    loop {
-        match store.put_json(key, body.to_vec()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if !e.retryable() || attempt >= REPORT_UPLOAD_ATTEMPTS => return Err(e),
-            Err(e) => {
-                tracing::warn!(key, attempt, error = %e, "upload failed; retrying");
-                attempt += 1;
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
-    }
+    with_retries(key, || store.put_json(key, body.to_vec())).await
 }
 
 #[cfg(test)]

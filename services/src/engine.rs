@@ -251,11 +251,6 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
-    /// The bollard client, for what the trait does not cover.
-    pub fn client(&self) -> &Docker {
-        &self.docker
-    }
-
     /// Connects to the local socket (`DOCKER_HOST` is honoured) and agrees on an API version,
     /// so older engines answer too.
     pub async fn connect() -> Result<Self, EngineError> {
@@ -768,6 +763,25 @@ fn pack_context(dir: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_errors_say_whether_a_retry_helps() {
+        let server = |status_code| EngineError::Api {
+            action: "build",
+            source: BollardError::DockerResponseServerError {
+                status_code,
+                message: "m".into(),
+            },
+        };
+        assert_eq!(server(500).kind(), ErrorKind::Unavailable);
+        assert_eq!(server(404).kind(), ErrorKind::NotFound);
+        assert_eq!(server(409).kind(), ErrorKind::Conflict);
+        assert_eq!(server(400).kind(), ErrorKind::Rejected);
+        let refused = EngineError::Connect(BollardError::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        });
+        assert!(refused.kind().retryable());
+    }
 
     #[test]
     fn splitter_handles_partial_lines() {

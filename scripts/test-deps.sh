@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, idempotently:
-# Debian's busybox-static (for the offline base image), git, shellcheck and systemd's tools, a
-# Python venv in .venv with testkit/requirements.txt (moto, the Prometheus parser, python-hcl2,
-# checkov, pytest), and checks that Docker and the Rust tools answer. Fails loudly.
+# Debian's busybox-static (for the offline base image), mmdebstrap (for the runpod test image),
+# git, shellcheck and systemd's tools, a Python venv in .venv with testkit/requirements.txt
+# (moto, the Prometheus parser, python-hcl2, checkov, pytest), the runpod test image
+# (scripts/runpod-image.sh, once per machine), and checks that Docker and the Rust tools
+# answer. Fails loudly.
 # `test-deps.sh demo` installs only what `make demo` needs (busybox-static, git, Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,7 @@ if [ "$mode" != demo ]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-deps: installing ${missing[*]}"
@@ -59,4 +62,5 @@ for tool in "cargo fmt" "cargo clippy"; do
     exit 1
   fi
 done
+bash scripts/runpod-image.sh
 echo "test-deps: ready (docker $(docker version --format '{{.Server.Version}}'), moto $want, $(git --version))"

@@ -20,6 +20,8 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let cfg = crate::load_config(&run.file, &opts)?;
     let stop_grace = Duration::from_secs(run.stop_grace_seconds);
     let engine = DockerEngine::connect().await?;
+    // NVML where the machine has it: the CUDA check and the GPU-use sampling need it.
+    let gpu = janitor_services::gpu::Probe::open();
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
     let run_dir = run.out.join(&run_id);
@@ -79,6 +81,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
         let tools = Tools {
             engine: &engine,
             registry: &Anonymous,
+            gpu: &gpu,
             sink: &sink,
         };
         let report = pipeline::run_job(&tools, &ctx, &cancel).await;

@@ -161,6 +161,7 @@ impl<X: Services> Daemon<X> {
                 store: p.store.clone(),
                 spool_dir: p.settings.spool_dir(),
                 visibility: p.settings.visibility_timeout,
+                error_retry: p.settings.error_retry,
                 unsettled: Arc::default(),
             },
             recorder: Recorder {

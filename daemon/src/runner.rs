@@ -73,6 +73,7 @@ impl<X: Services> Daemon<X> {
         let task = {
             let engine = self.engine.clone();
             let registry = self.registry.clone();
+            let gpu = self.gpu.clone();
             let ctx = ctx.clone();
             let sink: Arc<dyn LogSink> = counted.clone();
             tokio::spawn(
@@ -80,6 +81,7 @@ impl<X: Services> Daemon<X> {
                     let tools = Tools {
                         engine: &engine,
                         registry: &registry,
+                        gpu: gpu.as_ref(),
                         sink: sink.as_ref(),
                     };
                     pipeline::run_job(&tools, &ctx, &cancel).await
@@ -90,10 +92,10 @@ impl<X: Services> Daemon<X> {
         let mut report = match task.await {
             Ok(report) => report,
             Err(e) => {
-                tracing::error!(error = %e, "the job task failed; recording the job as failed");
+                tracing::error!(error = %e, "the job task failed; recording the job as an error, to be tried again");
                 pipeline::bare_report(
                     &ctx,
-                    JobStatus::Failed,
+                    JobStatus::Error,
                     format!("janitord could not finish the job: {e}"),
                 )
             }

@@ -54,6 +54,10 @@ pub struct Flags {
     /// queue's maxReceiveCount, moves it to the dead-letter queue) [default: 5]
     #[arg(long, env = "JANITOR_REJECT_RETRY_SECONDS")]
     pub reject_retry_seconds: Option<u64>,
+    /// Seconds a job that ended `error` (not the repository's fault) stays hidden before SQS
+    /// offers it again; after the queue's maxReceiveCount it goes to the dead-letter queue [default: 60]
+    #[arg(long, env = "JANITOR_ERROR_RETRY_SECONDS")]
+    pub error_retry_seconds: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when a job is interrupted (daemon stop, spot notice) [default: 90]
     #[arg(long, env = "JANITOR_INTERRUPT_GRACE_SECONDS")]
     pub interrupt_grace_seconds: Option<u64>,
@@ -147,6 +151,7 @@ struct FileSettings {
     visibility_timeout_seconds: Option<u64>,
     stop_grace_seconds: Option<u64>,
     reject_retry_seconds: Option<u64>,
+    error_retry_seconds: Option<u64>,
     interrupt_grace_seconds: Option<u64>,
     idle_timeout_seconds: Option<u64>,
     imds_interval_seconds: Option<u64>,
@@ -183,6 +188,7 @@ pub struct Settings {
     pub visibility_timeout: Duration,
     pub stop_grace: Duration,
     pub reject_retry: Duration,
+    pub error_retry: Duration,
     pub interrupt_grace: Duration,
     pub idle_timeout: Duration,
     pub imds_interval: Duration,
@@ -337,6 +343,14 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
         0,
         43_200,
     );
+    let error_retry = ranged(
+        "error_retry_seconds",
+        flags.error_retry_seconds,
+        file.error_retry_seconds,
+        60,
+        0,
+        43_200,
+    );
     let interrupt_grace = ranged(
         "interrupt_grace_seconds",
         flags.interrupt_grace_seconds,
@@ -474,6 +488,7 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .or(file.heartbeat_file)
             .unwrap_or_else(|| cache_dir.join("janitord.heartbeat")),
         cache_dir,
+        error_retry,
         interrupt_grace,
         idle_timeout,
         imds_interval,

@@ -1,7 +1,7 @@
 //! The settler: the one owner of a finished job's result, from the container's end to the
 //! message's delete. The report is written to the local spool (fsynced, renamed) before the
 //! first upload; the report and its history entry are stored; only then is the message deleted
-//! (or, for an interrupted job, made visible again). A failed upload leaves the spooled copy,
+//! (or, for an interrupted job, made visible again; for an `error`, after the retry pause). A failed upload leaves the spooled copy,
 //! which is uploaded before the next job is taken: no job is taken while a report is
 //! unsettled, and the unsettled report's message keeps its visibility all that time.
 
@@ -32,6 +32,8 @@ pub struct Settler<Q, S> {
     pub spool_dir: PathBuf,
     /// The visibility the keep-alive renews.
     pub visibility: Duration,
+    /// How long a job that ended `error` stays hidden before it is offered again.
+    pub error_retry: Duration,
     /// Keep-alives of the messages whose reports wait in the spool, by receipt handle.
     pub unsettled: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -162,9 +164,16 @@ impl<Q: JobQueue + Clone + 'static, S: ReportStore + Clone + 'static> Settler<Q,
                 }
             }
         }
-        let settled = if report.status == JobStatus::Interrupted {
+        // An interrupted job goes back at once; one that ended `error` (not the repository's
+        // fault) after a pause, until the queue's maxReceiveCount moves it to the DLQ.
+        let hand_back = match report.status {
+            JobStatus::Interrupted => Some(Duration::ZERO),
+            JobStatus::Error => Some(self.error_retry),
+            _ => None,
+        };
+        let settled = if let Some(after) = hand_back {
             self.queue
-                .set_visibility(&spooled.receipt_handle, Duration::ZERO)
+                .set_visibility(&spooled.receipt_handle, after)
                 .await
         } else {
             self.queue.delete(&spooled.receipt_handle).await

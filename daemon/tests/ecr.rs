@@ -75,6 +75,7 @@ async fn run_with_ecr_agent(
     let tools = Tools {
         engine: &engine,
         registry: &registry,
+        gpu: &janitor_services::gpu::Probe::none("no GPU in this test"),
         sink: &NullSink,
     };
     let report = run_job(&tools, &ctx, &CancellationToken::new()).await;

@@ -140,10 +140,11 @@ async fn an_unreachable_engine_stops_the_start_with_exit_1() {
     );
 }
 
-/// The engine dropping the connection during a build: the build step fails with the engine's
-/// own words, later steps do not run, and the report still comes back.
+/// The engine dropping the connection during a build: the build step ends `error` with the
+/// engine's own words (not the repository's fault), later steps do not run, and the report
+/// still comes back.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_engine_lost_mid_job_fails_the_step_that_needed_it() {
+async fn an_engine_lost_mid_job_is_an_error_of_the_step_that_needed_it() {
     use janitor_model::report::{JobStatus, StepName, StepStatus};
     use janitor_pipeline::{run_job, Tools};
     use janitor_services::logs::NullSink;
@@ -170,12 +171,13 @@ async fn an_engine_lost_mid_job_fails_the_step_that_needed_it() {
     let tools = Tools {
         engine: &engine,
         registry: &Anonymous,
+        gpu: &janitor_services::gpu::Probe::none("no GPU in this test"),
         sink: &NullSink,
     };
     let report = run_job(&tools, &ctx, &tokio_util::sync::CancellationToken::new()).await;
-    assert_eq!(report.status, JobStatus::Failed);
+    assert_eq!(report.status, JobStatus::Error);
     let build = report.step(StepName::Build).unwrap();
-    assert_eq!(build.status, StepStatus::Failed);
+    assert_eq!(build.status, StepStatus::Error);
     assert!(
         build.detail.contains("cannot reach the Docker engine"),
         "{}",

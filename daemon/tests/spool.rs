@@ -113,6 +113,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             visibility_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),
             reject_retry: Duration::ZERO,
+            error_retry: Duration::ZERO,
             interrupt_grace: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(120),
             imds_interval: Duration::from_secs(5),
@@ -249,6 +250,7 @@ async fn a_report_never_replaces_a_newer_attempts() {
         },
         spool_dir: spool.path().to_path_buf(),
         visibility: Duration::from_secs(30),
+        error_retry: Duration::from_secs(60),
         unsettled: Arc::default(),
     };
     let key = "janitor-reports/runs/20261201T000000Z-cond01/jobs/cond-job-1/report.json";

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{self, CloneSource};
+use crate::runpod::{self, TestCase};
 use crate::yaml::{self, Node, Value};
 
 /// The prompt a repository gets when its entry does not give one (seed 002's prompt).
@@ -57,6 +58,14 @@ pub struct JobSpec {
     pub smoke_command: Option<Vec<String>>,
     pub expected_errors: Vec<String>,
     pub agent_image: Option<String>,
+    /// Tests given in the config (`tests:`), before any file in the repository.
+    pub tests: Vec<TestCase>,
+    /// A tests file in the repository (`tests_file:`), in the Hub's format.
+    pub tests_file: Option<String>,
+    /// Whether a GPU job fails when its tests never touched the GPU (`gpu_must_be_used`).
+    pub gpu_must_be_used: bool,
+    /// Environment the worker is started with (`env:`), over the repository's own values.
+    pub env: Vec<(String, String)>,
 }
 
 impl JobSpec {
@@ -72,6 +81,10 @@ impl JobSpec {
             smoke_command: None,
             expected_errors: Vec::new(),
             agent_image: None,
+            tests: Vec::new(),
+            tests_file: None,
+            gpu_must_be_used: true,
+            env: Vec::new(),
         }
     }
 }
@@ -170,6 +183,10 @@ const REPO_FIELDS: &[&str] = &[
     "smoke_command",
     "expected_errors",
     "agent_image",
+    "tests",
+    "tests_file",
+    "gpu_must_be_used",
+    "env",
 ];
 
 struct Checker<'a> {
@@ -511,6 +528,46 @@ fn repo_entry(
                 }
                 _ => c.err(value.line, f, format!("must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found {}", value.kind())),
             },
+            "gpu_must_be_used" => match value.as_bool() {
+                Some(b) => spec.gpu_must_be_used = b,
+                None => c.err(value.line, f, format!("must be true or false, found {}", value.kind())),
+            },
+            "tests_file" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.tests_file = c.check(value, f, names::check_repo_path(&s).map(|()| s));
+                }
+            }
+            "tests" => match &value.value {
+                Value::Seq(items) if !items.is_empty() => {
+                    for (i, n) in items.iter().enumerate() {
+                        let fi = format!("{f}[{i}]");
+                        match runpod::test_case("", "", &n.to_json(), format!("test_{}", i + 1)) {
+                            Ok(t) if spec.tests.iter().any(|seen| seen.name == t.name) => {
+                                c.err(n.line, &fi, format!("the name `{}` is used by an earlier test", t.name));
+                            }
+                            Ok(t) => spec.tests.push(t),
+                            Err(e) => c.err(n.line, &fi, e),
+                        }
+                    }
+                }
+                _ => c.err(value.line, f, format!("must be a non-empty list of tests ({{name, input, timeout (ms), expected_output}}), found {}", value.kind())),
+            },
+            "env" => match &value.value {
+                Value::Map(pairs) => {
+                    for (k, v) in pairs {
+                        let Some(key) = k.as_str() else { continue };
+                        let fk = format!("{f}.{key}");
+                        if let Err(e) = runpod::check_env_key(key) {
+                            c.err(k.line, &fk, e);
+                        } else if let Some(text) = v.as_str().filter(|_| !v.is_null()) {
+                            spec.env.push((key.to_string(), text.to_string()));
+                        } else {
+                            c.err(v.line, &fk, format!("must be a string, found {}", v.kind()));
+                        }
+                    }
+                }
+                _ => c.err(value.line, f, format!("must be a mapping of NAME: value, found {}", value.kind())),
+            },
             "expected_errors" => match &value.value {
                 Value::Seq(items) => {
                     for (i, n) in items.iter().enumerate() {
@@ -583,6 +640,28 @@ mod tests {
     }
 
     #[test]
+    fn tests_env_and_gpu_use() {
+        let text = "repositories:\n  - name: w\n    organization: o\n    gpu_must_be_used: false\n    tests_file: ci/tests.json\n    env:\n      MODEL_NAME: m\n    tests:\n      - name: hello\n        input: {prompt: hi, n: 2}\n        timeout: 10000\n        expected_output: {text: hi}\n";
+        let cfg = parse(Path::new("x.yaml"), text, &ParseOptions::default()).unwrap();
+        let r = &cfg.repositories[0];
+        assert!(!r.gpu_must_be_used);
+        assert_eq!(r.tests_file.as_deref(), Some("ci/tests.json"));
+        assert_eq!(r.env, [("MODEL_NAME".to_string(), "m".to_string())]);
+        assert_eq!(r.tests[0].input, serde_json::json!({"prompt": "hi", "n": 2}));
+        assert_eq!(r.tests[0].timeout_ms, Some(10000));
+        check(
+            "repositories:\n  - name: w\n    organization: o\n    tests:\n      - name: a\n      - name: b\n        input: {}\n        timeout: 10s\n    env:\n      1BAD: x\n      OK: [1]\n    tests_file: ../x\n",
+            &[
+                "cfg.yaml:5: repositories[0].tests[0]: input: missing; every test needs the job input it sends",
+                "cfg.yaml:6: repositories[0].tests[1]: timeout: must be a positive whole number of milliseconds, found \"10s\"",
+                "cfg.yaml:10: repositories[0].env.1BAD: `1BAD` is not an environment variable name (letters, digits and _, not starting with a digit)",
+                "cfg.yaml:11: repositories[0].env.OK: must be a string, found a list",
+                "cfg.yaml:12: repositories[0].tests_file: `../x` must stay inside the repository (no `..`)",
+            ],
+        );
+    }
+
+    #[test]
     fn plain_list_form() {
         let cfg = parse(
             Path::new("repos.yaml"),
@@ -609,7 +688,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::config::{JobSpec, RepoRef, MAX_TIMEOUT};
 use crate::names;
+use crate::runpod::{self, TestCase};
 
 /// The message schema this build writes and understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -32,6 +33,15 @@ pub struct JobMessage {
     pub expected_errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestCase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_file: Option<String>,
+    /// Absent means true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_must_be_used: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
 }
@@ -76,6 +86,10 @@ impl JobMessage {
             smoke_command: spec.smoke_command.clone(),
             expected_errors: spec.expected_errors.clone(),
             agent_image: spec.agent_image.clone(),
+            tests: spec.tests.clone(),
+            tests_file: spec.tests_file.clone(),
+            gpu_must_be_used: (!spec.gpu_must_be_used).then_some(false),
+            env: spec.env.clone(),
             enqueued_at,
         }
     }
@@ -179,6 +193,20 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             regex::Regex::new(e).map(|_| ()).map_err(|e| e.to_string()),
         );
     }
+    if let Some(f) = &msg.tests_file {
+        note("tests_file", names::check_repo_path(f));
+    }
+    for (i, t) in msg.tests.iter().enumerate() {
+        if t.name.trim().is_empty() {
+            note(&format!("tests[{i}].name"), Err("must not be empty".to_string()));
+        }
+        if !t.input.is_object() {
+            note(&format!("tests[{i}].input"), Err("must be an object".to_string()));
+        }
+    }
+    for (i, (key, _)) in msg.env.iter().enumerate() {
+        note(&format!("env[{i}]"), runpod::check_env_key(key));
+    }
     if !problems.is_empty() {
         return Err(reject(format!("invalid job: {}", problems.join("; "))));
     }
@@ -196,6 +224,10 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             smoke_command: msg.smoke_command,
             expected_errors: msg.expected_errors,
             agent_image: msg.agent_image,
+            tests: msg.tests,
+            tests_file: msg.tests_file,
+            gpu_must_be_used: msg.gpu_must_be_used.unwrap_or(true),
+            env: msg.env,
         },
     })
 }
@@ -234,6 +266,15 @@ mod tests {
             smoke_command: Some(vec!["true".into()]),
             expected_errors: vec!["ERROR: fine".into()],
             agent_image: None,
+            tests: vec![TestCase {
+                name: "t".into(),
+                input: serde_json::json!({"a": 1}),
+                timeout_ms: Some(5000),
+                expected_output: None,
+            }],
+            tests_file: None,
+            gpu_must_be_used: false,
+            env: vec![("K".into(), "v".into())],
         };
         JobMessage::new("j1".into(), "r1".into(), &spec, OffsetDateTime::UNIX_EPOCH)
     }
@@ -244,6 +285,9 @@ mod tests {
         let job = decode(&body, false).unwrap();
         assert_eq!(job.spec.smoke_command, Some(vec!["true".to_string()]));
         assert_eq!(job.job_id, "j1");
+        assert_eq!(job.spec.tests[0].timeout_ms, Some(5000));
+        assert!(!job.spec.gpu_must_be_used);
+        assert_eq!(job.spec.env, [("K".to_string(), "v".to_string())]);
     }
 
     /// `check(body, expected)`: the body is rejected with a reason containing `expected`.

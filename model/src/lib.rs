@@ -7,4 +7,5 @@ pub mod ledger;
 pub mod names;
 pub mod pricing;
 pub mod report;
+pub mod runpod;
 pub mod yaml;

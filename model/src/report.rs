@@ -5,8 +5,9 @@ use time::OffsetDateTime;
 
 use crate::config::RepoRef;
 
-/// Version of the report document.
-pub const REPORT_SCHEMA: u32 = 1;
+/// Version of the report document. Version 2 added `tests`, `gpu_usage`, the `error` status
+/// and the `preflight` and `test` steps; readers take every version up to this one.
+pub const REPORT_SCHEMA: u32 = 2;
 
 /// A job's final status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,6 +19,9 @@ pub enum JobStatus {
     Interrupted,
     Rejected,
     Cancelled,
+    /// Not the repository's fault (the engine, the disk, the network, the daemon, a mismatch
+    /// between the worker's needs and this instance): the job is tried again.
+    Error,
 }
 
 impl JobStatus {
@@ -29,6 +33,7 @@ impl JobStatus {
             JobStatus::Interrupted => "interrupted",
             JobStatus::Rejected => "rejected",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Error => "error",
         }
     }
 }
@@ -38,16 +43,22 @@ impl JobStatus {
 #[serde(rename_all = "snake_case")]
 pub enum StepName {
     Clone,
+    Preflight,
     Build,
+    /// The worker's own tests against it in server mode.
+    Test,
+    /// The image's smoke command or CMD run to its exit (no runpod tests).
     Run,
     Gpu,
     Agent,
 }
 
 impl StepName {
-    pub const ALL: [StepName; 5] = [
+    pub const ALL: [StepName; 7] = [
         StepName::Clone,
+        StepName::Preflight,
         StepName::Build,
+        StepName::Test,
         StepName::Run,
         StepName::Gpu,
         StepName::Agent,
@@ -56,7 +67,9 @@ impl StepName {
     pub fn as_str(self) -> &'static str {
         match self {
             StepName::Clone => "clone",
+            StepName::Preflight => "preflight",
             StepName::Build => "build",
+            StepName::Test => "test",
             StepName::Run => "run",
             StepName::Gpu => "gpu",
             StepName::Agent => "agent",
@@ -64,7 +77,8 @@ impl StepName {
     }
 }
 
-/// How a step ended. `not_run` is a step never reached because an earlier one failed.
+/// How a step ended. `not_run` is a step never reached because an earlier one failed;
+/// `error` a step that could not do its work for a reason outside the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -74,6 +88,111 @@ pub enum StepStatus {
     TimedOut,
     Interrupted,
     NotRun,
+    Error,
+}
+
+/// Where a job's tests came from: the first of these a repository has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestMode {
+    /// The worker served HTTP (`RUNPOD_REALTIME_PORT`) and each test went through `/runsync`.
+    Server,
+    /// The smoke command or the image's CMD ran to its exit.
+    RunToExit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestStatus {
+    Passed,
+    Failed,
+    TimedOut,
+    NotRun,
+}
+
+/// One test's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub name: String,
+    pub status: TestStatus,
+    pub duration_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Why it failed, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The start of its output (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// The worker's tests: where they came from, how they ran, and each one's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestsReport {
+    /// `config`, the tests file's path, `test_input.json`, `smoke_command` or `cmd`.
+    pub source: String,
+    pub mode: TestMode,
+    /// The Dockerfile that was built.
+    pub dockerfile: String,
+    /// Container start to the worker's first HTTP answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_seconds: Option<f64>,
+    pub passed: u32,
+    pub total: u32,
+    #[serde(default)]
+    pub results: Vec<TestResult>,
+    /// What a maintainer should know about the tests file (a likely unit mistake, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl TestsReport {
+    /// `passed 3/3 tests`, or the first failing test and why.
+    pub fn summary(&self) -> String {
+        if self.mode == TestMode::RunToExit {
+            return match self.source.as_str() {
+                "smoke_command" => "no runpod tests; ran smoke_command to its exit".to_string(),
+                _ => "no runpod tests; ran the image's CMD to its exit".to_string(),
+            };
+        }
+        match self.results.iter().find(|r| r.status != TestStatus::Passed) {
+            None => format!("passed {}/{} tests", self.passed, self.total),
+            Some(r) => format!(
+                "{}/{} tests passed; `{}` {}{}",
+                self.passed,
+                self.total,
+                r.name,
+                match r.status {
+                    TestStatus::TimedOut => "timed out",
+                    TestStatus::NotRun => "did not run",
+                    _ => "failed",
+                },
+                r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Whether the worker used the GPU while its tests ran (NVML's per-process accounting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageState {
+    Used,
+    Unused,
+    /// No NVML on the instance, or it gave no per-process figures: never counted as a pass.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuUsage {
+    pub state: UsageState,
+    pub samples: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_utilization_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +311,12 @@ pub struct Report {
     pub instance: InstanceInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuInfo>,
+    /// The worker's tests and their results (schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestsReport>,
+    /// What the worker's processes did on the GPU while the tests ran (schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_usage: Option<GpuUsage>,
     pub cache: CacheInfo,
     pub disk: DiskInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +378,8 @@ impl Report {
             logs: None,
             instance,
             gpu: None,
+            tests: None,
+            gpu_usage: None,
             cache: CacheInfo::default(),
             disk: DiskInfo::default(),
             estimated_cost_usd: None,

@@ -62,6 +62,36 @@ impl Node {
         }
     }
 
+    /// The node as JSON: plain scalars become null, booleans and numbers where they read as
+    /// such, everything else a string; mappings need string keys (others are skipped).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Scalar { .. } if self.is_null() => J::Null,
+            Value::Scalar { text, plain } => {
+                if let Some(b) = self.as_bool() {
+                    return J::Bool(b);
+                }
+                if let Some(i) = self.as_i64() {
+                    return J::from(i);
+                }
+                if *plain {
+                    if let Some(n) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                        return J::Number(n);
+                    }
+                }
+                J::String(text.clone())
+            }
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(pairs) => J::Object(
+                pairs
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.to_json())))
+                    .collect(),
+            ),
+        }
+    }
+
     /// What kind of node this is, for error messages.
     pub fn kind(&self) -> &'static str {
         match &self.value {

@@ -63,7 +63,7 @@ pub async fn clone(
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return StepOutcome::failed(format!("cannot start git: {e} (is git installed?)")),
+        Err(e) => return StepOutcome::error(format!("cannot start git: {e} (is git installed?)")),
     };
     let mut tail = Vec::new();
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
@@ -113,12 +113,42 @@ pub async fn clone(
                 .unwrap_or_else(|| "unknown".to_string());
             StepOutcome::succeeded(format!("cloned {url} at {head}"))
         }
-        Ok(s) => StepOutcome::failed(format!(
-            "git clone {url} failed ({s}): {}",
-            tail.join(" / ")
-        )),
-        Err(e) => StepOutcome::failed(format!("git clone {url} failed: {e}")),
+        Ok(s) => {
+            let said = tail.join(" / ");
+            let detail = format!("git clone {url} failed ({s}): {said}");
+            if is_network_failure(&said) {
+                StepOutcome::error(detail)
+            } else {
+                StepOutcome::failed(detail)
+            }
+        }
+        Err(e) => StepOutcome::error(format!("git clone {url} failed: {e}")),
     }
+}
+
+/// What git prints when the network, not the repository, is the problem.
+const NETWORK_FAILURES: &[&str] = &[
+    "could not resolve host",
+    "failed to connect",
+    "connection refused",
+    "connection timed out",
+    "connection reset",
+    "operation timed out",
+    "network is unreachable",
+    "temporary failure in name resolution",
+    "the remote end hung up unexpectedly",
+    "early eof",
+    "rpc failed",
+    "tls",
+    "ssl",
+    "returned error: 5",
+];
+
+/// Whether git's last lines say the network failed (the job is tried again) rather than the
+/// repository (it does not exist, the ref is not there).
+pub fn is_network_failure(said: &str) -> bool {
+    let lower = said.to_ascii_lowercase();
+    NETWORK_FAILURES.iter().any(|m| lower.contains(m))
 }
 
 /// Copies a directory tree (regular files and directories; links are skipped). Returns the file count.
@@ -137,4 +167,18 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_network_failure;
+
+    #[test]
+    fn network_or_repository() {
+        assert!(is_network_failure("fatal: unable to access 'https://github.com/o/r/': Could not resolve host: github.com"));
+        assert!(is_network_failure("fatal: unable to access 'http://127.0.0.1:1/r.git/': Failed to connect to 127.0.0.1 port 1"));
+        assert!(is_network_failure("error: RPC failed; curl 56 GnuTLS recv error / fatal: early EOF"));
+        assert!(!is_network_failure("remote: Repository not found. / fatal: repository 'https://github.com/o/nope/' not found"));
+        assert!(!is_network_failure("warning: Could not find remote branch v9 to clone. / fatal: Remote branch v9 not found in upstream origin"));
+    }
 }

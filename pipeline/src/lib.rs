@@ -1,24 +1,32 @@
-//! One job, start to end, in one direction: `clone` → `build` → `run` → `gpu` → `agent`, each
-//! step calling the services it needs (the container engine, the registry login, the log sink)
-//! and returning one [`steps::StepOutcome`]; the result is the job's report. Shared by
-//! `janitord` and `janitorctl run --local`; it never talks to AWS and always returns a report.
+//! One job, start to end, in one direction: `clone` → `preflight` → `build` → `test` (or
+//! `run`) → `gpu` → `agent`, each step calling the services it needs (the container engine,
+//! the registry login, the GPUs, the log sink) and returning one [`steps::StepOutcome`]; the
+//! result is the job's report. Shared by `janitord` and `janitorctl run --local`; it never
+//! talks to AWS and always returns a report.
 
 pub mod agent;
 pub mod build;
 pub mod clone;
 pub mod context;
+pub mod discover;
+pub mod gpu_usage;
+pub mod http;
+pub mod preflight;
 pub mod run;
 pub mod scan;
+pub mod serve;
 pub mod steps;
 pub mod verdict;
 
 use std::time::Duration;
 
 use janitor_model::report::{
-    CacheInfo, DiskInfo, JobIdentity, JobStatus, Report, StepName, Timings, REPORT_SCHEMA,
+    CacheInfo, DiskInfo, JobIdentity, JobStatus, Report, StepName, TestMode, TestsReport,
+    Timings, REPORT_SCHEMA,
 };
 use janitor_services::disk;
 use janitor_services::engine::ContainerEngine;
+use janitor_services::gpu::GpuProbe;
 use janitor_services::logs::LogSink;
 use janitor_services::registry::RegistryAuth;
 use time::OffsetDateTime;
@@ -32,6 +40,7 @@ use steps::{round_ms, StepEnv, StepOutcome, Steps};
 pub struct Tools<'a, E, R> {
     pub engine: &'a E,
     pub registry: &'a R,
+    pub gpu: &'a dyn GpuProbe,
     pub sink: &'a dyn LogSink,
 }
 
@@ -62,7 +71,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let _ = tokio::fs::remove_dir_all(&job_dir).await;
     let t = Instant::now();
     let cloned = match tokio::fs::create_dir_all(&io_dir).await {
-        Err(e) => StepOutcome::failed(format!(
+        Err(e) => StepOutcome::error(format!(
             "cannot create the workspace {}: {e}",
             job_dir.display()
         )),
@@ -77,22 +86,59 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         cancel,
         sink,
     };
-    let tag = image_tag(&spec.repo.organization, &spec.repo.name);
-    let built = if cloned {
+    let mut tests = None;
+    let mut gpu_usage = None;
+    let found = if cloned {
         let t = Instant::now();
-        let outcome = build::build(&env, &repo_dir, &tag, &mut cache).await;
-        steps.record(StepName::Build, t, outcome)
+        let (outcome, found) = preflight_step(&env, tools.gpu, &repo_dir).await;
+        steps.record(StepName::Preflight, t, outcome).then_some(found).flatten()
     } else {
-        steps.not_run(StepName::Build, "the clone did not succeed");
-        false
+        steps.not_run(StepName::Preflight, "the clone did not succeed");
+        None
     };
 
-    if built {
-        let t = Instant::now();
-        let outcome = run::run(&env, &tag, &mut scanner).await;
-        steps.record(StepName::Run, t, outcome);
-    } else {
-        steps.not_run(StepName::Run, "the image was not built");
+    let tag = image_tag(&spec.repo.organization, &spec.repo.name);
+    let built = match &found {
+        Some(d) => {
+            let t = Instant::now();
+            let outcome = build::build(&env, &repo_dir, &d.dockerfile, &tag, &mut cache).await;
+            steps.record(StepName::Build, t, outcome)
+        }
+        None => {
+            let why = if cloned { "the preflight did not pass" } else { "the clone did not succeed" };
+            steps.not_run(StepName::Build, why);
+            false
+        }
+    };
+
+    match found.as_ref().map(|d| (d, &d.plan)) {
+        Some((d, discover::Plan::Server { tests: cases })) if built => {
+            let t = Instant::now();
+            let tested = serve::test(&env, &tag, d, cases, tools.gpu, &mut scanner).await;
+            gpu_usage = tested.usage;
+            tests = Some(tested.report);
+            steps.record(StepName::Test, t, tested.outcome);
+        }
+        Some((d, discover::Plan::RunToExit)) if built => {
+            let t = Instant::now();
+            let (outcome, usage) = run::run(&env, &tag, &d.env, tools.gpu, &mut scanner).await;
+            gpu_usage = usage;
+            tests = Some(TestsReport {
+                source: d.source.clone(),
+                mode: TestMode::RunToExit,
+                dockerfile: d.dockerfile.clone(),
+                cold_start_seconds: None,
+                passed: 0,
+                total: 0,
+                results: Vec::new(),
+                notes: d.notes.clone(),
+            });
+            steps.record(StepName::Run, t, outcome);
+        }
+        Some((_, discover::Plan::Server { .. })) => {
+            steps.not_run(StepName::Test, "the image was not built");
+        }
+        _ => steps.not_run(StepName::Run, "the image was not built"),
     }
 
     if !spec.gpu_required {
@@ -103,7 +149,13 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         steps.not_run(StepName::Gpu, "the job was stopped");
     } else {
         let t = Instant::now();
-        let outcome = run::gpu(&env, &tag, &mut gpu).await;
+        let mut outcome = run::gpu(&env, &tag, &mut gpu).await;
+        if let (true, Some(usage)) = (outcome.ok(), &gpu_usage) {
+            match gpu_usage::judge(usage, spec.gpu_must_be_used) {
+                Ok(said) => outcome.detail = format!("{}; {said}", outcome.detail),
+                Err(why) => outcome = StepOutcome::failed(why),
+            }
+        }
         steps.record(StepName::Gpu, t, outcome);
     }
 
@@ -158,6 +210,8 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         logs: ctx.log_ref.clone(),
         instance: ctx.instance.clone(),
         gpu,
+        tests,
+        gpu_usage,
         cache,
         disk: DiskInfo {
             path: ctx.work_root.display().to_string(),
@@ -169,6 +223,42 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         output: None,
         agent: agent_output,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The `preflight` step: what the repository says about its tests and needs, checked against
+/// this instance. A tests file that does not parse is the repository's failure; a mismatch with
+/// the instance is an `error`.
+async fn preflight_step<E: ContainerEngine>(
+    env: &StepEnv<'_, E>,
+    gpu: &dyn GpuProbe,
+    repo_dir: &std::path::Path,
+) -> (StepOutcome, Option<discover::Discovered>) {
+    let spec = &env.ctx.job.spec;
+    let found = match discover::discover(repo_dir, spec) {
+        Ok(d) => d,
+        Err(e) => return (StepOutcome::failed(e), None),
+    };
+    for note in &found.notes {
+        env.sink.line(&format!("[preflight] {note}"));
+    }
+    let base_image = match std::fs::read_to_string(repo_dir.join(&found.dockerfile)) {
+        Ok(text) => match preflight::base_image(&text) {
+            Some(image) => env.engine.image(&image).await.map(|f| (image, f.env)),
+            None => None,
+        },
+        Err(_) => None,
+    };
+    let facts = preflight::Facts {
+        gpu_required: spec.gpu_required,
+        driver_cuda: if spec.gpu_required { gpu.inventory().cuda_version } else { None },
+        base_image,
+        free_bytes: disk::free_bytes(&env.ctx.work_root),
+        disk_path: env.ctx.work_root.display().to_string(),
+    };
+    match preflight::check(&found, &facts) {
+        Ok(detail) => (StepOutcome::succeeded(detail), Some(found)),
+        Err(e) => (StepOutcome::error(e), None),
     }
 }
 

@@ -1,21 +1,27 @@
-//! The `run` step (the image's smoke command or CMD, with its output scanned for `ERROR`) and
-//! the `gpu` step (`nvidia-smi` inside the built image with the GPU).
+//! The `run` step (the image's smoke command or CMD run to its exit, for repositories without
+//! runpod tests, with its output scanned for `ERROR`) and the `gpu` step (`nvidia-smi` inside
+//! the built image with the GPU, and whether the worker used it).
 
 use std::sync::Mutex;
 
-use janitor_model::report::GpuInfo;
+use janitor_model::report::{GpuInfo, GpuUsage};
 use janitor_services::engine::{ContainerEngine, ContainerOutcome, ContainerSpec, EngineError};
+use janitor_services::gpu::GpuProbe;
 
 use crate::context::{job_labels, JobContext};
+use crate::gpu_usage::{self, Tracker};
 use crate::scan::ErrorScanner;
 use crate::steps::{StepEnv, StepOutcome};
 
-/// Runs the built image to its exit.
+/// Runs the built image to its exit with the worker's environment `vars`; a GPU job's use of
+/// the GPU is sampled meanwhile.
 pub async fn run<E: ContainerEngine>(
     env: &StepEnv<'_, E>,
     tag: &str,
+    vars: &[String],
+    probe: &dyn GpuProbe,
     scanner: &mut ErrorScanner,
-) -> StepOutcome {
+) -> (StepOutcome, Option<GpuUsage>) {
     let StepEnv {
         engine,
         ctx,
@@ -28,6 +34,7 @@ pub async fn run<E: ContainerEngine>(
         name: format!("janitor-{}-run", ctx.job.job_id),
         image: tag.to_string(),
         cmd: spec.smoke_command.clone(),
+        env: vars.to_vec(),
         gpu: spec.gpu_required,
         labels: job_labels(ctx),
         ..Default::default()
@@ -36,16 +43,31 @@ pub async fn run<E: ContainerEngine>(
         scanner.scan(l);
         sink.line(&format!("[run] {l}"));
     };
-    let outcome = engine
-        .run(&container, deadline, ctx.graces, cancel, &mut on_line)
-        .await;
-    exit_outcome(outcome, ctx)
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tracker = Mutex::new(Tracker::default());
+    let running = async {
+        let o = engine
+            .run(&container, deadline, ctx.graces, cancel, &mut on_line)
+            .await;
+        stop.cancel();
+        o
+    };
+    let sampler = async {
+        if spec.gpu_required {
+            gpu_usage::sample(engine, probe, &container.name, &stop, &tracker).await;
+        }
+    };
+    let (outcome, ()) = tokio::join!(running, sampler);
+    let usage = spec
+        .gpu_required
+        .then(|| tracker.into_inner().unwrap_or_default().finish());
+    (exit_outcome(outcome, ctx), usage)
 }
 
 /// A container's end as a step outcome: 0 succeeds, anything else fails with its code.
 fn exit_outcome(outcome: Result<ContainerOutcome, EngineError>, ctx: &JobContext) -> StepOutcome {
     match outcome {
-        Err(e) => StepOutcome::failed(e.to_string()),
+        Err(e) => StepOutcome::engine(&e),
         Ok(o) => match (o.stopped, o.exit_code) {
             (Some(reason), code) => {
                 StepOutcome::stopped(reason, ctx.job.spec.timeout).with_code(code)
@@ -96,7 +118,8 @@ pub async fn gpu<E: ContainerEngine>(
         .await;
     let lines = lines.into_inner().unwrap_or_default();
     match outcome {
-        Err(e) => StepOutcome::failed(format!("no usable NVIDIA GPU in the container: {e}")),
+        // On a GPU instance a GPU that cannot be attached is the instance's fault.
+        Err(e) => StepOutcome::error(format!("no usable NVIDIA GPU in the container: {e}")),
         Ok(o) => match (o.stopped, o.exit_code) {
             (Some(reason), code) => {
                 StepOutcome::stopped(reason, ctx.job.spec.timeout).with_code(code)

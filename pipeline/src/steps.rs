@@ -46,6 +46,26 @@ impl StepOutcome {
         }
     }
 
+    /// A step that could not do its work for a reason outside the repository (the engine, the
+    /// disk, the network, the instance): the job ends `error` and is tried again.
+    pub fn error(detail: impl Into<String>) -> Self {
+        StepOutcome {
+            status: StepStatus::Error,
+            exit_code: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// An engine call that failed: `error` when a retry can help (the engine unreachable or
+    /// failing), `failed` when the engine refused what the repository asked.
+    pub fn engine(e: &janitor_services::engine::EngineError) -> Self {
+        use janitor_services::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::Rejected | ErrorKind::NotFound | ErrorKind::Conflict => StepOutcome::failed(e.to_string()),
+            ErrorKind::Throttled | ErrorKind::Unavailable => StepOutcome::error(e.to_string()),
+        }
+    }
+
     /// A step stopped at the deadline or by an interruption.
     pub fn stopped(reason: StopReason, timeout: Duration) -> Self {
         StepOutcome {

@@ -1,4 +1,5 @@
 //! The job's verdict from its steps and its scanned output: the first stop, else the first
+//! step that could not work for a reason outside the repository (`error`), else the first
 //! failure, else unexpected `ERROR` lines, else success.
 
 use janitor_model::report::{ErrorLines, JobStatus, StepReport, StepStatus};
@@ -12,6 +13,9 @@ pub fn verdict(steps: &[StepReport], errors: &ErrorLines) -> (JobStatus, Option<
     }
     if let Some(s) = first(StepStatus::Interrupted) {
         return (JobStatus::Interrupted, because(s));
+    }
+    if let Some(s) = first(StepStatus::Error) {
+        return (JobStatus::Error, because(s));
     }
     if let Some(s) = first(StepStatus::Failed) {
         return (JobStatus::Failed, because(s));
@@ -70,6 +74,14 @@ mod tests {
             step(StepName::Run, StepStatus::TimedOut),
         ];
         assert_eq!(verdict(&timed, &none).0, JobStatus::TimedOut);
+        let errored = [
+            step(StepName::Clone, StepStatus::Error),
+            step(StepName::Build, StepStatus::NotRun),
+        ];
+        assert_eq!(
+            verdict(&errored, &errs),
+            (JobStatus::Error, Some("clone: d".into()))
+        );
         let intr = [step(StepName::Run, StepStatus::Interrupted)];
         assert_eq!(verdict(&intr, &none).0, JobStatus::Interrupted);
     }

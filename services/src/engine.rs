@@ -8,13 +8,15 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, PortBinding,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     PruneBuildOptionsBuilder, PruneContainersOptionsBuilder, PruneImagesOptionsBuilder,
     PruneVolumesOptions, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TopOptions, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -132,6 +134,9 @@ pub struct ContainerSpec {
     pub binds: Vec<String>,
     pub labels: HashMap<String, String>,
     pub gpu: bool,
+    /// A TCP port of the container to publish on the host's loopback (an ephemeral port; see
+    /// [`ContainerEngine::published`]).
+    pub publish: Option<u16>,
 }
 
 /// Splits a byte stream into lines, holding back a partial last line.
@@ -167,6 +172,9 @@ pub type Labelled = (String, HashMap<String, String>);
 pub struct ImageFacts {
     pub id: String,
     pub size_bytes: u64,
+    /// The image's environment (`KEY=value`), which carries `CUDA_VERSION` and
+    /// `NVIDIA_REQUIRE_CUDA` for images on NVIDIA's bases.
+    pub env: Vec<String>,
 }
 
 /// One entry of the engine's image list.
@@ -219,6 +227,15 @@ pub trait ContainerEngine: Send + Sync + Clone + 'static {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> impl Future<Output = Result<ContainerOutcome, EngineError>> + Send;
     fn has_image(&self, image: &str) -> impl Future<Output = bool> + Send;
+    /// Where a running container's published port is reached on the host; `None` while the
+    /// container does not exist or is not running.
+    fn published(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<Option<std::net::SocketAddr>, EngineError>> + Send;
+    /// The host's process ids of a running container's processes.
+    fn pids(&self, name: &str) -> impl Future<Output = Result<Vec<u32>, EngineError>> + Send;
     /// Pulls an image, logged in with `credentials` when given.
     fn pull(
         &self,
@@ -398,8 +415,12 @@ impl ContainerEngine for DockerEngine {
                 ..Default::default()
             }]
         });
+        let port_key = spec.publish.map(|p| format!("{p}/tcp"));
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            exposed_ports: port_key
+                .clone()
+                .map(|k| HashMap::from([(k, HashMap::new())])),
             entrypoint: spec.entrypoint.clone(),
             cmd: spec.cmd.clone(),
             env: Some(spec.env.clone()),
@@ -407,6 +428,16 @@ impl ContainerEngine for DockerEngine {
             host_config: Some(HostConfig {
                 binds: Some(spec.binds.clone()),
                 device_requests,
+                // Loopback only, any free port: nothing outside the instance reaches the worker.
+                port_bindings: port_key.map(|k| {
+                    HashMap::from([(
+                        k,
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".to_string()),
+                            host_port: Some(String::new()),
+                        }]),
+                    )])
+                }),
                 init: Some(true),
                 // The engine's own copy of the output is bounded (the job's output is read
                 // through the attach stream, not from this file), so no job fills the disk.
@@ -437,6 +468,53 @@ impl ContainerEngine for DockerEngine {
 
     async fn remove(&self, name: &str) {
         self.remove_container(name).await;
+    }
+
+    async fn published(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, EngineError> {
+        let info = match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            Ok(i) => i,
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(api("inspect container")(e)),
+        };
+        if !info.state.and_then(|s| s.running).unwrap_or(false) {
+            return Ok(None);
+        }
+        let bindings = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut p| p.remove(&format!("{port}/tcp")))
+            .flatten()
+            .unwrap_or_default();
+        Ok(bindings.iter().find_map(|b| {
+            let host_port: u16 = b.host_port.as_deref()?.parse().ok()?;
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], host_port)))
+        }))
+    }
+
+    async fn pids(&self, name: &str) -> Result<Vec<u32>, EngineError> {
+        let top = self
+            .docker
+            .top_processes(name, None::<TopOptions>)
+            .await
+            .map_err(api("list container processes"))?;
+        let column = top
+            .titles
+            .unwrap_or_default()
+            .iter()
+            .position(|t| t == "PID")
+            .unwrap_or(1);
+        Ok(top
+            .processes
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|row| row.get(column)?.parse().ok())
+            .collect())
     }
 
     async fn managed_containers(&self, instance: &str) -> Result<Vec<Labelled>, EngineError> {
@@ -475,6 +553,7 @@ impl ContainerEngine for DockerEngine {
         Some(ImageFacts {
             id: i.id.unwrap_or_default(),
             size_bytes: u64::try_from(i.size.unwrap_or(0)).unwrap_or(0),
+            env: i.config.and_then(|c| c.env).unwrap_or_default(),
         })
     }
 

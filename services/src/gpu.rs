@@ -38,6 +38,17 @@ pub struct Sample {
     pub temperature_c: Option<u32>,
 }
 
+/// One process's use of one GPU at one moment (NVML's per-process accounting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessUse {
+    /// The host's process id.
+    pub pid: u32,
+    pub gpu: u32,
+    pub memory_mib: Option<u64>,
+    /// Streaming-multiprocessor utilisation over NVML's last sampling window.
+    pub sm_percent: Option<u32>,
+}
+
 /// Why the GPUs cannot take a job now. Not retryable on this instance: the job goes back to
 /// the queue for another one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +63,8 @@ pub trait GpuProbe: Send + Sync {
     fn check(&self, expected: u32) -> Result<(), GpuUnusable>;
     /// Live figures for `/metrics`.
     fn samples(&self) -> Vec<Sample>;
+    /// The processes using a GPU now; `Err` when NVML is absent or cannot say.
+    fn processes(&self) -> Result<Vec<ProcessUse>, String>;
 }
 
 impl GpuProbe for Probe {
@@ -63,6 +76,9 @@ impl GpuProbe for Probe {
     }
     fn samples(&self) -> Vec<Sample> {
         Probe::samples(self)
+    }
+    fn processes(&self) -> Result<Vec<ProcessUse>, String> {
+        Probe::processes(self)
     }
 }
 
@@ -189,6 +205,57 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// Compute and graphics processes on every GPU, with their memory and, where the driver
+    /// keeps it, their utilisation.
+    pub fn processes(&self) -> Result<Vec<ProcessUse>, String> {
+        let nvml = self.nvml.as_ref().map_err(Clone::clone)?;
+        let count = nvml
+            .device_count()
+            .map_err(|e| format!("NVML cannot count the GPUs: {e}"))?;
+        let mut out = Vec::new();
+        for i in 0..count {
+            let d = nvml
+                .device_by_index(i)
+                .map_err(|e| format!("GPU {i}: {e}"))?;
+            let mut procs = d
+                .running_compute_processes()
+                .map_err(|e| format!("GPU {i}: NVML lists no processes: {e}"))?;
+            procs.extend(d.running_graphics_processes().unwrap_or_default());
+            // Utilisation per process is optional (not every GPU or driver keeps it).
+            let utils = d.process_utilization_stats(None).unwrap_or_default();
+            for p in procs {
+                let memory_mib = match p.used_gpu_memory {
+                    nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b / (1024 * 1024)),
+                    nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+                };
+                let sm_percent = utils.iter().filter(|u| u.pid == p.pid).map(|u| u.sm_util).max();
+                out.push(ProcessUse {
+                    pid: p.pid,
+                    gpu: i,
+                    memory_mib,
+                    sm_percent,
+                });
+            }
+            let mut listed: Vec<u32> = out.iter().filter(|p| p.gpu == i).map(|p| p.pid).collect();
+            for u in &utils {
+                if listed.contains(&u.pid) {
+                    continue;
+                }
+                listed.push(u.pid);
+                let sm_percent = utils.iter().filter(|v| v.pid == u.pid).map(|v| v.sm_util).max();
+                out.push(ProcessUse {
+                    pid: u.pid,
+                    gpu: i,
+                    memory_mib: None,
+                    sm_percent,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Inventory {
     /// The report's GPU facts.
     pub fn report(&self) -> Option<janitor_model::report::GpuInfo> {
@@ -216,5 +283,6 @@ mod tests {
         assert!(inv.report().is_none());
         assert_eq!(p.check(0), Err("NVML is not available: test".to_string()));
         assert!(p.samples().is_empty());
+        assert_eq!(p.processes(), Err("NVML is not available: test".to_string()));
     }
 }

@@ -106,6 +106,18 @@ impl ContainerEngine for TestEngine {
         self.inner.remove(name).await;
     }
 
+    async fn published(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, EngineError> {
+        self.inner.published(name, port).await
+    }
+
+    async fn pids(&self, name: &str) -> Result<Vec<u32>, EngineError> {
+        self.inner.pids(name).await
+    }
+
     async fn managed_containers(
         &self,
         instance: &str,

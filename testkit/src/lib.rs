@@ -55,6 +55,37 @@ pub fn ensure_base_image() {
     drop(lock);
 }
 
+/// The image runpod-shaped test workers build `FROM`: Debian's Python with the real `runpod`
+/// package (pinned in testkit/runpod-requirements.txt), made offline by scripts/runpod-image.sh.
+pub fn runpod_image() -> String {
+    let pin = std::fs::read_to_string(workspace_root().join("testkit/runpod-requirements.txt")).unwrap();
+    let version = pin
+        .lines()
+        .find_map(|l| l.strip_prefix("runpod=="))
+        .expect("testkit/runpod-requirements.txt pins runpod==X.Y.Z")
+        .trim()
+        .to_string();
+    format!("janitor-test-runpod:{version}")
+}
+
+/// Builds the runpod test image once per machine (file-locked across test processes).
+pub fn ensure_runpod_image() -> String {
+    let lock_path = std::env::temp_dir().join("janitor-test-runpod.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    let status = Command::new("bash")
+        .arg(workspace_root().join("scripts/runpod-image.sh"))
+        .status()
+        .expect("bash must be installed");
+    assert!(
+        status.success(),
+        "could not build {}: is Docker running and mmdebstrap installed (scripts/test-deps.sh)?",
+        runpod_image()
+    );
+    drop(lock);
+    runpod_image()
+}
+
 /// A `docker` CLI call that must succeed; returns stdout.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")

@@ -1,0 +1,297 @@
+//! Repositories shaped like the runpod workers, validated the way their maintainers do: the
+//! real `runpod` SDK (installed offline in a Debian image) serving `/runsync`, driven by the
+//! pipeline on the machine's Docker engine. Each test is one repository; the verdict, the
+//! failing test's name and the first cause are what a maintainer would act on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use janitor_model::config::JobSpec;
+use janitor_model::report::{
+    JobStatus, Report, StepName, StepStatus, TestMode, TestStatus, TestsReport,
+};
+use janitor_pipeline::{run_job, Tools};
+use janitor_services::logs::LogSink;
+use janitor_services::registry::Anonymous;
+use janitor_testkit::engine::TestEngine;
+use janitor_testkit::{ensure_runpod_image, git_repo, spec};
+
+/// Keeps every line the job wrote.
+#[derive(Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl LogSink for Lines {
+    fn line(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+/// A worker's Dockerfile on the runpod image: the handler copied, `test_input.json` not.
+fn worker_dockerfile(handler: &str) -> String {
+    format!(
+        "FROM {}\nWORKDIR /\nCOPY {handler} /handler.py\nCMD [\"python3\", \"-u\", \"/handler.py\"]\n",
+        ensure_runpod_image()
+    )
+}
+
+/// Runs one repository through the pipeline; returns its report and its output.
+async fn validate(name: &str, files: &[(&str, &str)], tweak: impl FnOnce(&mut JobSpec)) -> (Report, Vec<String>) {
+    let repos = tempfile::tempdir().unwrap();
+    let url = git_repo(repos.path(), name, files);
+    let mut job = spec(name, &url, Duration::from_secs(240));
+    tweak(&mut job);
+    let work = tempfile::tempdir().unwrap();
+    let ctx = janitor_testkit::job_context(&format!("{name}-1"), "20261201T000000Z-runpod", job, "local", work.path());
+    let engine = TestEngine::connect().await;
+    let lines = Lines::default();
+    let probe = janitor_services::gpu::Probe::none("NVML is not available: no GPU on this machine");
+    let tools = Tools {
+        engine: &engine,
+        registry: &Anonymous,
+        gpu: &probe,
+        sink: &lines,
+    };
+    let report = run_job(&tools, &ctx, &tokio_util::sync::CancellationToken::new()).await;
+    let out = lines.0.into_inner().unwrap();
+    (report, out)
+}
+
+fn tests(r: &Report) -> &TestsReport {
+    r.tests.as_ref().unwrap_or_else(|| panic!("no tests in {r:#?}"))
+}
+
+const ECHO_HANDLER: &str = r#"import time
+import runpod
+
+def handler(job):
+    inp = job["input"]
+    if inp.get("mode") == "error":
+        return {"error": "model weights missing: /models/sdxl.safetensors"}
+    if inp.get("mode") == "sleep":
+        time.sleep(inp["seconds"])
+        return {"slept": inp["seconds"]}
+    return {"echo": inp.get("prompt"), "n": 3}
+
+runpod.serverless.start({"handler": handler})
+"#;
+
+/// worker-basic's shape: the Dockerfile does not copy `test_input.json`, so the image's CMD
+/// exits 1 in the SDK's local mode; in server mode the same input passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_image_lacks_test_input_json_passes_in_server_mode() {
+    let (r, out) = validate(
+        "rp-basic",
+        &[
+            ("Dockerfile", &worker_dockerfile("rp_handler.py")),
+            ("rp_handler.py", ECHO_HANDLER),
+            ("test_input.json", r#"{"input": {"prompt": "John Doe", "seconds": 15}}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:#?}\n{}", out.join("\n"));
+    let t = tests(&r);
+    assert_eq!((t.source.as_str(), &t.mode), ("test_input.json", &TestMode::Server));
+    assert_eq!((t.passed, t.total), (1, 1));
+    assert_eq!(t.results[0].name, "test_input");
+    assert_eq!(t.results[0].http_status, Some(200));
+    assert!(t.results[0].output.as_deref().unwrap().contains("John Doe"), "{t:#?}");
+    assert!(t.cold_start_seconds.unwrap() > 0.0);
+    assert_eq!(t.summary(), "passed 1/1 tests");
+    let test = r.step(StepName::Test).unwrap();
+    assert!(test.detail.starts_with("passed 1/1 tests from test_input.json; cold start"), "{}", test.detail);
+    assert!(r.step(StepName::Run).is_none());
+    assert_eq!(r.step(StepName::Preflight).unwrap().status, StepStatus::Succeeded);
+    // The worker's own output went through the sink, marked with the step.
+    assert!(out.iter().any(|l| l.starts_with("[test] ") && l.contains("Starting Serverless Worker")), "{out:?}");
+    assert_eq!(r.schema, 2);
+}
+
+/// Three kinds of failing test beside a passing one, and a timeout under a second called out.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_tests_are_named_with_their_first_cause() {
+    let tests_json = r#"{"tests": [
+        {"name": "hello", "input": {"prompt": "hi"}, "expected_output": {"echo": "hi"}, "timeout": 10000},
+        {"name": "returns-error", "input": {"mode": "error"}, "timeout": 10000},
+        {"name": "wrong-answer", "input": {"prompt": "x"}, "expected_output": {"echo": "y"}, "timeout": 10000},
+        {"name": "unit-mistake", "input": {"prompt": "z"}, "timeout": 30},
+        {"name": "too-slow", "input": {"mode": "sleep", "seconds": 4}, "timeout": 1500}
+    ], "config": {"gpuCount": 1}}"#;
+    let (r, out) = validate(
+        "rp-failing",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", ECHO_HANDLER),
+            (".runpod/tests.json", tests_json),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Failed, "{r:#?}\n{}", out.join("\n"));
+    let t = tests(&r);
+    assert_eq!(t.source, ".runpod/tests.json");
+    assert_eq!((t.passed, t.total), (1, 5));
+    let by = |n: &str| t.results.iter().find(|x| x.name == n).unwrap();
+    assert_eq!(by("hello").status, TestStatus::Passed);
+    let err = by("returns-error");
+    assert_eq!(err.status, TestStatus::Failed);
+    assert!(err.error.as_deref().unwrap().contains("model weights missing: /models/sdxl.safetensors"), "{err:#?}");
+    let wrong = by("wrong-answer").error.clone().unwrap();
+    assert!(wrong.contains("does not match expected_output {\"echo\":\"y\"}"), "{wrong}");
+    assert!(by("unit-mistake").error.as_deref().unwrap().contains("did you mean 30000"));
+    let slow = by("too-slow");
+    assert_eq!(slow.status, TestStatus::TimedOut);
+    assert_eq!(slow.error.as_deref(), Some("no answer within its 1500 ms timeout"));
+    assert!(slow.duration_seconds >= 1.5 && slow.duration_seconds < 3.0, "{slow:#?}");
+    // The one-line reason names the first failing test and why.
+    let reason = r.reason.clone().unwrap();
+    assert!(reason.starts_with("test: 1/5 tests passed; `returns-error` failed: the job FAILED: model weights missing"), "{reason}");
+    assert!(t.notes.iter().any(|n| n.contains("unit-mistake")), "{:?}", t.notes);
+}
+
+const STREAM_HANDLER: &str = r#"import runpod
+
+def handler(job):
+    inp = job["input"]
+    for i in range(inp.get("n", 3)):
+        if inp.get("fail_at") == i:
+            raise ValueError(f"tokenizer exploded at chunk {i}")
+        yield {"chunk": i}
+
+runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+"#;
+
+/// A generator handler: local mode skips it (a false pass); server mode runs it and collects
+/// its chunks. One that raises makes `/runsync` answer HTTP 500, and the test says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn generator_handlers_run_and_a_raising_one_fails() {
+    let tests_json = r#"{"tests": [
+        {"name": "stream", "input": {"n": 3}, "expected_output": [{"chunk": 0}, {"chunk": 1}, {"chunk": 2}]},
+        {"name": "stream-raises", "input": {"n": 3, "fail_at": 1}}
+    ]}"#;
+    let (r, out) = validate(
+        "rp-stream",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", STREAM_HANDLER),
+            (".runpod/tests.json", tests_json),
+        ],
+        |_| {},
+    )
+    .await;
+    let t = tests(&r);
+    assert_eq!(r.status, JobStatus::Failed, "{r:#?}\n{}", out.join("\n"));
+    assert_eq!(t.results[0].status, TestStatus::Passed, "{t:#?}");
+    let raised = &t.results[1];
+    assert_eq!(raised.status, TestStatus::Failed);
+    let why = raised.error.as_deref().unwrap();
+    assert!(why.contains("tokenizer exploded at chunk 1"), "{why}");
+    assert!(r.reason.as_deref().unwrap().contains("`stream-raises` failed"), "{:?}", r.reason);
+}
+
+/// A worker that dies on import: the test step fails quoting its traceback's last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_crashes_on_import_fails_with_its_traceback() {
+    let (r, out) = validate(
+        "rp-crash",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", "import runpod\nimport torch_that_is_not_installed\n"),
+            ("test_input.json", r#"{"input": {"prompt": "x"}}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Failed, "{r:#?}\n{}", out.join("\n"));
+    let test = r.step(StepName::Test).unwrap();
+    assert!(
+        test.detail.starts_with("the worker exited with code 1 before it answered on its port; its last line: ModuleNotFoundError: No module named 'torch_that_is_not_installed'"),
+        "{}",
+        test.detail
+    );
+    assert_eq!(tests(&r).results[0].status, TestStatus::NotRun);
+}
+
+/// The Hub's layout: `.runpod/Dockerfile` is built (the root one would not build), and the
+/// worker starts with the hub's preset for a required variable.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_layout_builds_runpod_dockerfile_with_its_environment() {
+    let handler = "import os\nimport runpod\n\ndef handler(job):\n    return {\"model\": os.environ.get(\"MODEL_NAME\"), \"mode\": os.environ.get(\"MODE\")}\n\nrunpod.serverless.start({\"handler\": handler})\n";
+    let hub = r#"{"title": "t", "config": {"containerDiskInGb": 1,
+        "presets": [{"name": "small", "defaults": {"MODEL_NAME": "preset-model"}}],
+        "env": [{"key": "MODEL_NAME", "input": {"name": "Model", "required": true}},
+                {"key": "MODE", "input": {"default": "fast"}}]}}"#;
+    let tests_json = r#"{"tests": [{"name": "env", "input": {}, "expected_output": {"model": "preset-model", "mode": "fast"}}]}"#;
+    let (r, out) = validate(
+        "rp-hub",
+        &[
+            ("Dockerfile", "FROM janitor-no-such-image:never\n"),
+            (".runpod/Dockerfile", &format!("FROM {}\nCOPY worker/handler.py /handler.py\nCMD [\"python3\", \"-u\", \"/handler.py\"]\n", ensure_runpod_image())),
+            ("worker/handler.py", handler),
+            (".runpod/hub.json", hub),
+            (".runpod/tests.json", tests_json),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:#?}\n{}", out.join("\n"));
+    assert_eq!(tests(&r).dockerfile, ".runpod/Dockerfile");
+    let pre = r.step(StepName::Preflight).unwrap();
+    assert!(pre.detail.contains("1 GB of disk needed"), "{}", pre.detail);
+}
+
+/// A required variable nobody gives is not the repository's fault: `error`, naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_required_variable_is_an_error_before_the_build() {
+    let hub = r#"{"config": {"env": [{"key": "HF_TOKEN", "input": {"required": true}}]}}"#;
+    let (r, _) = validate(
+        "rp-noenv",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", ECHO_HANDLER),
+            (".runpod/hub.json", hub),
+            ("test_input.json", r#"{"input": {}}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Error, "{r:#?}");
+    let pre = r.step(StepName::Preflight).unwrap();
+    assert_eq!(pre.status, StepStatus::Error);
+    assert!(pre.detail.starts_with("the worker needs the environment variable HF_TOKEN (required by .runpod/hub.json"), "{}", pre.detail);
+    assert_eq!(r.step(StepName::Build).unwrap().status, StepStatus::NotRun);
+    // Given in the config, it passes.
+    let (r, _) = validate(
+        "rp-withenv",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", ECHO_HANDLER),
+            (".runpod/hub.json", hub),
+            ("test_input.json", r#"{"input": {}}"#),
+        ],
+        |s| s.env = vec![("HF_TOKEN".into(), "hf_x".into())],
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:#?}");
+}
+
+/// A tests file that does not parse is the repository's mistake: failed, naming file and field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_tests_file_fails_naming_the_field() {
+    let (r, _) = validate(
+        "rp-badtests",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", ECHO_HANDLER),
+            (".runpod/tests.json", r#"{"tests": [{"name": "a", "input": "not an object"}]}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("preflight: .runpod/tests.json: tests[0].input: must be an object (the job's input), found a string")
+    );
+}

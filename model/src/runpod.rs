@@ -1,0 +1,550 @@
+//! The runpod workers' own test definitions, parsed with errors that name the file and field:
+//! `.runpod/tests.json` (RunPod Hub), `.github/tests.json` (runpod-test-runner),
+//! `test_input.json` (the SDK's local mode) and `.runpod/hub.json`; and the rule that says
+//! whether one `/runsync` answer passes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The Hub's tests file, then the test runner's, then the SDK's single input.
+pub const HUB_TESTS: &str = ".runpod/tests.json";
+pub const RUNNER_TESTS: &str = ".github/tests.json";
+pub const TEST_INPUT: &str = "test_input.json";
+pub const HUB_FILE: &str = ".runpod/hub.json";
+/// The Hub builds `.runpod/Dockerfile` before the repository's root `Dockerfile`.
+pub const HUB_DOCKERFILE: &str = ".runpod/Dockerfile";
+/// The largest tests or hub file read (a test input can carry a small base64 image).
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// A test with no `timeout` gets this long (the test runner's default request timeout).
+pub const DEFAULT_TEST_TIMEOUT_MS: u64 = 300_000;
+
+/// One test: a job input sent to `/runsync`, with its own timeout and optional expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    pub name: String,
+    pub input: Value,
+    /// Milliseconds, as in the Hub's tests.json.
+    #[serde(default, rename = "timeout", skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_output: Option<Value>,
+}
+
+impl TestCase {
+    /// A timeout under a second is almost certainly seconds written where milliseconds are
+    /// meant (`"timeout": 30`): said, not silently reinterpreted.
+    pub fn timeout_problem(&self) -> Option<String> {
+        match self.timeout_ms {
+            Some(ms) if ms < 1000 => Some(format!(
+                "timeout {ms} is in milliseconds (under a second); tests.json timeouts are milliseconds: did you mean {}?",
+                ms.saturating_mul(1000)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// What a tests file says besides its tests (the Hub's `config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestsConfig {
+    pub gpu_count: Option<u64>,
+    pub allowed_cuda_versions: Vec<String>,
+    /// `config.env`: fixed values the worker is started with.
+    pub env: Vec<(String, String)>,
+}
+
+/// A parsed tests file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestsFile {
+    pub tests: Vec<TestCase>,
+    pub config: TestsConfig,
+}
+
+/// How `.runpod/hub.json` gives an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEnv {
+    Fixed(String),
+    Input {
+        default: Option<String>,
+        required: bool,
+    },
+}
+
+/// The parts of `.runpod/hub.json` a validation uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hub {
+    pub container_disk_gb: Option<u64>,
+    pub allowed_cuda_versions: Vec<String>,
+    pub env: Vec<(String, HubEnv)>,
+    /// The first preset's defaults: the values the Hub offers first.
+    pub preset: Option<(String, Vec<(String, String)>)>,
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A field's problem: `file: field: message` (without the parts that are empty).
+fn problem(file: &str, field: &str, message: impl std::fmt::Display) -> String {
+    match (file.is_empty(), field.is_empty()) {
+        (false, false) => format!("{file}: {field}: {message}"),
+        (false, true) => format!("{file}: {message}"),
+        (true, false) => format!("{field}: {message}"),
+        (true, true) => message.to_string(),
+    }
+}
+
+/// `field.name`, or `name` at the top.
+fn sub(field: &str, name: &str) -> String {
+    if field.is_empty() {
+        name.to_string()
+    } else {
+        format!("{field}.{name}")
+    }
+}
+
+fn parse_json(file: &str, text: &str) -> Result<Value, String> {
+    serde_json::from_str(text)
+        .map_err(|e| format!("{file}: not valid JSON at line {}: {e}", e.line()))
+}
+
+/// An environment value as a string: hub.json writes booleans and numbers bare.
+fn env_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A name an environment variable can have.
+pub fn check_env_key(key: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{key}` is not an environment variable name (letters, digits and _, not starting with a digit)"
+        ))
+    }
+}
+
+fn cuda_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<String>, String> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Array(items) = v else {
+        return Err(problem(
+            file,
+            field,
+            format!("must be a list of versions such as [\"12.4\"], found {}", kind(v)),
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item.as_str().and_then(cuda_version) {
+            Some(_) => Ok(item.as_str().unwrap_or_default().to_string()),
+            None => Err(problem(
+                file,
+                &format!("{field}[{i}]"),
+                format!("must be a CUDA version such as \"12.4\", found {item}"),
+            )),
+        })
+        .collect()
+}
+
+/// `"12.4"`, `"12.4.1"`, `"13"` as (major, minor).
+pub fn cuda_version(s: &str) -> Option<(u32, u32)> {
+    let mut parts = s.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = match parts.next() {
+        None => 0,
+        Some(m) => m.parse().ok()?,
+    };
+    Some((major, minor))
+}
+
+/// One test from its JSON object; `file` and `field` (either may be empty) prefix the errors.
+pub fn test_case(file: &str, field: &str, v: &Value, default_name: String) -> Result<TestCase, String> {
+    let Value::Object(m) = v else {
+        return Err(problem(file, field, format!("must be an object with `input`, found {}", kind(v))));
+    };
+    let name = match m.get("name") {
+        None => default_name,
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(other) => {
+            return Err(problem(
+                file,
+                &sub(field, "name"),
+                format!("must be a non-empty string, found {other}"),
+            ))
+        }
+    };
+    let input = match m.get("input") {
+        Some(i @ Value::Object(_)) => i.clone(),
+        Some(other) => {
+            return Err(problem(
+                file,
+                &sub(field, "input"),
+                format!("must be an object (the job's input), found {}", kind(other)),
+            ))
+        }
+        None => {
+            return Err(problem(
+                file,
+                &sub(field, "input"),
+                "missing; every test needs the job input it sends",
+            ))
+        }
+    };
+    let timeout_ms = match m.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|t| t > 0) => n.as_u64(),
+        Some(other) => {
+            return Err(problem(
+                file,
+                &sub(field, "timeout"),
+                format!("must be a positive whole number of milliseconds, found {other}"),
+            ))
+        }
+    };
+    // The Hub writes `expected_output`; the test runner's examples write `expectedOutput`.
+    let expected_output = m
+        .get("expected_output")
+        .or_else(|| m.get("expectedOutput"))
+        .cloned();
+    Ok(TestCase {
+        name,
+        input,
+        timeout_ms,
+        expected_output,
+    })
+}
+
+fn env_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<(String, Value)>, String> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Array(items) = v else {
+        return Err(problem(file, field, format!("must be a list of {{\"key\", \"value\"}} objects, found {}", kind(v))));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let key = item.get("key").and_then(Value::as_str).ok_or_else(|| {
+            problem(file, &format!("{f}.key"), "missing or not a string")
+        })?;
+        check_env_key(key).map_err(|e| problem(file, &format!("{f}.key"), e))?;
+        out.push((key.to_string(), item.clone()));
+    }
+    Ok(out)
+}
+
+/// Parses a Hub tests file (`{"tests": [...], "config": {...}}`) or a test runner's list of
+/// tests (`[{"input", "expected_output"?}, ...]`).
+pub fn parse_tests(file: &str, text: &str) -> Result<TestsFile, String> {
+    let doc = parse_json(file, text)?;
+    let (tests, config) = match &doc {
+        Value::Array(items) => (items.as_slice(), None),
+        Value::Object(m) => match m.get("tests") {
+            Some(Value::Array(items)) => (items.as_slice(), m.get("config")),
+            Some(other) => {
+                return Err(problem(file, "tests", format!("must be a list of tests, found {}", kind(other))))
+            }
+            None => return Err(problem(file, "tests", "missing; the file must have a `tests` list")),
+        },
+        other => {
+            return Err(format!(
+                "{file}: must be an object with `tests` or a list of tests, found {}",
+                kind(other)
+            ))
+        }
+    };
+    if tests.is_empty() {
+        return Err(problem(file, "tests", "is empty; list at least one test"));
+    }
+    let mut out = TestsFile::default();
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in tests.iter().enumerate() {
+        let field = format!("tests[{i}]");
+        let case = test_case(file, &field, t, format!("test_{}", i + 1))?;
+        if !names.insert(case.name.clone()) {
+            return Err(problem(file, &sub(&field, "name"), format!("`{}` is used by an earlier test", case.name)));
+        }
+        out.tests.push(case);
+    }
+    if let Some(config) = config {
+        let Value::Object(c) = config else {
+            return Err(problem(file, "config", format!("must be an object, found {}", kind(config))));
+        };
+        out.config.gpu_count = match c.get("gpuCount") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                problem(file, "config.gpuCount", format!("must be a whole number, found {v}"))
+            })?),
+        };
+        out.config.allowed_cuda_versions =
+            cuda_list(file, "config.allowedCudaVersions", c.get("allowedCudaVersions"))?;
+        for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?.into_iter().enumerate() {
+            let value = item.get("value").and_then(env_text).ok_or_else(|| {
+                problem(file, &format!("config.env[{i}].value"), "missing or not a string, number or boolean")
+            })?;
+            out.config.env.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `test_input.json` (`{"input": {...}}`) as one test named `test_input`.
+pub fn parse_test_input(file: &str, text: &str) -> Result<TestCase, String> {
+    let doc = parse_json(file, text)?;
+    let mut case = test_case(file, "", &doc, "test_input".to_string())?;
+    case.name = "test_input".to_string();
+    Ok(case)
+}
+
+/// Parses the parts of `.runpod/hub.json` that matter here.
+pub fn parse_hub(file: &str, text: &str) -> Result<Hub, String> {
+    let doc = parse_json(file, text)?;
+    let Value::Object(top) = &doc else {
+        return Err(format!("{file}: must be an object, found {}", kind(&doc)));
+    };
+    let mut hub = Hub::default();
+    let Some(config) = top.get("config") else {
+        return Ok(hub);
+    };
+    let Value::Object(c) = config else {
+        return Err(problem(file, "config", format!("must be an object, found {}", kind(config))));
+    };
+    hub.container_disk_gb = match c.get("containerDiskInGb") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            problem(file, "config.containerDiskInGb", format!("must be a whole number of GB, found {v}"))
+        })?),
+    };
+    hub.allowed_cuda_versions =
+        cuda_list(file, "config.allowedCudaVersions", c.get("allowedCudaVersions"))?;
+    for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?.into_iter().enumerate() {
+        let given = if let Some(v) = item.get("value") {
+            HubEnv::Fixed(env_text(v).ok_or_else(|| {
+                problem(file, &format!("config.env[{i}].value"), "must be a string, number or boolean")
+            })?)
+        } else if let Some(input) = item.get("input") {
+            HubEnv::Input {
+                default: input.get("default").and_then(env_text),
+                required: input.get("required").and_then(Value::as_bool).unwrap_or(false),
+            }
+        } else {
+            return Err(problem(file, &format!("config.env[{i}]"), "needs `value` or `input`"));
+        };
+        hub.env.push((key, given));
+    }
+    if let Some(Value::Array(presets)) = c.get("presets") {
+        if let Some(first) = presets.first() {
+            let name = first.get("name").and_then(Value::as_str).unwrap_or("preset 1").to_string();
+            let defaults = first
+                .get("defaults")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| env_text(v).map(|t| (k.clone(), t)))
+                        .filter(|(k, _)| check_env_key(k).is_ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            hub.preset = Some((name, defaults));
+        }
+    }
+    Ok(hub)
+}
+
+/// Whether `actual` holds `expected`: objects by subset (every expected key, recursively),
+/// lists element by element with the same length, anything else by equality.
+pub fn contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| contains(av, ev))),
+        (Value::Array(a), Value::Array(e)) => {
+            a.len() == e.len() && a.iter().zip(e).all(|(av, ev)| contains(av, ev))
+        }
+        (Value::Number(a), Value::Number(e)) => a.as_f64() == e.as_f64(),
+        _ => actual == expected,
+    }
+}
+
+/// The most characters of an output or error kept in a report.
+pub const EXCERPT_CHARS: usize = 300;
+
+/// A bounded one-line rendering of a JSON value.
+pub fn excerpt(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= EXCERPT_CHARS {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(EXCERPT_CHARS).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Judges one `/runsync` answer (HTTP 200 with a JSON body). A test passes on `COMPLETED`
+/// with an output that has no `error` key (handlers often return `{"error": ...}` instead of
+/// raising) and, when an expectation is given, that contains it. An expectation with a
+/// `status`, `output` or `error` key is matched against the whole answer; any other against
+/// the output. `Err` is the one-line reason it failed.
+pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
+    let status = answer.get("status").and_then(Value::as_str).unwrap_or("");
+    let output = answer.get("output").unwrap_or(&Value::Null);
+    match status {
+        "COMPLETED" => {}
+        "FAILED" => {
+            let error = answer.get("error").map_or_else(|| "no error given".to_string(), excerpt);
+            return Err(format!("the job FAILED: {error}"));
+        }
+        "" => return Err(format!("the answer has no status: {}", excerpt(answer))),
+        other => return Err(format!("the job ended {other}, not COMPLETED")),
+    }
+    if let Some(error) = output.get("error") {
+        return Err(format!("the output has an `error`: {}", excerpt(error)));
+    }
+    if let Some(want) = expected {
+        let whole = want
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| matches!(k.as_str(), "status" | "output" | "error")));
+        let (against, what) = if whole { (answer, "answer") } else { (output, "output") };
+        if !contains(against, want) {
+            return Err(format!(
+                "the {what} does not match expected_output {}: got {}",
+                excerpt(want),
+                excerpt(against)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON object from key/value pairs, for the `{"input": ...}` body.
+pub fn runsync_body(input: &Value) -> Vec<u8> {
+    let mut m = Map::new();
+    m.insert("input".to_string(), input.clone());
+    Value::Object(m).to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hub_tests_file() {
+        let t = parse_tests(
+            HUB_TESTS,
+            r#"{"tests": [{"name": "a", "input": {"p": 1}, "timeout": 10000},
+                          {"name": "b", "input": {}, "expected_output": {"x": 1}}],
+                "config": {"gpuCount": 1, "allowedCudaVersions": ["12.4", "13.0"],
+                           "env": [{"key": "MODEL_NAME", "value": "m"}, {"key": "N", "value": 2}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.tests.len(), 2);
+        assert_eq!(t.tests[0].timeout_ms, Some(10000));
+        assert_eq!(t.tests[1].expected_output, Some(json!({"x": 1})));
+        assert_eq!(t.config.allowed_cuda_versions, ["12.4", "13.0"]);
+        assert_eq!(t.config.env, [("MODEL_NAME".into(), "m".into()), ("N".into(), "2".into())]);
+    }
+
+    #[test]
+    fn runner_list_and_test_input() {
+        let t = parse_tests(RUNNER_TESTS, r#"[{"input": {"name": "Dolly"}, "expectedOutput": "Hello, Dolly!"}, {"input": {}}]"#).unwrap();
+        assert_eq!(t.tests[0].name, "test_1");
+        assert_eq!(t.tests[0].expected_output, Some(json!("Hello, Dolly!")));
+        let one = parse_test_input(TEST_INPUT, r#"{"input": {"prompt": "x"}}"#).unwrap();
+        assert_eq!(one.name, "test_input");
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let cases = [
+            (r#"{"tests": [{"name": "a"}]}"#, ".runpod/tests.json: tests[0].input: missing"),
+            (r#"{"tests": [{"input": {}, "timeout": "30s"}]}"#, "tests[0].timeout: must be a positive whole number of milliseconds"),
+            (r#"{"tests": []}"#, "tests: is empty"),
+            (r#"{"tests": [{"name": "a", "input": {}}, {"name": "a", "input": {}}]}"#, "tests[1].name: `a` is used by an earlier test"),
+            (r#"{"tests": [{"input": {}}], "config": {"allowedCudaVersions": ["twelve"]}}"#, "config.allowedCudaVersions[0]"),
+            (r#"{"tests": [{"input": {}}], "config": {"env": [{"key": "1X", "value": "v"}]}}"#, "config.env[0].key"),
+            ("{", "not valid JSON at line 1"),
+            ("3", "must be an object with `tests` or a list of tests"),
+        ];
+        for (text, want) in cases {
+            let err = parse_tests(HUB_TESTS, text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn sub_second_timeouts_are_called_out() {
+        let t = parse_tests(HUB_TESTS, r#"{"tests": [{"input": {}, "timeout": 30}]}"#).unwrap();
+        assert!(t.tests[0].timeout_problem().unwrap().contains("did you mean 30000"));
+        let ok = parse_tests(HUB_TESTS, r#"{"tests": [{"input": {}, "timeout": 1000}]}"#).unwrap();
+        assert_eq!(ok.tests[0].timeout_problem(), None);
+    }
+
+    #[test]
+    fn hub_file() {
+        let hub = parse_hub(
+            HUB_FILE,
+            r#"{"config": {"containerDiskInGb": 150, "allowedCudaVersions": ["13.0"],
+                "presets": [{"name": "p", "defaults": {"MODEL_NAME": "m"}}],
+                "env": [{"key": "MODEL_NAME", "input": {"required": true}},
+                        {"key": "MODE", "input": {"default": "auto"}},
+                        {"key": "SKIP", "input": {"default": false}},
+                        {"key": "FIXED", "value": "v"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(hub.container_disk_gb, Some(150));
+        assert_eq!(hub.env[0].1, HubEnv::Input { default: None, required: true });
+        assert_eq!(hub.env[2].1, HubEnv::Input { default: Some("false".into()), required: false });
+        assert_eq!(hub.env[3].1, HubEnv::Fixed("v".into()));
+        assert_eq!(hub.preset, Some(("p".into(), vec![("MODEL_NAME".into(), "m".into())])));
+        assert!(parse_hub(HUB_FILE, r#"{"config": {"containerDiskInGb": "big"}}"#).unwrap_err().contains("config.containerDiskInGb"));
+    }
+
+    #[test]
+    fn the_pass_rule() {
+        let done = |out: Value| json!({"id": "t", "status": "COMPLETED", "output": out});
+        assert_eq!(judge(&done(json!({"text": "hi"})), None), Ok(()));
+        let e = judge(&done(json!({"error": "CUDA out of memory"})), None).unwrap_err();
+        assert!(e.contains("CUDA out of memory"), "{e}");
+        let e = judge(&json!({"status": "FAILED", "error": "Traceback: boom"}), None).unwrap_err();
+        assert!(e.contains("FAILED: Traceback: boom"), "{e}");
+        assert!(judge(&json!({"status": "IN_PROGRESS"}), None).is_err());
+        assert!(judge(&json!({"detail": "x"}), None).unwrap_err().contains("no status"));
+        // Expectations: on the output, or on the whole answer when they name its keys.
+        assert_eq!(judge(&done(json!({"a": 1, "b": [1, 2]})), Some(&json!({"b": [1, 2]}))), Ok(()));
+        assert!(judge(&done(json!({"a": 1})), Some(&json!({"a": 2}))).unwrap_err().contains("does not match"));
+        assert_eq!(judge(&done(json!("Hello, Dolly!")), Some(&json!("Hello, Dolly!"))), Ok(()));
+        assert_eq!(judge(&done(json!(3)), Some(&json!({"status": "COMPLETED"}))), Ok(()));
+        assert!(judge(&done(json!([1, 2])), Some(&json!([1]))).is_err());
+        assert!(contains(&json!(1.0), &json!(1)));
+    }
+
+    #[test]
+    fn excerpts_are_bounded() {
+        let long = Value::String("x ".repeat(1000));
+        assert!(excerpt(&long).chars().count() <= EXCERPT_CHARS + 1);
+        assert_eq!(cuda_version("12.4.1"), Some((12, 4)));
+        assert_eq!(cuda_version("13"), Some((13, 0)));
+        assert_eq!(cuda_version("x"), None);
+    }
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use janitor_model::ledger::{self, RejectedRecord, RunManifest, StartedRecord};
-use janitor_model::report::{JobStatus, Report};
+use janitor_model::report::{JobStatus, Report, TestsReport};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -50,6 +50,9 @@ pub struct JobView {
     pub finished_at: Option<OffsetDateTime>,
     pub duration_seconds: Option<f64>,
     pub reason: Option<String>,
+    /// The worker's tests and their results, from the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestsReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
 }
@@ -401,6 +404,7 @@ impl Ledger {
                 finished_at: None,
                 duration_seconds: None,
                 reason: None,
+                tests: None,
                 report: None,
             };
             let report: Option<Report> = if have.iter().any(|f| f == "report.json") {
@@ -418,6 +422,7 @@ impl Ledger {
             if let Some(r) = report {
                 view.status = Some(r.status);
                 view.reason = r.reason.clone();
+                view.tests = r.tests.clone();
                 view.instance_id = Some(r.instance.id.clone());
                 view.started_at = Some(r.timings.started_at);
                 view.finished_at = Some(r.timings.finished_at);

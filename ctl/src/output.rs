@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use janitor_model::config::WorkersConfig;
 use janitor_model::duration;
-use janitor_model::report::{JobStatus, Report, StepName, StepStatus};
+use janitor_model::report::{
+    JobStatus, Report, StepName, StepStatus, TestMode, TestStatus, TestsReport,
+};
 use time::OffsetDateTime;
 
 use crate::fleet::{GroupView, QueueDepth};
@@ -76,6 +78,41 @@ fn secs(v: f64) -> Duration {
     Duration::from_secs_f64(v.max(0.0))
 }
 
+/// `passed 3/3 tests` for a success that ran the worker's tests (a failure's reason names the
+/// first failing test already).
+fn tests_note(tests: Option<&TestsReport>) -> Option<String> {
+    tests
+        .filter(|t| t.mode == TestMode::Server)
+        .map(TestsReport::summary)
+}
+
+/// One line per test, indented: `    ✓ basic_test (0.9 s)`, `    ✗ slow (30.0 s) — why`.
+pub fn test_lines(tests: &TestsReport) -> String {
+    let mut out = String::new();
+    if tests.mode != TestMode::Server {
+        return out;
+    }
+    for t in &tests.results {
+        let mark = match t.status {
+            TestStatus::Passed => "✓",
+            TestStatus::NotRun => "–",
+            TestStatus::Failed | TestStatus::TimedOut => "✗",
+        };
+        let word = match t.status {
+            TestStatus::Passed => "",
+            TestStatus::Failed => " failed",
+            TestStatus::TimedOut => " timed out",
+            TestStatus::NotRun => " not run",
+        };
+        out.push_str(&format!("    {mark} {}{word} ({:.1} s)", t.name, t.duration_seconds));
+        if let Some(e) = &t.error {
+            out.push_str(&format!(" — {e}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// `✓ worker-basic: success (4m32s)`, with the reason on anything else.
 pub fn result_row(
     name: &str,
@@ -83,6 +120,7 @@ pub fn result_row(
     state: JobState,
     took: Option<f64>,
     reason: Option<&str>,
+    tests: Option<&TestsReport>,
 ) -> String {
     match (state, status) {
         (JobState::Finished, Some(status)) => {
@@ -98,6 +136,9 @@ pub fn result_row(
             if let Some(r) = reason.filter(|_| status != JobStatus::Succeeded) {
                 line.push_str(" — ");
                 line.push_str(r);
+            } else if let Some(note) = tests_note(tests).filter(|_| status == JobStatus::Succeeded) {
+                line.push_str(" — ");
+                line.push_str(&note);
             }
             line
         }
@@ -113,6 +154,7 @@ pub fn result_line(report: &Report) -> String {
         JobState::Finished,
         Some(report.timings.duration_seconds),
         report.reason.as_deref(),
+        report.tests.as_ref(),
     );
     if let Some(o) = &report.output {
         let missing = o.dropped_events + o.failed_events;
@@ -126,17 +168,21 @@ pub fn result_line(report: &Report) -> String {
     line
 }
 
-/// `clone ✓  build ✓  run ✗  gpu –  agent –`
+/// `clone ✓  preflight ✓  build ✓  test ✗  gpu –  agent –`: the steps the report has, in order
+/// (a report of schema 1 has `run` and no `preflight` or `test`).
 pub fn steps_line(report: &Report) -> String {
     StepName::ALL
         .iter()
-        .map(|name| {
-            let mark = match report.step(*name).map(|s| s.status) {
-                Some(StepStatus::Succeeded) => "✓",
-                Some(StepStatus::Failed | StepStatus::TimedOut | StepStatus::Interrupted) => "✗",
-                _ => "–",
+        .filter_map(|name| {
+            let mark = match report.step(*name)?.status {
+                StepStatus::Succeeded => "✓",
+                StepStatus::Failed
+                | StepStatus::TimedOut
+                | StepStatus::Interrupted
+                | StepStatus::Error => "✗",
+                StepStatus::Skipped | StepStatus::NotRun => "–",
             };
-            format!("{} {mark}", name.as_str())
+            Some(format!("{} {mark}", name.as_str()))
         })
         .collect::<Vec<_>>()
         .join("  ")
@@ -152,6 +198,9 @@ pub fn results_table(reports: &[Report]) -> String {
     for r in reports {
         out.push_str(&result_line(r));
         out.push('\n');
+        if let Some(t) = &r.tests {
+            out.push_str(&test_lines(t));
+        }
     }
     let ok = reports
         .iter()
@@ -169,6 +218,7 @@ fn job_row(j: &JobView) -> String {
         j.state,
         j.duration_seconds,
         j.reason.as_deref(),
+        j.tests.as_ref(),
     )
 }
 
@@ -178,6 +228,9 @@ pub fn run_results(view: &RunView) -> String {
     for j in &view.jobs {
         out.push_str(&job_row(j));
         out.push('\n');
+        if let Some(t) = j.tests.as_ref().filter(|_| j.state == JobState::Finished) {
+            out.push_str(&test_lines(t));
+        }
     }
     out.push('\n');
     out.push_str(&overall(view.succeeded(), view.jobs.len()));
@@ -392,6 +445,9 @@ pub fn results_text(repo: &str, reports: &[Report]) -> String {
         if let Some(reason) = &r.reason {
             out.push_str(&format!("  Reason: {reason}\n"));
         }
+        if let Some(t) = r.tests.as_ref().filter(|t| t.mode == TestMode::Server) {
+            out.push_str(&format!("  Tests ({}): {}\n", t.source, t.summary()));
+        }
     }
     out
 }
@@ -475,8 +531,57 @@ pub(crate) mod tests {
             ),
         ];
         for (state, status, want) in cases {
-            assert_eq!(result_row("w", status, state, None, None), want);
+            assert_eq!(result_row("w", status, state, None, None, None), want);
         }
+    }
+
+    #[test]
+    fn both_report_versions_read_and_print() {
+        let v1: Report = serde_json::from_str(include_str!("../testdata/report-v1.json")).unwrap();
+        assert_eq!(v1.schema, 1);
+        assert!(v1.tests.is_none());
+        assert_eq!(steps_line(&v1), "clone ✓  build ✓  run ✓  gpu –  agent ✓");
+        assert_eq!(result_line(&v1), "✓ worker-basic: success (3s)");
+
+        let mut v2 = report("worker-sdxl", JobStatus::Succeeded, 61.0, "");
+        v2.tests = Some(TestsReport {
+            source: ".runpod/tests.json".into(),
+            mode: TestMode::Server,
+            dockerfile: "Dockerfile".into(),
+            cold_start_seconds: Some(12.5),
+            passed: 2,
+            total: 2,
+            results: vec![
+                janitor_model::report::TestResult {
+                    name: "basic".into(),
+                    status: TestStatus::Passed,
+                    duration_seconds: 0.93,
+                    http_status: Some(200),
+                    error: None,
+                    output: Some("{}".into()),
+                },
+                janitor_model::report::TestResult {
+                    name: "batch".into(),
+                    status: TestStatus::Passed,
+                    duration_seconds: 4.0,
+                    http_status: Some(200),
+                    error: None,
+                    output: None,
+                },
+            ],
+            notes: Vec::new(),
+        });
+        assert_eq!(result_line(&v2), "✓ worker-sdxl: success (1m1s) — passed 2/2 tests");
+        assert_eq!(test_lines(v2.tests.as_ref().unwrap()), "    ✓ basic (0.9 s)\n    ✓ batch (4.0 s)\n");
+        let t = v2.tests.as_mut().unwrap();
+        t.passed = 1;
+        t.results[1].status = TestStatus::TimedOut;
+        t.results[1].error = Some("no answer within its 300000 ms timeout".into());
+        assert_eq!(
+            test_lines(t),
+            "    ✓ basic (0.9 s)\n    ✗ batch timed out (4.0 s) — no answer within its 300000 ms timeout\n"
+        );
+        assert_eq!(t.summary(), "1/2 tests passed; `batch` timed out: no answer within its 300000 ms timeout");
     }
 
     #[test]

@@ -571,7 +571,7 @@ pub(crate) mod tests {
             ],
             notes: Vec::new(),
         });
-        assert_eq!(result_line(&v2), "✓ worker-sdxl: success (1m1s) — passed 2/2 tests");
+        assert_eq!(result_line(&v2), "✓ worker-sdxl: success (1m01s) — passed 2/2 tests");
         assert_eq!(test_lines(v2.tests.as_ref().unwrap()), "    ✓ basic (0.9 s)\n    ✓ batch (4.0 s)\n");
         let t = v2.tests.as_mut().unwrap();
         t.passed = 1;

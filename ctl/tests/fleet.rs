@@ -479,3 +479,73 @@ async fn a_made_up_run_id_does_not_hide_the_latest_run() {
     assert_eq!(code, 0, "{text}");
     assert!(out.path().join(&run_id).join("run.json").exists(), "{text}");
 }
+
+/// Two runpod-shaped workers through the real daemon: worker-basic's shape (its image lacks
+/// `test_input.json`) passes on its own test, a `.runpod/tests.json` worker fails naming its
+/// failing test, and `janitorctl show` prints a line per test. A clone that fails on the
+/// network is `error`, not the repository's fault: the daemon hands it back until the queue's
+/// maxReceiveCount moves it to the dead-letter queue, and the report says attempt 3.
+#[tokio::test(flavor = "multi_thread")]
+async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
+    let image = janitor_testkit::ensure_runpod_image();
+    let inst = "i-0f1ee7000000000a";
+    let fx = Fixture::start(&[inst]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = "import runpod\n\ndef handler(job):\n    if job['input'].get('mode') == 'error':\n        return {'error': 'CUDA out of memory'}\n    return {'greeting': 'Hello, ' + job['input']['name']}\n\nrunpod.serverless.start({'handler': handler})\n";
+    let docker = format!("FROM {image}\nCOPY rp_handler.py /\nCMD [\"python3\", \"-u\", \"rp_handler.py\"]\n");
+    git_repo(
+        dir.path(),
+        "worker-basic",
+        &[("Dockerfile", &docker), ("rp_handler.py", handler), ("test_input.json", r#"{"input": {"name": "John Doe"}}"#)],
+    );
+    git_repo(
+        dir.path(),
+        "worker-hub",
+        &[
+            ("Dockerfile", &docker),
+            ("rp_handler.py", handler),
+            (".runpod/tests.json", r#"{"tests": [{"name": "greets", "input": {"name": "Ada"}, "expected_output": {"greeting": "Hello, Ada"}}, {"name": "oom", "input": {"name": "x", "mode": "error"}}]}"#),
+        ],
+    );
+    let cfg = dir.path().join("workers.yaml");
+    std::fs::write(
+        &cfg,
+        "repositories:\n  - {name: worker-basic, organization: local, url: ./worker-basic, gpu_required: false, timeout: 3m}\n  - {name: worker-hub, organization: local, url: ./worker-hub, gpu_required: false, timeout: 3m}\n  - {name: worker-offline, organization: local, url: 'http://127.0.0.1:9/offline.git', gpu_required: false, timeout: 1m}\n",
+    )
+    .unwrap();
+    let (code, text) = ctl(&fx, &["enqueue", cfg.to_str().unwrap(), "--allow-local-repos", "--no-scale"]);
+    assert_eq!(code, 0, "{text}");
+    let run_id = text.lines().last().unwrap().trim().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = Proc::spawn(
+        &janitor_testkit::janitord_beside(ctl_bin()),
+        &[
+            "--exit-when-idle",
+            "--allow-local-repos",
+            "--poll-wait-seconds",
+            "1",
+            "--error-retry-seconds",
+            "0",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &fx.env(Some(inst)),
+    );
+    assert_eq!(d.wait(Duration::from_secs(300)), 0, "{}", d.output());
+    let (_, shown) = ctl(&fx, &["show", &run_id]);
+    assert!(shown.contains("✓ worker-basic: success"), "{shown}");
+    assert!(shown.contains("— passed 1/1 tests"), "{shown}");
+    assert!(shown.contains("    ✓ test_input ("), "{shown}");
+    assert!(shown.contains("✗ worker-hub: failed"), "{shown}");
+    assert!(shown.contains("test: 1/2 tests passed; `oom` failed: the job FAILED: CUDA out of memory"), "{shown}");
+    assert!(shown.contains("    ✓ greets ("), "{shown}");
+    assert!(shown.contains("    ✗ oom failed ("), "{shown}");
+    assert!(shown.contains("✗ worker-offline: error"), "{shown}");
+    assert!(shown.contains("clone: git clone http://127.0.0.1:9/offline.git failed"), "{shown}");
+    let view = ctl_json(&fx, &["show", &run_id, "--json"]);
+    let offline = view["jobs"].as_array().unwrap().iter().find(|j| j["repository"] == "local/worker-offline").unwrap().clone();
+    assert_eq!(offline["status"], "error", "{view:#}");
+    assert_eq!(offline["attempt"], 3, "{offline:#}");
+    let (waiting, in_flight) = fx.depth(&fx.dlq_url).await;
+    assert_eq!((waiting, in_flight), (1, 0), "the job that kept erroring is on the dead-letter queue");
+}

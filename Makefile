@@ -34,6 +34,7 @@ build: ## Build janitord and janitorctl
 demo: build ## Run examples/demo.yaml through the pipeline on the local Docker, no AWS
 	@bash scripts/test-deps.sh demo
 	bash scripts/base-image.sh janitor-demo-base:latest
+	bash scripts/runpod-image.sh
 	docker build -q -t janitor-demo-agent:latest examples/agent >/dev/null 2>&1 || docker build -t janitor-demo-agent:latest examples/agent
 	$(JANITORCTL) run --local examples/demo.yaml --out reports
 

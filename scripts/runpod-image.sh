@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Makes, offline, the image the runpod-shaped test workers build FROM: a Debian bookworm rootfs
+# Makes, offline, the image the runpod-shaped test and example workers build FROM: a Debian bookworm rootfs
 # from mmdebstrap (Debian's packages: python3 and pip) imported into Docker, with the real
 # `runpod` package installed `--no-index` from wheels `pip download`ed on this machine. The
 # machine reaches Debian's archive and PyPI but no container registry. Does nothing when the
 # image exists; the tag carries the runpod version, so a new pin builds a new image.
 #
-#   scripts/runpod-image.sh            builds janitor-test-runpod:<version> (testkit/runpod-requirements.txt)
+#   scripts/runpod-image.sh   builds janitor-runpod-base:<version> (the pin in testkit/runpod-requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +15,8 @@ if [ -z "$version" ]; then
   echo "runpod-image.sh: $requirements must pin runpod (runpod==X.Y.Z)" >&2
   exit 1
 fi
-image="janitor-test-runpod:$version"
-python_image="janitor-test-python:bookworm"
+image="janitor-runpod-base:$version"
+python_image="janitor-python-base:bookworm"
 suite=bookworm
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
@@ -66,5 +66,9 @@ RUN pip install --no-index --find-links /tmp/wheels --break-system-packages --ro
  && rm -rf /tmp/wheels /root/.cache \
  && python3 -c 'import runpod; print("runpod", runpod.__version__)'
 EOF
-DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/context" >/dev/null
+if ! DOCKER_BUILDKIT=0 docker build -q -t "$image" "$work/context" >/dev/null 2>"$work/build.log"; then
+  cat "$work/build.log" >&2
+  echo "runpod-image.sh: the build of $image failed" >&2
+  exit 1
+fi
 echo "runpod-image.sh: built $image"

@@ -5,7 +5,8 @@
 # (moto, the Prometheus parser, python-hcl2, checkov, pytest), the runpod test image
 # (scripts/runpod-image.sh, once per machine), and checks that Docker and the Rust tools
 # answer. Fails loudly.
-# `test-deps.sh demo` installs only what `make demo` needs (busybox-static, git, Docker).
+# `test-deps.sh demo` installs only what `make demo` needs (busybox-static, mmdebstrap, pip,
+# git, Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
@@ -24,11 +25,12 @@ sudo_if_needed() {
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; } || missing+=(busybox-static)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "$mode" != demo ]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-deps: installing ${missing[*]}"

@@ -104,7 +104,10 @@ pub fn test_lines(tests: &TestsReport) -> String {
             TestStatus::TimedOut => " timed out",
             TestStatus::NotRun => " not run",
         };
-        out.push_str(&format!("    {mark} {}{word} ({:.1} s)", t.name, t.duration_seconds));
+        out.push_str(&format!(
+            "    {mark} {}{word} ({:.1} s)",
+            t.name, t.duration_seconds
+        ));
         if let Some(e) = &t.error {
             out.push_str(&format!(" — {e}"));
         }
@@ -136,7 +139,8 @@ pub fn result_row(
             if let Some(r) = reason.filter(|_| status != JobStatus::Succeeded) {
                 line.push_str(" — ");
                 line.push_str(r);
-            } else if let Some(note) = tests_note(tests).filter(|_| status == JobStatus::Succeeded) {
+            } else if let Some(note) = tests_note(tests).filter(|_| status == JobStatus::Succeeded)
+            {
                 line.push_str(" — ");
                 line.push_str(&note);
             }
@@ -571,8 +575,14 @@ pub(crate) mod tests {
             ],
             notes: Vec::new(),
         });
-        assert_eq!(result_line(&v2), "✓ worker-sdxl: success (1m01s) — passed 2/2 tests");
-        assert_eq!(test_lines(v2.tests.as_ref().unwrap()), "    ✓ basic (0.9 s)\n    ✓ batch (4.0 s)\n");
+        assert_eq!(
+            result_line(&v2),
+            "✓ worker-sdxl: success (1m01s) — passed 2/2 tests"
+        );
+        assert_eq!(
+            test_lines(v2.tests.as_ref().unwrap()),
+            "    ✓ basic (0.9 s)\n    ✓ batch (4.0 s)\n"
+        );
         let t = v2.tests.as_mut().unwrap();
         t.passed = 1;
         t.results[1].status = TestStatus::TimedOut;
@@ -581,7 +591,10 @@ pub(crate) mod tests {
             test_lines(t),
             "    ✓ basic (0.9 s)\n    ✗ batch timed out (4.0 s) — no answer within its 300000 ms timeout\n"
         );
-        assert_eq!(t.summary(), "1/2 tests passed; `batch` timed out: no answer within its 300000 ms timeout");
+        assert_eq!(
+            t.summary(),
+            "1/2 tests passed; `batch` timed out: no answer within its 300000 ms timeout"
+        );
     }
 
     #[test]

@@ -267,7 +267,8 @@ async fn failures_exit_1_and_every_query_answers_in_text_and_json() {
         "{text}"
     );
     assert!(
-        text.contains("clone ✓  build ✓  run ✓  gpu –  agent –") && text.contains("ERROR lines: 0"),
+        text.contains("clone ✓  preflight ✓  build ✓  run ✓  gpu –  agent –")
+            && text.contains("ERROR lines: 0"),
         "{text}"
     );
 
@@ -492,11 +493,17 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
     let fx = Fixture::start(&[inst]).await;
     let dir = tempfile::tempdir().unwrap();
     let handler = "import runpod\n\ndef handler(job):\n    if job['input'].get('mode') == 'error':\n        return {'error': 'CUDA out of memory'}\n    return {'greeting': 'Hello, ' + job['input']['name']}\n\nrunpod.serverless.start({'handler': handler})\n";
-    let docker = format!("FROM {image}\nCOPY rp_handler.py /\nCMD [\"python3\", \"-u\", \"rp_handler.py\"]\n");
+    let docker = format!(
+        "FROM {image}\nCOPY rp_handler.py /\nCMD [\"python3\", \"-u\", \"rp_handler.py\"]\n"
+    );
     git_repo(
         dir.path(),
         "worker-basic",
-        &[("Dockerfile", &docker), ("rp_handler.py", handler), ("test_input.json", r#"{"input": {"name": "John Doe"}}"#)],
+        &[
+            ("Dockerfile", &docker),
+            ("rp_handler.py", handler),
+            ("test_input.json", r#"{"input": {"name": "John Doe"}}"#),
+        ],
     );
     git_repo(
         dir.path(),
@@ -504,7 +511,10 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
         &[
             ("Dockerfile", &docker),
             ("rp_handler.py", handler),
-            (".runpod/tests.json", r#"{"tests": [{"name": "greets", "input": {"name": "Ada"}, "expected_output": {"greeting": "Hello, Ada"}}, {"name": "oom", "input": {"name": "x", "mode": "error"}}]}"#),
+            (
+                ".runpod/tests.json",
+                r#"{"tests": [{"name": "greets", "input": {"name": "Ada"}, "expected_output": {"greeting": "Hello, Ada"}}, {"name": "oom", "input": {"name": "x", "mode": "error"}}]}"#,
+            ),
         ],
     );
     let cfg = dir.path().join("workers.yaml");
@@ -513,7 +523,15 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
         "repositories:\n  - {name: worker-basic, organization: local, url: ./worker-basic, gpu_required: false, timeout: 3m}\n  - {name: worker-hub, organization: local, url: ./worker-hub, gpu_required: false, timeout: 3m}\n  - {name: worker-offline, organization: local, url: 'http://127.0.0.1:9/offline.git', gpu_required: false, timeout: 1m}\n",
     )
     .unwrap();
-    let (code, text) = ctl(&fx, &["enqueue", cfg.to_str().unwrap(), "--allow-local-repos", "--no-scale"]);
+    let (code, text) = ctl(
+        &fx,
+        &[
+            "enqueue",
+            cfg.to_str().unwrap(),
+            "--allow-local-repos",
+            "--no-scale",
+        ],
+    );
     assert_eq!(code, 0, "{text}");
     let run_id = text.lines().last().unwrap().trim().to_string();
     let cache = tempfile::tempdir().unwrap();
@@ -537,15 +555,31 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
     assert!(shown.contains("— passed 1/1 tests"), "{shown}");
     assert!(shown.contains("    ✓ test_input ("), "{shown}");
     assert!(shown.contains("✗ worker-hub: failed"), "{shown}");
-    assert!(shown.contains("test: 1/2 tests passed; `oom` failed: the job FAILED: CUDA out of memory"), "{shown}");
+    assert!(
+        shown.contains("test: 1/2 tests passed; `oom` failed: the job FAILED: CUDA out of memory"),
+        "{shown}"
+    );
     assert!(shown.contains("    ✓ greets ("), "{shown}");
     assert!(shown.contains("    ✗ oom failed ("), "{shown}");
     assert!(shown.contains("✗ worker-offline: error"), "{shown}");
-    assert!(shown.contains("clone: git clone http://127.0.0.1:9/offline.git failed"), "{shown}");
+    assert!(
+        shown.contains("clone: git clone http://127.0.0.1:9/offline.git failed"),
+        "{shown}"
+    );
     let view = ctl_json(&fx, &["show", &run_id, "--json"]);
-    let offline = view["jobs"].as_array().unwrap().iter().find(|j| j["repository"] == "local/worker-offline").unwrap().clone();
+    let offline = view["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["repository"] == "local/worker-offline")
+        .unwrap()
+        .clone();
     assert_eq!(offline["status"], "error", "{view:#}");
     assert_eq!(offline["attempt"], 3, "{offline:#}");
     let (waiting, in_flight) = fx.depth(&fx.dlq_url).await;
-    assert_eq!((waiting, in_flight), (1, 0), "the job that kept erroring is on the dead-letter queue");
+    assert_eq!(
+        (waiting, in_flight),
+        (1, 0),
+        "the job that kept erroring is on the dead-letter queue"
+    );
 }

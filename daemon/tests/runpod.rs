@@ -36,13 +36,23 @@ fn worker_dockerfile(handler: &str) -> String {
 }
 
 /// Runs one repository through the pipeline; returns its report and its output.
-async fn validate(name: &str, files: &[(&str, &str)], tweak: impl FnOnce(&mut JobSpec)) -> (Report, Vec<String>) {
+async fn validate(
+    name: &str,
+    files: &[(&str, &str)],
+    tweak: impl FnOnce(&mut JobSpec),
+) -> (Report, Vec<String>) {
     let repos = tempfile::tempdir().unwrap();
     let url = git_repo(repos.path(), name, files);
     let mut job = spec(name, &url, Duration::from_secs(240));
     tweak(&mut job);
     let work = tempfile::tempdir().unwrap();
-    let ctx = janitor_testkit::job_context(&format!("{name}-1"), "20261201T000000Z-runpod", job, "local", work.path());
+    let ctx = janitor_testkit::job_context(
+        &format!("{name}-1"),
+        "20261201T000000Z-runpod",
+        job,
+        "local",
+        work.path(),
+    );
     let engine = TestEngine::connect().await;
     let lines = Lines::default();
     let probe = janitor_services::gpu::Probe::none("NVML is not available: no GPU on this machine");
@@ -58,7 +68,9 @@ async fn validate(name: &str, files: &[(&str, &str)], tweak: impl FnOnce(&mut Jo
 }
 
 fn tests(r: &Report) -> &TestsReport {
-    r.tests.as_ref().unwrap_or_else(|| panic!("no tests in {r:#?}"))
+    r.tests
+        .as_ref()
+        .unwrap_or_else(|| panic!("no tests in {r:#?}"))
 }
 
 const ECHO_HANDLER: &str = r#"import time
@@ -85,26 +97,47 @@ async fn a_worker_whose_image_lacks_test_input_json_passes_in_server_mode() {
         &[
             ("Dockerfile", &worker_dockerfile("rp_handler.py")),
             ("rp_handler.py", ECHO_HANDLER),
-            ("test_input.json", r#"{"input": {"prompt": "John Doe", "seconds": 15}}"#),
+            (
+                "test_input.json",
+                r#"{"input": {"prompt": "John Doe", "seconds": 15}}"#,
+            ),
         ],
         |_| {},
     )
     .await;
     assert_eq!(r.status, JobStatus::Succeeded, "{r:#?}\n{}", out.join("\n"));
     let t = tests(&r);
-    assert_eq!((t.source.as_str(), &t.mode), ("test_input.json", &TestMode::Server));
+    assert_eq!(
+        (t.source.as_str(), &t.mode),
+        ("test_input.json", &TestMode::Server)
+    );
     assert_eq!((t.passed, t.total), (1, 1));
     assert_eq!(t.results[0].name, "test_input");
     assert_eq!(t.results[0].http_status, Some(200));
-    assert!(t.results[0].output.as_deref().unwrap().contains("John Doe"), "{t:#?}");
+    assert!(
+        t.results[0].output.as_deref().unwrap().contains("John Doe"),
+        "{t:#?}"
+    );
     assert!(t.cold_start_seconds.unwrap() > 0.0);
     assert_eq!(t.summary(), "passed 1/1 tests");
     let test = r.step(StepName::Test).unwrap();
-    assert!(test.detail.starts_with("passed 1/1 tests from test_input.json; cold start"), "{}", test.detail);
+    assert!(
+        test.detail
+            .starts_with("passed 1/1 tests from test_input.json; cold start"),
+        "{}",
+        test.detail
+    );
     assert!(r.step(StepName::Run).is_none());
-    assert_eq!(r.step(StepName::Preflight).unwrap().status, StepStatus::Succeeded);
+    assert_eq!(
+        r.step(StepName::Preflight).unwrap().status,
+        StepStatus::Succeeded
+    );
     // The worker's own output went through the sink, marked with the step.
-    assert!(out.iter().any(|l| l.starts_with("[test] ") && l.contains("Starting Serverless Worker")), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("[test] ") && l.contains("Starting Serverless Worker")),
+        "{out:?}"
+    );
     assert_eq!(r.schema, 2);
 }
 
@@ -136,18 +169,46 @@ async fn failing_tests_are_named_with_their_first_cause() {
     assert_eq!(by("hello").status, TestStatus::Passed);
     let err = by("returns-error");
     assert_eq!(err.status, TestStatus::Failed);
-    assert!(err.error.as_deref().unwrap().contains("model weights missing: /models/sdxl.safetensors"), "{err:#?}");
+    assert!(
+        err.error
+            .as_deref()
+            .unwrap()
+            .contains("model weights missing: /models/sdxl.safetensors"),
+        "{err:#?}"
+    );
     let wrong = by("wrong-answer").error.clone().unwrap();
-    assert!(wrong.contains("does not match expected_output {\"echo\":\"y\"}"), "{wrong}");
-    assert!(by("unit-mistake").error.as_deref().unwrap().contains("did you mean 30000"));
+    assert!(
+        wrong.contains("does not match expected_output {\"echo\":\"y\"}"),
+        "{wrong}"
+    );
+    assert!(by("unit-mistake")
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("did you mean 30000"));
     let slow = by("too-slow");
     assert_eq!(slow.status, TestStatus::TimedOut);
-    assert_eq!(slow.error.as_deref(), Some("no answer within its 1500 ms timeout"));
-    assert!(slow.duration_seconds >= 1.5 && slow.duration_seconds < 3.0, "{slow:#?}");
+    assert_eq!(
+        slow.error.as_deref(),
+        Some("no answer within its 1500 ms timeout")
+    );
+    assert!(
+        slow.duration_seconds >= 1.5 && slow.duration_seconds < 3.0,
+        "{slow:#?}"
+    );
     // The one-line reason names the first failing test and why.
     let reason = r.reason.clone().unwrap();
-    assert!(reason.starts_with("test: 1/5 tests passed; `returns-error` failed: the job FAILED: model weights missing"), "{reason}");
-    assert!(t.notes.iter().any(|n| n.contains("unit-mistake")), "{:?}", t.notes);
+    assert!(
+        reason.starts_with(
+            "test: 1/5 tests passed; `returns-error` failed: the job FAILED: model weights missing"
+        ),
+        "{reason}"
+    );
+    assert!(
+        t.notes.iter().any(|n| n.contains("unit-mistake")),
+        "{:?}",
+        t.notes
+    );
 }
 
 const STREAM_HANDLER: &str = r#"import runpod
@@ -187,7 +248,14 @@ async fn generator_handlers_run_and_a_raising_one_fails() {
     assert_eq!(raised.status, TestStatus::Failed);
     let why = raised.error.as_deref().unwrap();
     assert!(why.contains("tokenizer exploded at chunk 1"), "{why}");
-    assert!(r.reason.as_deref().unwrap().contains("`stream-raises` failed"), "{:?}", r.reason);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("`stream-raises` failed"),
+        "{:?}",
+        r.reason
+    );
 }
 
 /// A worker that dies on import: the test step fails quoting its traceback's last line.
@@ -197,7 +265,10 @@ async fn a_worker_that_crashes_on_import_fails_with_its_traceback() {
         "rp-crash",
         &[
             ("Dockerfile", &worker_dockerfile("handler.py")),
-            ("handler.py", "import runpod\nimport torch_that_is_not_installed\n"),
+            (
+                "handler.py",
+                "import runpod\nimport torch_that_is_not_installed\n",
+            ),
             ("test_input.json", r#"{"input": {"prompt": "x"}}"#),
         ],
         |_| {},
@@ -259,7 +330,13 @@ async fn a_missing_required_variable_is_an_error_before_the_build() {
     assert_eq!(r.status, JobStatus::Error, "{r:#?}");
     let pre = r.step(StepName::Preflight).unwrap();
     assert_eq!(pre.status, StepStatus::Error);
-    assert!(pre.detail.starts_with("the worker needs the environment variable HF_TOKEN (required by .runpod/hub.json"), "{}", pre.detail);
+    assert!(
+        pre.detail.starts_with(
+            "the worker needs the environment variable HF_TOKEN (required by .runpod/hub.json"
+        ),
+        "{}",
+        pre.detail
+    );
     assert_eq!(r.step(StepName::Build).unwrap().status, StepStatus::NotRun);
     // Given in the config, it passes.
     let (r, _) = validate(
@@ -284,7 +361,10 @@ async fn a_broken_tests_file_fails_naming_the_field() {
         &[
             ("Dockerfile", &worker_dockerfile("handler.py")),
             ("handler.py", ECHO_HANDLER),
-            (".runpod/tests.json", r#"{"tests": [{"name": "a", "input": "not an object"}]}"#),
+            (
+                ".runpod/tests.json",
+                r#"{"tests": [{"name": "a", "input": "not an object"}]}"#,
+            ),
         ],
         |_| {},
     )
@@ -294,4 +374,70 @@ async fn a_broken_tests_file_fails_naming_the_field() {
         r.reason.as_deref(),
         Some("preflight: .runpod/tests.json: tests[0].input: must be an object (the job's input), found a string")
     );
+}
+
+/// The runpod-shaped examples (`make demo`) build from the image the tests use, at the pin.
+#[test]
+fn the_examples_build_from_the_pinned_runpod_image() {
+    let root = janitor_testkit::workspace_root();
+    let want = format!("FROM {}", janitor_testkit::runpod_image());
+    for file in [
+        "examples/repos/worker-basic/Dockerfile",
+        "examples/repos/worker-hub/.runpod/Dockerfile",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(
+            text.lines().any(|l| l == want),
+            "{file} must start `{want}` (testkit/runpod-requirements.txt)"
+        );
+    }
+}
+
+/// The examples themselves, validated as `make demo` does: worker-basic's shape passes its
+/// `test_input.json`, the Hub layout passes both tests with its preset's MODEL_NAME.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runpod_examples_pass() {
+    ensure_runpod_image();
+    let root = janitor_testkit::workspace_root().join("examples/repos");
+    for name in ["worker-basic", "worker-hub"] {
+        let files: Vec<(String, String)> = walk(&root.join(name))
+            .into_iter()
+            .map(|p| {
+                let rel = p
+                    .strip_prefix(root.join(name))
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                (rel, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let (r, out) = validate(&format!("example-{name}"), &refs, |_| {}).await;
+        assert_eq!(
+            r.status,
+            JobStatus::Succeeded,
+            "{name}: {r:#?}\n{}",
+            out.join("\n")
+        );
+        let t = tests(&r);
+        assert_eq!(t.passed, t.total);
+        assert!(t.total >= 1);
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -647,7 +647,10 @@ mod tests {
         assert!(!r.gpu_must_be_used);
         assert_eq!(r.tests_file.as_deref(), Some("ci/tests.json"));
         assert_eq!(r.env, [("MODEL_NAME".to_string(), "m".to_string())]);
-        assert_eq!(r.tests[0].input, serde_json::json!({"prompt": "hi", "n": 2}));
+        assert_eq!(
+            r.tests[0].input,
+            serde_json::json!({"prompt": "hi", "n": 2})
+        );
         assert_eq!(r.tests[0].timeout_ms, Some(10000));
         check(
             "repositories:\n  - name: w\n    organization: o\n    tests:\n      - name: a\n      - name: b\n        input: {}\n        timeout: 10s\n    env:\n      1BAD: x\n      OK: [1]\n    tests_file: ../x\n",

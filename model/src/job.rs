@@ -198,10 +198,16 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
     }
     for (i, t) in msg.tests.iter().enumerate() {
         if t.name.trim().is_empty() {
-            note(&format!("tests[{i}].name"), Err("must not be empty".to_string()));
+            note(
+                &format!("tests[{i}].name"),
+                Err("must not be empty".to_string()),
+            );
         }
         if !t.input.is_object() {
-            note(&format!("tests[{i}].input"), Err("must be an object".to_string()));
+            note(
+                &format!("tests[{i}].input"),
+                Err("must be an object".to_string()),
+            );
         }
     }
     for (i, (key, _)) in msg.env.iter().enumerate() {

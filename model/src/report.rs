@@ -167,7 +167,10 @@ impl TestsReport {
                     TestStatus::NotRun => "did not run",
                     _ => "failed",
                 },
-                r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             ),
         }
     }

@@ -147,7 +147,10 @@ fn cuda_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<String>, 
         return Err(problem(
             file,
             field,
-            format!("must be a list of versions such as [\"12.4\"], found {}", kind(v)),
+            format!(
+                "must be a list of versions such as [\"12.4\"], found {}",
+                kind(v)
+            ),
         ));
     };
     items
@@ -176,9 +179,18 @@ pub fn cuda_version(s: &str) -> Option<(u32, u32)> {
 }
 
 /// One test from its JSON object; `file` and `field` (either may be empty) prefix the errors.
-pub fn test_case(file: &str, field: &str, v: &Value, default_name: String) -> Result<TestCase, String> {
+pub fn test_case(
+    file: &str,
+    field: &str,
+    v: &Value,
+    default_name: String,
+) -> Result<TestCase, String> {
     let Value::Object(m) = v else {
-        return Err(problem(file, field, format!("must be an object with `input`, found {}", kind(v))));
+        return Err(problem(
+            file,
+            field,
+            format!("must be an object with `input`, found {}", kind(v)),
+        ));
     };
     let name = match m.get("name") {
         None => default_name,
@@ -235,14 +247,22 @@ pub fn test_case(file: &str, field: &str, v: &Value, default_name: String) -> Re
 fn env_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<(String, Value)>, String> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let Value::Array(items) = v else {
-        return Err(problem(file, field, format!("must be a list of {{\"key\", \"value\"}} objects, found {}", kind(v))));
+        return Err(problem(
+            file,
+            field,
+            format!(
+                "must be a list of {{\"key\", \"value\"}} objects, found {}",
+                kind(v)
+            ),
+        ));
     };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let f = format!("{field}[{i}]");
-        let key = item.get("key").and_then(Value::as_str).ok_or_else(|| {
-            problem(file, &format!("{f}.key"), "missing or not a string")
-        })?;
+        let key = item
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| problem(file, &format!("{f}.key"), "missing or not a string"))?;
         check_env_key(key).map_err(|e| problem(file, &format!("{f}.key"), e))?;
         out.push((key.to_string(), item.clone()));
     }
@@ -258,9 +278,19 @@ pub fn parse_tests(file: &str, text: &str) -> Result<TestsFile, String> {
         Value::Object(m) => match m.get("tests") {
             Some(Value::Array(items)) => (items.as_slice(), m.get("config")),
             Some(other) => {
-                return Err(problem(file, "tests", format!("must be a list of tests, found {}", kind(other))))
+                return Err(problem(
+                    file,
+                    "tests",
+                    format!("must be a list of tests, found {}", kind(other)),
+                ))
             }
-            None => return Err(problem(file, "tests", "missing; the file must have a `tests` list")),
+            None => {
+                return Err(problem(
+                    file,
+                    "tests",
+                    "missing; the file must have a `tests` list",
+                ))
+            }
         },
         other => {
             return Err(format!(
@@ -278,25 +308,47 @@ pub fn parse_tests(file: &str, text: &str) -> Result<TestsFile, String> {
         let field = format!("tests[{i}]");
         let case = test_case(file, &field, t, format!("test_{}", i + 1))?;
         if !names.insert(case.name.clone()) {
-            return Err(problem(file, &sub(&field, "name"), format!("`{}` is used by an earlier test", case.name)));
+            return Err(problem(
+                file,
+                &sub(&field, "name"),
+                format!("`{}` is used by an earlier test", case.name),
+            ));
         }
         out.tests.push(case);
     }
     if let Some(config) = config {
         let Value::Object(c) = config else {
-            return Err(problem(file, "config", format!("must be an object, found {}", kind(config))));
+            return Err(problem(
+                file,
+                "config",
+                format!("must be an object, found {}", kind(config)),
+            ));
         };
         out.config.gpu_count = match c.get("gpuCount") {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {
-                problem(file, "config.gpuCount", format!("must be a whole number, found {v}"))
+                problem(
+                    file,
+                    "config.gpuCount",
+                    format!("must be a whole number, found {v}"),
+                )
             })?),
         };
-        out.config.allowed_cuda_versions =
-            cuda_list(file, "config.allowedCudaVersions", c.get("allowedCudaVersions"))?;
-        for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?.into_iter().enumerate() {
+        out.config.allowed_cuda_versions = cuda_list(
+            file,
+            "config.allowedCudaVersions",
+            c.get("allowedCudaVersions"),
+        )?;
+        for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?
+            .into_iter()
+            .enumerate()
+        {
             let value = item.get("value").and_then(env_text).ok_or_else(|| {
-                problem(file, &format!("config.env[{i}].value"), "missing or not a string, number or boolean")
+                problem(
+                    file,
+                    &format!("config.env[{i}].value"),
+                    "missing or not a string, number or boolean",
+                )
             })?;
             out.config.env.push((key, value));
         }
@@ -323,34 +375,63 @@ pub fn parse_hub(file: &str, text: &str) -> Result<Hub, String> {
         return Ok(hub);
     };
     let Value::Object(c) = config else {
-        return Err(problem(file, "config", format!("must be an object, found {}", kind(config))));
+        return Err(problem(
+            file,
+            "config",
+            format!("must be an object, found {}", kind(config)),
+        ));
     };
     hub.container_disk_gb = match c.get("containerDiskInGb") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| {
-            problem(file, "config.containerDiskInGb", format!("must be a whole number of GB, found {v}"))
+            problem(
+                file,
+                "config.containerDiskInGb",
+                format!("must be a whole number of GB, found {v}"),
+            )
         })?),
     };
-    hub.allowed_cuda_versions =
-        cuda_list(file, "config.allowedCudaVersions", c.get("allowedCudaVersions"))?;
-    for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?.into_iter().enumerate() {
+    hub.allowed_cuda_versions = cuda_list(
+        file,
+        "config.allowedCudaVersions",
+        c.get("allowedCudaVersions"),
+    )?;
+    for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?
+        .into_iter()
+        .enumerate()
+    {
         let given = if let Some(v) = item.get("value") {
             HubEnv::Fixed(env_text(v).ok_or_else(|| {
-                problem(file, &format!("config.env[{i}].value"), "must be a string, number or boolean")
+                problem(
+                    file,
+                    &format!("config.env[{i}].value"),
+                    "must be a string, number or boolean",
+                )
             })?)
         } else if let Some(input) = item.get("input") {
             HubEnv::Input {
                 default: input.get("default").and_then(env_text),
-                required: input.get("required").and_then(Value::as_bool).unwrap_or(false),
+                required: input
+                    .get("required")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             }
         } else {
-            return Err(problem(file, &format!("config.env[{i}]"), "needs `value` or `input`"));
+            return Err(problem(
+                file,
+                &format!("config.env[{i}]"),
+                "needs `value` or `input`",
+            ));
         };
         hub.env.push((key, given));
     }
     if let Some(Value::Array(presets)) = c.get("presets") {
         if let Some(first) = presets.first() {
-            let name = first.get("name").and_then(Value::as_str).unwrap_or("preset 1").to_string();
+            let name = first
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("preset 1")
+                .to_string();
             let defaults = first
                 .get("defaults")
                 .and_then(Value::as_object)
@@ -411,7 +492,9 @@ pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
     match status {
         "COMPLETED" => {}
         "FAILED" => {
-            let error = answer.get("error").map_or_else(|| "no error given".to_string(), excerpt);
+            let error = answer
+                .get("error")
+                .map_or_else(|| "no error given".to_string(), excerpt);
             return Err(format!("the job FAILED: {error}"));
         }
         "" => return Err(format!("the answer has no status: {}", excerpt(answer))),
@@ -421,10 +504,15 @@ pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
         return Err(format!("the output has an `error`: {}", excerpt(error)));
     }
     if let Some(want) = expected {
-        let whole = want
-            .as_object()
-            .is_some_and(|m| m.keys().any(|k| matches!(k.as_str(), "status" | "output" | "error")));
-        let (against, what) = if whole { (answer, "answer") } else { (output, "output") };
+        let whole = want.as_object().is_some_and(|m| {
+            m.keys()
+                .any(|k| matches!(k.as_str(), "status" | "output" | "error"))
+        });
+        let (against, what) = if whole {
+            (answer, "answer")
+        } else {
+            (output, "output")
+        };
         if !contains(against, want) {
             return Err(format!(
                 "the {what} does not match expected_output {}: got {}",
@@ -462,12 +550,19 @@ mod tests {
         assert_eq!(t.tests[0].timeout_ms, Some(10000));
         assert_eq!(t.tests[1].expected_output, Some(json!({"x": 1})));
         assert_eq!(t.config.allowed_cuda_versions, ["12.4", "13.0"]);
-        assert_eq!(t.config.env, [("MODEL_NAME".into(), "m".into()), ("N".into(), "2".into())]);
+        assert_eq!(
+            t.config.env,
+            [("MODEL_NAME".into(), "m".into()), ("N".into(), "2".into())]
+        );
     }
 
     #[test]
     fn runner_list_and_test_input() {
-        let t = parse_tests(RUNNER_TESTS, r#"[{"input": {"name": "Dolly"}, "expectedOutput": "Hello, Dolly!"}, {"input": {}}]"#).unwrap();
+        let t = parse_tests(
+            RUNNER_TESTS,
+            r#"[{"input": {"name": "Dolly"}, "expectedOutput": "Hello, Dolly!"}, {"input": {}}]"#,
+        )
+        .unwrap();
         assert_eq!(t.tests[0].name, "test_1");
         assert_eq!(t.tests[0].expected_output, Some(json!("Hello, Dolly!")));
         let one = parse_test_input(TEST_INPUT, r#"{"input": {"prompt": "x"}}"#).unwrap();
@@ -477,12 +572,27 @@ mod tests {
     #[test]
     fn errors_name_file_and_field() {
         let cases = [
-            (r#"{"tests": [{"name": "a"}]}"#, ".runpod/tests.json: tests[0].input: missing"),
-            (r#"{"tests": [{"input": {}, "timeout": "30s"}]}"#, "tests[0].timeout: must be a positive whole number of milliseconds"),
+            (
+                r#"{"tests": [{"name": "a"}]}"#,
+                ".runpod/tests.json: tests[0].input: missing",
+            ),
+            (
+                r#"{"tests": [{"input": {}, "timeout": "30s"}]}"#,
+                "tests[0].timeout: must be a positive whole number of milliseconds",
+            ),
             (r#"{"tests": []}"#, "tests: is empty"),
-            (r#"{"tests": [{"name": "a", "input": {}}, {"name": "a", "input": {}}]}"#, "tests[1].name: `a` is used by an earlier test"),
-            (r#"{"tests": [{"input": {}}], "config": {"allowedCudaVersions": ["twelve"]}}"#, "config.allowedCudaVersions[0]"),
-            (r#"{"tests": [{"input": {}}], "config": {"env": [{"key": "1X", "value": "v"}]}}"#, "config.env[0].key"),
+            (
+                r#"{"tests": [{"name": "a", "input": {}}, {"name": "a", "input": {}}]}"#,
+                "tests[1].name: `a` is used by an earlier test",
+            ),
+            (
+                r#"{"tests": [{"input": {}}], "config": {"allowedCudaVersions": ["twelve"]}}"#,
+                "config.allowedCudaVersions[0]",
+            ),
+            (
+                r#"{"tests": [{"input": {}}], "config": {"env": [{"key": "1X", "value": "v"}]}}"#,
+                "config.env[0].key",
+            ),
             ("{", "not valid JSON at line 1"),
             ("3", "must be an object with `tests` or a list of tests"),
         ];
@@ -495,7 +605,10 @@ mod tests {
     #[test]
     fn sub_second_timeouts_are_called_out() {
         let t = parse_tests(HUB_TESTS, r#"{"tests": [{"input": {}, "timeout": 30}]}"#).unwrap();
-        assert!(t.tests[0].timeout_problem().unwrap().contains("did you mean 30000"));
+        assert!(t.tests[0]
+            .timeout_problem()
+            .unwrap()
+            .contains("did you mean 30000"));
         let ok = parse_tests(HUB_TESTS, r#"{"tests": [{"input": {}, "timeout": 1000}]}"#).unwrap();
         assert_eq!(ok.tests[0].timeout_problem(), None);
     }
@@ -513,11 +626,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hub.container_disk_gb, Some(150));
-        assert_eq!(hub.env[0].1, HubEnv::Input { default: None, required: true });
-        assert_eq!(hub.env[2].1, HubEnv::Input { default: Some("false".into()), required: false });
+        assert_eq!(
+            hub.env[0].1,
+            HubEnv::Input {
+                default: None,
+                required: true
+            }
+        );
+        assert_eq!(
+            hub.env[2].1,
+            HubEnv::Input {
+                default: Some("false".into()),
+                required: false
+            }
+        );
         assert_eq!(hub.env[3].1, HubEnv::Fixed("v".into()));
-        assert_eq!(hub.preset, Some(("p".into(), vec![("MODEL_NAME".into(), "m".into())])));
-        assert!(parse_hub(HUB_FILE, r#"{"config": {"containerDiskInGb": "big"}}"#).unwrap_err().contains("config.containerDiskInGb"));
+        assert_eq!(
+            hub.preset,
+            Some(("p".into(), vec![("MODEL_NAME".into(), "m".into())]))
+        );
+        assert!(
+            parse_hub(HUB_FILE, r#"{"config": {"containerDiskInGb": "big"}}"#)
+                .unwrap_err()
+                .contains("config.containerDiskInGb")
+        );
     }
 
     #[test]
@@ -526,15 +658,35 @@ mod tests {
         assert_eq!(judge(&done(json!({"text": "hi"})), None), Ok(()));
         let e = judge(&done(json!({"error": "CUDA out of memory"})), None).unwrap_err();
         assert!(e.contains("CUDA out of memory"), "{e}");
-        let e = judge(&json!({"status": "FAILED", "error": "Traceback: boom"}), None).unwrap_err();
+        let e = judge(
+            &json!({"status": "FAILED", "error": "Traceback: boom"}),
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("FAILED: Traceback: boom"), "{e}");
         assert!(judge(&json!({"status": "IN_PROGRESS"}), None).is_err());
-        assert!(judge(&json!({"detail": "x"}), None).unwrap_err().contains("no status"));
+        assert!(judge(&json!({"detail": "x"}), None)
+            .unwrap_err()
+            .contains("no status"));
         // Expectations: on the output, or on the whole answer when they name its keys.
-        assert_eq!(judge(&done(json!({"a": 1, "b": [1, 2]})), Some(&json!({"b": [1, 2]}))), Ok(()));
-        assert!(judge(&done(json!({"a": 1})), Some(&json!({"a": 2}))).unwrap_err().contains("does not match"));
-        assert_eq!(judge(&done(json!("Hello, Dolly!")), Some(&json!("Hello, Dolly!"))), Ok(()));
-        assert_eq!(judge(&done(json!(3)), Some(&json!({"status": "COMPLETED"}))), Ok(()));
+        assert_eq!(
+            judge(
+                &done(json!({"a": 1, "b": [1, 2]})),
+                Some(&json!({"b": [1, 2]}))
+            ),
+            Ok(())
+        );
+        assert!(judge(&done(json!({"a": 1})), Some(&json!({"a": 2})))
+            .unwrap_err()
+            .contains("does not match"));
+        assert_eq!(
+            judge(&done(json!("Hello, Dolly!")), Some(&json!("Hello, Dolly!"))),
+            Ok(())
+        );
+        assert_eq!(
+            judge(&done(json!(3)), Some(&json!({"status": "COMPLETED"}))),
+            Ok(())
+        );
         assert!(judge(&done(json!([1, 2])), Some(&json!([1]))).is_err());
         assert!(contains(&json!(1.0), &json!(1)));
     }

@@ -76,7 +76,11 @@ impl Node {
                     return J::from(i);
                 }
                 if *plain {
-                    if let Some(n) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                    if let Some(n) = text
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                    {
                         return J::Number(n);
                     }
                 }

@@ -78,9 +78,15 @@ pub async fn build<E: ContainerEngine>(
 mod tests {
     #[test]
     fn instance_or_repository() {
-        assert!(super::is_instance_failure("failed to register layer: write /usr/lib/x: no space left on device"));
+        assert!(super::is_instance_failure(
+            "failed to register layer: write /usr/lib/x: no space left on device"
+        ));
         assert!(super::is_instance_failure("Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host"));
-        assert!(!super::is_instance_failure("The command '/bin/sh -c pip install nope' returned a non-zero code: 1"));
-        assert!(!super::is_instance_failure("pull access denied for nosuch/image, repository does not exist"));
+        assert!(!super::is_instance_failure(
+            "The command '/bin/sh -c pip install nope' returned a non-zero code: 1"
+        ));
+        assert!(!super::is_instance_failure(
+            "pull access denied for nosuch/image, repository does not exist"
+        ));
     }
 }

@@ -175,9 +175,13 @@ mod tests {
 
     #[test]
     fn network_or_repository() {
-        assert!(is_network_failure("fatal: unable to access 'https://github.com/o/r/': Could not resolve host: github.com"));
+        assert!(is_network_failure(
+            "fatal: unable to access 'https://github.com/o/r/': Could not resolve host: github.com"
+        ));
         assert!(is_network_failure("fatal: unable to access 'http://127.0.0.1:1/r.git/': Failed to connect to 127.0.0.1 port 1"));
-        assert!(is_network_failure("error: RPC failed; curl 56 GnuTLS recv error / fatal: early EOF"));
+        assert!(is_network_failure(
+            "error: RPC failed; curl 56 GnuTLS recv error / fatal: early EOF"
+        ));
         assert!(!is_network_failure("remote: Repository not found. / fatal: repository 'https://github.com/o/nope/' not found"));
         assert!(!is_network_failure("warning: Could not find remote branch v9 to clone. / fatal: Remote branch v9 not found in upstream origin"));
     }

@@ -68,20 +68,37 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
     };
     let mut config = TestsConfig::default();
     let (source, plan) = if !spec.tests.is_empty() {
-        ("config".to_string(), Plan::Server { tests: spec.tests.clone() })
+        (
+            "config".to_string(),
+            Plan::Server {
+                tests: spec.tests.clone(),
+            },
+        )
     } else if let Some(file) = &spec.tests_file {
-        let text = read(repo, file)?.ok_or_else(|| {
-            format!("tests_file `{file}` is not in the repository")
-        })?;
+        let text = read(repo, file)?
+            .ok_or_else(|| format!("tests_file `{file}` is not in the repository"))?;
         let parsed = runpod::parse_tests(file, &text)?;
         config = parsed.config;
-        (file.clone(), Plan::Server { tests: parsed.tests })
+        (
+            file.clone(),
+            Plan::Server {
+                tests: parsed.tests,
+            },
+        )
     } else if let Some((file, parsed)) = first_tests_file(repo)? {
         config = parsed.config;
-        (file.to_string(), Plan::Server { tests: parsed.tests })
+        (
+            file.to_string(),
+            Plan::Server {
+                tests: parsed.tests,
+            },
+        )
     } else if let Some(text) = read(repo, runpod::TEST_INPUT)? {
         let test = runpod::parse_test_input(runpod::TEST_INPUT, &text)?;
-        (runpod::TEST_INPUT.to_string(), Plan::Server { tests: vec![test] })
+        (
+            runpod::TEST_INPUT.to_string(),
+            Plan::Server { tests: vec![test] },
+        )
     } else if spec.smoke_command.is_some() {
         ("smoke_command".to_string(), Plan::RunToExit)
     } else {
@@ -90,14 +107,20 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
     let notes = match &plan {
         Plan::Server { tests } => tests
             .iter()
-            .filter_map(|t| t.timeout_problem().map(|p| format!("{source}: test `{}`: {p}", t.name)))
+            .filter_map(|t| {
+                t.timeout_problem()
+                    .map(|p| format!("{source}: test `{}`: {p}", t.name))
+            })
             .collect(),
         Plan::RunToExit => Vec::new(),
     };
     let (env, missing_env) = environment(spec, &source, &config, hub.as_ref());
     let mut allowed_cuda = config.allowed_cuda_versions.clone();
     if allowed_cuda.is_empty() {
-        allowed_cuda = hub.as_ref().map(|h| h.allowed_cuda_versions.clone()).unwrap_or_default();
+        allowed_cuda = hub
+            .as_ref()
+            .map(|h| h.allowed_cuda_versions.clone())
+            .unwrap_or_default();
     }
     Ok(Discovered {
         dockerfile,
@@ -151,13 +174,20 @@ fn environment(
         for (k, e) in &hub.env {
             match e {
                 HubEnv::Fixed(v) => give(k, v),
-                HubEnv::Input { default: Some(v), .. } => give(k, v),
+                HubEnv::Input {
+                    default: Some(v), ..
+                } => give(k, v),
                 HubEnv::Input { default: None, .. } => {}
             }
         }
         for (k, e) in &hub.env {
-            if matches!(e, HubEnv::Input { default: None, required: true })
-                && !chosen.iter().any(|(seen, _)| seen == k)
+            if matches!(
+                e,
+                HubEnv::Input {
+                    default: None,
+                    required: true
+                }
+            ) && !chosen.iter().any(|(seen, _)| seen == k)
             {
                 missing.push(format!(
                     "{k} (required by {}; give it in the repository's `env:` in the workers config{})",
@@ -168,7 +198,10 @@ fn environment(
         }
     }
     (
-        chosen.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        chosen
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         missing,
     )
 }
@@ -213,9 +246,15 @@ mod tests {
             ("Dockerfile", "FROM y"),
         ]);
         let d = discover(all.path(), &spec()).unwrap();
-        assert_eq!((d.source.as_str(), d.dockerfile.as_str()), (".runpod/tests.json", ".runpod/Dockerfile"));
+        assert_eq!(
+            (d.source.as_str(), d.dockerfile.as_str()),
+            (".runpod/tests.json", ".runpod/Dockerfile")
+        );
         std::fs::remove_file(all.path().join(".runpod/tests.json")).unwrap();
-        assert_eq!(discover(all.path(), &spec()).unwrap().source, ".github/tests.json");
+        assert_eq!(
+            discover(all.path(), &spec()).unwrap().source,
+            ".github/tests.json"
+        );
         std::fs::remove_file(all.path().join(".github/tests.json")).unwrap();
         let d = discover(all.path(), &spec()).unwrap();
         assert_eq!(d.source, "test_input.json");
@@ -229,7 +268,12 @@ mod tests {
         s.dockerfile = Some("Dockerfile".into());
         assert_eq!(discover(all.path(), &s).unwrap().dockerfile, "Dockerfile");
         // The config's own tests come first of all.
-        s.tests = vec![TestCase { name: "c".into(), input: serde_json::json!({}), timeout_ms: None, expected_output: None }];
+        s.tests = vec![TestCase {
+            name: "c".into(),
+            input: serde_json::json!({}),
+            timeout_ms: None,
+            expected_output: None,
+        }];
         assert_eq!(discover(all.path(), &s).unwrap().source, "config");
     }
 
@@ -237,14 +281,24 @@ mod tests {
     fn a_repository_mistake_names_the_file() {
         let bad = repo(&[(".runpod/tests.json", r#"{"tests": [{"name": "a"}]}"#)]);
         let e = discover(bad.path(), &spec()).unwrap_err();
-        assert!(e.starts_with(".runpod/tests.json: tests[0].input: missing"), "{e}");
+        assert!(
+            e.starts_with(".runpod/tests.json: tests[0].input: missing"),
+            "{e}"
+        );
         let mut s = spec();
         s.tests_file = Some("ci/tests.json".into());
         let e = discover(bad.path(), &s).unwrap_err();
         assert_eq!(e, "tests_file `ci/tests.json` is not in the repository");
-        let slow = repo(&[(".runpod/tests.json", r#"{"tests": [{"name": "a", "input": {}, "timeout": 30}]}"#)]);
+        let slow = repo(&[(
+            ".runpod/tests.json",
+            r#"{"tests": [{"name": "a", "input": {}, "timeout": 30}]}"#,
+        )]);
         let d = discover(slow.path(), &spec()).unwrap();
-        assert!(d.notes[0].contains("test `a`: timeout 30 is in milliseconds"), "{:?}", d.notes);
+        assert!(
+            d.notes[0].contains("test `a`: timeout 30 is in milliseconds"),
+            "{:?}",
+            d.notes
+        );
     }
 
     #[test]
@@ -260,7 +314,11 @@ mod tests {
         let d = discover(r.path(), &s).unwrap();
         assert_eq!(d.env, ["MODE=slow", "FROM_TESTS=t", "PRESET=p", "FIXED=f"]);
         assert_eq!(d.missing_env.len(), 1);
-        assert!(d.missing_env[0].starts_with("MODEL_NAME (required by .runpod/hub.json"), "{:?}", d.missing_env);
+        assert!(
+            d.missing_env[0].starts_with("MODEL_NAME (required by .runpod/hub.json"),
+            "{:?}",
+            d.missing_env
+        );
         assert_eq!(d.container_disk_gb, Some(20));
         assert_eq!(d.allowed_cuda, ["12.1", "12.4"]);
         s.env.push(("MODEL_NAME".into(), "m".into()));

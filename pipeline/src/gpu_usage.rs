@@ -40,7 +40,10 @@ impl Tracker {
             return;
         }
         self.used = true;
-        let memory: Option<u64> = ours.iter().filter_map(|p| p.memory_mib).reduce(|a, b| a + b);
+        let memory: Option<u64> = ours
+            .iter()
+            .filter_map(|p| p.memory_mib)
+            .reduce(|a, b| a + b);
         if let Some(m) = memory {
             self.peak_memory_mib = Some(self.peak_memory_mib.map_or(m, |p| p.max(m)));
         }
@@ -53,12 +56,17 @@ impl Tracker {
         let (state, detail) = match (self.samples, self.used) {
             (0, _) => (
                 UsageState::Unknown,
-                Some(self.unknown.unwrap_or_else(|| "no sample was taken".to_string())),
+                Some(
+                    self.unknown
+                        .unwrap_or_else(|| "no sample was taken".to_string()),
+                ),
             ),
             (_, true) => (UsageState::Used, None),
             (n, false) => (
                 UsageState::Unused,
-                Some(format!("no process of the worker's container was on a GPU in {n} samples")),
+                Some(format!(
+                    "no process of the worker's container was on a GPU in {n} samples"
+                )),
             ),
         };
         GpuUsage {
@@ -85,7 +93,9 @@ pub async fn sample<E: ContainerEngine>(
             () = tokio::time::sleep(SAMPLE_EVERY) => {}
         }
         // A container not running yet (or any more) has no processes to count.
-        let Ok(pids) = engine.pids(name).await else { continue };
+        let Ok(pids) = engine.pids(name).await else {
+            continue;
+        };
         let procs = probe.processes();
         if let Ok(mut t) = tracker.lock() {
             t.observe(&pids, procs);
@@ -98,14 +108,20 @@ pub fn judge(usage: &GpuUsage, must_be_used: bool) -> Result<String, String> {
     match usage.state {
         UsageState::Used => Ok(format!(
             "the worker used the GPU: peak {} MiB, {} % SM",
-            usage.peak_memory_mib.map_or("?".to_string(), |m| m.to_string()),
-            usage.peak_utilization_percent.map_or("?".to_string(), |u| u.to_string())
+            usage
+                .peak_memory_mib
+                .map_or("?".to_string(), |m| m.to_string()),
+            usage
+                .peak_utilization_percent
+                .map_or("?".to_string(), |u| u.to_string())
         )),
         UsageState::Unused if must_be_used => Err(format!(
             "tests ran on the CPU only: {} (set `gpu_must_be_used: false` if that is intended)",
             usage.detail.as_deref().unwrap_or("no GPU use seen")
         )),
-        UsageState::Unused => Ok("the worker did not use the GPU (gpu_must_be_used: false)".to_string()),
+        UsageState::Unused => {
+            Ok("the worker did not use the GPU (gpu_must_be_used: false)".to_string())
+        }
         UsageState::Unknown => Ok(format!(
             "whether the worker used the GPU is unknown: {}",
             usage.detail.as_deref().unwrap_or("no NVML")
@@ -118,7 +134,12 @@ mod tests {
     use super::*;
 
     fn p(pid: u32, gpu: u32, mem: Option<u64>, sm: Option<u32>) -> ProcessUse {
-        ProcessUse { pid, gpu, memory_mib: mem, sm_percent: sm }
+        ProcessUse {
+            pid,
+            gpu,
+            memory_mib: mem,
+            sm_percent: sm,
+        }
     }
 
     /// Samples recorded from an A10G while a faster-whisper worker answered two tests: the
@@ -129,8 +150,20 @@ mod tests {
         let ours = [4240, 4242];
         let mut t = Tracker::default();
         t.observe(&ours, Ok(vec![p(999, 0, Some(30_000), Some(99))]));
-        t.observe(&ours, Ok(vec![p(999, 0, Some(30_000), Some(99)), p(4242, 0, Some(3_210), None)]));
-        t.observe(&ours, Ok(vec![p(4242, 0, Some(5_120), Some(87)), p(4242, 1, Some(1_000), Some(12))]));
+        t.observe(
+            &ours,
+            Ok(vec![
+                p(999, 0, Some(30_000), Some(99)),
+                p(4242, 0, Some(3_210), None),
+            ]),
+        );
+        t.observe(
+            &ours,
+            Ok(vec![
+                p(4242, 0, Some(5_120), Some(87)),
+                p(4242, 1, Some(1_000), Some(12)),
+            ]),
+        );
         t.observe(&ours, Ok(vec![p(4242, 0, Some(4_096), Some(40))]));
         let u = t.finish();
         assert_eq!(u.state, UsageState::Used);
@@ -155,7 +188,10 @@ mod tests {
         none.observe(&[10], Err("NVML is not available: libnvidia-ml.so".into()));
         let u = none.finish();
         assert_eq!(u.state, UsageState::Unknown);
-        assert_eq!(u.detail.as_deref(), Some("NVML is not available: libnvidia-ml.so"));
+        assert_eq!(
+            u.detail.as_deref(),
+            Some("NVML is not available: libnvidia-ml.so")
+        );
         // Unknown is never a pass of the usage check, nor a failure of the job.
         assert!(judge(&u, true).unwrap().contains("unknown"));
     }

@@ -52,15 +52,20 @@ pub async fn request(
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| NoAnswer(format!("bad request: {e}")))?;
     let result = async {
-        let res = sender
-            .send_request(req)
-            .await
-            .map_err(|e| NoAnswer(format!("the worker closed the connection without an answer: {e}")))?;
+        let res = sender.send_request(req).await.map_err(|e| {
+            NoAnswer(format!(
+                "the worker closed the connection without an answer: {e}"
+            ))
+        })?;
         let status = res.status().as_u16();
         let body = Limited::new(res.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| NoAnswer(format!("the answer could not be read (over {MAX_ANSWER_BYTES} bytes?): {e}")))?
+            .map_err(|e| {
+                NoAnswer(format!(
+                    "the answer could not be read (over {MAX_ANSWER_BYTES} bytes?): {e}"
+                ))
+            })?
             .to_bytes()
             .to_vec();
         Ok(Answer { status, body })
@@ -90,13 +95,19 @@ mod tests {
                 let mut buf = vec![0u8; 4096];
                 let _ = s.read(&mut buf).await.unwrap();
                 if reply {
-                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 22\r\n\r\n{\"status\":\"COMPLETED\"}").await.unwrap();
+                    s.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 22\r\n\r\n{\"status\":\"COMPLETED\"}",
+                    )
+                    .await
+                    .unwrap();
                 }
                 // The second connection closes without a word, as Docker's proxy does before
                 // the worker listens.
             }
         });
-        let a = request(addr, "POST", "/runsync", b"{}".to_vec()).await.unwrap();
+        let a = request(addr, "POST", "/runsync", b"{}".to_vec())
+            .await
+            .unwrap();
         assert_eq!(a.status, 200);
         assert_eq!(a.body, b"{\"status\":\"COMPLETED\"}");
         assert!(!answers(addr).await);

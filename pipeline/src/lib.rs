@@ -21,8 +21,8 @@ pub mod verdict;
 use std::time::Duration;
 
 use janitor_model::report::{
-    CacheInfo, DiskInfo, JobIdentity, JobStatus, Report, StepName, TestMode, TestsReport,
-    Timings, REPORT_SCHEMA,
+    CacheInfo, DiskInfo, JobIdentity, JobStatus, Report, StepName, TestMode, TestsReport, Timings,
+    REPORT_SCHEMA,
 };
 use janitor_services::disk;
 use janitor_services::engine::ContainerEngine;
@@ -91,7 +91,10 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let found = if cloned {
         let t = Instant::now();
         let (outcome, found) = preflight_step(&env, tools.gpu, &repo_dir).await;
-        steps.record(StepName::Preflight, t, outcome).then_some(found).flatten()
+        steps
+            .record(StepName::Preflight, t, outcome)
+            .then_some(found)
+            .flatten()
     } else {
         steps.not_run(StepName::Preflight, "the clone did not succeed");
         None
@@ -105,7 +108,11 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             steps.record(StepName::Build, t, outcome)
         }
         None => {
-            let why = if cloned { "the preflight did not pass" } else { "the clone did not succeed" };
+            let why = if cloned {
+                "the preflight did not pass"
+            } else {
+                "the clone did not succeed"
+            };
             steps.not_run(StepName::Build, why);
             false
         }
@@ -251,7 +258,11 @@ async fn preflight_step<E: ContainerEngine>(
     };
     let facts = preflight::Facts {
         gpu_required: spec.gpu_required,
-        driver_cuda: if spec.gpu_required { gpu.inventory().cuda_version } else { None },
+        driver_cuda: if spec.gpu_required {
+            gpu.inventory().cuda_version
+        } else {
+            None
+        },
         base_image,
         free_bytes: disk::free_bytes(&env.ctx.work_root),
         disk_path: env.ctx.work_root.display().to_string(),

@@ -63,7 +63,9 @@ pub fn base_image(dockerfile: &str) -> Option<String> {
         let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
         let image = rest.first()?.to_string();
         let alias = match rest.get(1) {
-            Some(kw) if kw.eq_ignore_ascii_case("AS") => rest.get(2).map(|a| a.to_ascii_lowercase()),
+            Some(kw) if kw.eq_ignore_ascii_case("AS") => {
+                rest.get(2).map(|a| a.to_ascii_lowercase())
+            }
             _ => None,
         };
         stages.push((alias, image));
@@ -72,7 +74,10 @@ pub fn base_image(dockerfile: &str) -> Option<String> {
     // `FROM builder` names an earlier stage: follow it back (at most once per stage).
     for _ in 0..stages.len() {
         let lower = image.to_ascii_lowercase();
-        match stages.iter().find(|(a, _)| a.as_deref() == Some(lower.as_str())) {
+        match stages
+            .iter()
+            .find(|(a, _)| a.as_deref() == Some(lower.as_str()))
+        {
             Some((_, from)) => image = from.clone(),
             None => break,
         }
@@ -82,9 +87,14 @@ pub fn base_image(dockerfile: &str) -> Option<String> {
 
 /// Runs the checks. `Ok` is the step's detail; `Err` the first mismatch.
 pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
-    let mut said = vec![format!("tests from {}; Dockerfile {}", d.source, d.dockerfile)];
+    let mut said = vec![format!(
+        "tests from {}; Dockerfile {}",
+        d.source, d.dockerfile
+    )];
     if let Some(missing) = d.missing_env.first() {
-        return Err(format!("the worker needs the environment variable {missing}"));
+        return Err(format!(
+            "the worker needs the environment variable {missing}"
+        ));
     }
     if f.gpu_required {
         let allowed = d
@@ -93,11 +103,19 @@ pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
             .filter_map(|v| runpod::cuda_version(v))
             .min();
         if let Some(v) = allowed {
-            said.push(cuda_fits(v, "the worker (allowedCudaVersions)", f.driver_cuda.as_deref())?);
+            said.push(cuda_fits(
+                v,
+                "the worker (allowedCudaVersions)",
+                f.driver_cuda.as_deref(),
+            )?);
         }
         if let Some((image, env)) = &f.base_image {
             if let Some(v) = image_cuda(env) {
-                said.push(cuda_fits(v, &format!("the base image {image}"), f.driver_cuda.as_deref())?);
+                said.push(cuda_fits(
+                    v,
+                    &format!("the base image {image}"),
+                    f.driver_cuda.as_deref(),
+                )?);
             }
         }
     }
@@ -139,20 +157,36 @@ mod tests {
     #[test]
     fn cuda_requirements() {
         let env = |s: &str| vec!["PATH=/bin".to_string(), s.to_string()];
-        assert_eq!(image_cuda(&env("NVIDIA_REQUIRE_CUDA=cuda>=12.4 brand=tesla,driver>=470,driver<471")), Some((12, 4)));
+        assert_eq!(
+            image_cuda(&env(
+                "NVIDIA_REQUIRE_CUDA=cuda>=12.4 brand=tesla,driver>=470,driver<471"
+            )),
+            Some((12, 4))
+        );
         assert_eq!(image_cuda(&env("CUDA_VERSION=12.1.1")), Some((12, 1)));
         assert_eq!(image_cuda(&env("X=1")), None);
         let e = cuda_fits((13, 0), "the image", Some("12.4")).unwrap_err();
-        assert!(e.starts_with("the image needs CUDA 13.0; this instance's driver supports 12.4"), "{e}");
+        assert!(
+            e.starts_with("the image needs CUDA 13.0; this instance's driver supports 12.4"),
+            "{e}"
+        );
         assert!(cuda_fits((12, 4), "the image", Some("13.0")).is_ok());
-        assert!(cuda_fits((12, 4), "the image", None).unwrap().contains("unknown"));
+        assert!(cuda_fits((12, 4), "the image", None)
+            .unwrap()
+            .contains("unknown"));
     }
 
     #[test]
     fn base_images() {
-        assert_eq!(base_image("FROM python:3.10-slim\nRUN x").as_deref(), Some("python:3.10-slim"));
+        assert_eq!(
+            base_image("FROM python:3.10-slim\nRUN x").as_deref(),
+            Some("python:3.10-slim")
+        );
         let multi = "FROM nvidia/cuda:12.4.1-devel AS build\nRUN make\nFROM --platform=linux/amd64 build AS final\n";
-        assert_eq!(base_image(multi).as_deref(), Some("nvidia/cuda:12.4.1-devel"));
+        assert_eq!(
+            base_image(multi).as_deref(),
+            Some("nvidia/cuda:12.4.1-devel")
+        );
         assert_eq!(base_image("ARG BASE\nFROM $BASE"), None);
         assert_eq!(base_image("RUN x"), None);
     }
@@ -168,10 +202,18 @@ mod tests {
             ..Facts::default()
         };
         let e = check(&d, &f).unwrap_err();
-        assert!(e.contains("needs CUDA 12.8; this instance's driver supports 12.4"), "{e}");
+        assert!(
+            e.contains("needs CUDA 12.8; this instance's driver supports 12.4"),
+            "{e}"
+        );
         f.driver_cuda = Some("13.0".into());
-        f.base_image = Some(("nvidia/cuda:13.1.0".into(), vec!["CUDA_VERSION=13.1.0".into()]));
-        assert!(check(&d, &f).unwrap_err().contains("the base image nvidia/cuda:13.1.0 needs CUDA 13.1"));
+        f.base_image = Some((
+            "nvidia/cuda:13.1.0".into(),
+            vec!["CUDA_VERSION=13.1.0".into()],
+        ));
+        assert!(check(&d, &f)
+            .unwrap_err()
+            .contains("the base image nvidia/cuda:13.1.0 needs CUDA 13.1"));
         f.base_image = None;
         assert!(check(&d, &f).is_ok());
         f.free_bytes = Some(5 * GB);

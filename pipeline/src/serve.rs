@@ -31,6 +31,9 @@ pub const WORKER_PORT: u16 = 8000;
 pub const START_TIMEOUT: Duration = Duration::from_secs(900);
 /// How often the port is tried while the worker starts.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How long one try may take: a connection Docker's proxy accepted while the worker started
+/// can be left unanswered, and must not hold the start past its bound.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lines of the worker's output kept to explain a crash.
 const TAIL_LINES: usize = 40;
 
@@ -61,7 +64,13 @@ impl Tail {
     /// names an error or exception, else the last one.
     fn cause(&self, since: u64) -> Option<String> {
         let fresh = usize::try_from(self.total.saturating_sub(since)).unwrap_or(usize::MAX);
-        let recent: Vec<&String> = self.lines.iter().rev().take(fresh).filter(|l| !l.trim().is_empty()).collect();
+        let recent: Vec<&String> = self
+            .lines
+            .iter()
+            .rev()
+            .take(fresh)
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         recent
             .iter()
             .find(|l| l.contains("Error") || l.contains("Exception") || l.contains("Traceback"))
@@ -71,7 +80,10 @@ impl Tail {
 }
 
 enum Started {
-    Ready { addr: SocketAddr, cold_start: Duration },
+    Ready {
+        addr: SocketAddr,
+        cold_start: Duration,
+    },
     Failed(String),
     Stopped(StopReason),
 }
@@ -85,7 +97,13 @@ pub async fn test<E: ContainerEngine>(
     probe: &dyn GpuProbe,
     scanner: &mut ErrorScanner,
 ) -> Tested {
-    let StepEnv { engine, ctx, deadline, cancel, sink } = *env;
+    let StepEnv {
+        engine,
+        ctx,
+        deadline,
+        cancel,
+        sink,
+    } = *env;
     let spec = &ctx.job.spec;
     let mut report = TestsReport {
         source: found.source.clone(),
@@ -103,7 +121,11 @@ pub async fn test<E: ContainerEngine>(
             if let Some(v) = preflight::image_cuda(&facts.env) {
                 let driver = probe.inventory().cuda_version;
                 if let Err(e) = preflight::cuda_fits(v, "the image", driver.as_deref()) {
-                    return Tested { outcome: StepOutcome::error(e), report, usage: None };
+                    return Tested {
+                        outcome: StepOutcome::error(e),
+                        report,
+                        usage: None,
+                    };
                 }
             }
         }
@@ -133,7 +155,9 @@ pub async fn test<E: ContainerEngine>(
         }
     };
     let server = async {
-        let o = engine.run(&container, deadline, ctx.graces, &stop, &mut on_line).await;
+        let o = engine
+            .run(&container, deadline, ctx.graces, &stop, &mut on_line)
+            .await;
         if let Ok(mut e) = ended.lock() {
             *e = Some(o.map_err(|e| e.to_string()));
         }
@@ -147,12 +171,26 @@ pub async fn test<E: ContainerEngine>(
     };
     let driver = async {
         let started = Instant::now();
-        let result = drive(engine, &name, tests, deadline, cancel, &stop, &ended, &tail, started, &mut report).await;
+        let result = drive(
+            engine,
+            &name,
+            tests,
+            deadline,
+            cancel,
+            &stop,
+            &ended,
+            &tail,
+            started,
+            &mut report,
+        )
+        .await;
         stop.cancel();
         result
     };
     let ((), (), outcome) = tokio::join!(server, sampler, driver);
-    let usage = spec.gpu_required.then(|| tracker.into_inner().unwrap_or_default().finish());
+    let usage = spec
+        .gpu_required
+        .then(|| tracker.into_inner().unwrap_or_default().finish());
     let outcome = match outcome {
         Err(reason) => StepOutcome::stopped(reason, spec.timeout),
         Ok(None) if report.passed == report.total => StepOutcome::succeeded(format!(
@@ -164,7 +202,11 @@ pub async fn test<E: ContainerEngine>(
         Ok(None) => StepOutcome::failed(report.summary()),
         Ok(Some(start_failure)) => start_failure,
     };
-    Tested { outcome, report, usage }
+    Tested {
+        outcome,
+        report,
+        usage,
+    }
 }
 
 /// The exit of a worker that ended on its own, in words.
@@ -208,7 +250,9 @@ async fn drive<E: ContainerEngine>(
                 detail.push_str(&format!("; its last line: {c}"));
             }
             for t in tests {
-                report.results.push(not_run(&t.name, "the worker did not start"));
+                report
+                    .results
+                    .push(not_run(&t.name, "the worker did not start"));
             }
             return Ok(Some(StepOutcome::failed(detail)));
         }
@@ -260,13 +304,18 @@ async fn drive<E: ContainerEngine>(
                 result.error = Some("stopped at the job's hard timeout".to_string());
                 report.results.push(result);
                 for rest in &tests[i + 1..] {
-                    report.results.push(not_run(&rest.name, "the job's hard timeout passed"));
+                    report
+                        .results
+                        .push(not_run(&rest.name, "the job's hard timeout passed"));
                 }
                 return Err(StopReason::Deadline);
             }
             None => {
                 result.status = TestStatus::TimedOut;
-                result.error = Some(format!("no answer within its {} ms timeout", limit.as_millis()));
+                result.error = Some(format!(
+                    "no answer within its {} ms timeout",
+                    limit.as_millis()
+                ));
             }
             Some(Err(e)) => {
                 result.status = TestStatus::Failed;
@@ -289,9 +338,13 @@ async fn drive<E: ContainerEngine>(
                 }
                 let verdict = match (a.status, &parsed) {
                     (200, Some(v)) => runpod::judge(v, t.expected_output.as_ref()),
-                    (200, None) => Err(format!("/runsync answered 200 with a body that is not JSON: {}", text_excerpt(&a.body))),
+                    (200, None) => Err(format!(
+                        "/runsync answered 200 with a body that is not JSON: {}",
+                        text_excerpt(&a.body)
+                    )),
                     (status, _) => {
-                        let mut why = format!("/runsync answered HTTP {status}: {}", text_excerpt(&a.body));
+                        let mut why =
+                            format!("/runsync answered HTTP {status}: {}", text_excerpt(&a.body));
                         if let Some(c) = cause() {
                             why.push_str(&format!("; the worker's last line: {c}"));
                         }
@@ -332,7 +385,9 @@ fn not_run(name: &str, why: &str) -> TestResult {
 }
 
 fn text_excerpt(body: &[u8]) -> String {
-    runpod::excerpt(&serde_json::Value::String(String::from_utf8_lossy(body).into_owned()))
+    runpod::excerpt(&serde_json::Value::String(
+        String::from_utf8_lossy(body).into_owned(),
+    ))
 }
 
 /// Waits until the worker answers HTTP on its published port.
@@ -350,7 +405,9 @@ async fn wait_ready<E: ContainerEngine>(
             return Started::Stopped(StopReason::Interrupted);
         }
         if stop.is_cancelled() {
-            return Started::Failed("the worker stopped before it answered on its port".to_string());
+            return Started::Failed(
+                "the worker stopped before it answered on its port".to_string(),
+            );
         }
         let now = Instant::now();
         if now >= deadline {
@@ -362,9 +419,13 @@ async fn wait_ready<E: ContainerEngine>(
                 START_TIMEOUT.as_secs().min(start_by.saturating_duration_since(started).as_secs())
             ));
         }
-        if let Ok(Some(addr)) = engine.published(name, WORKER_PORT).await {
-            if http::answers(addr).await {
-                return Started::Ready { addr, cold_start: started.elapsed() };
+        let published = tokio::time::timeout(PROBE_TIMEOUT, engine.published(name, WORKER_PORT));
+        if let Ok(Ok(Some(addr))) = published.await {
+            if let Ok(true) = tokio::time::timeout(PROBE_TIMEOUT, http::answers(addr)).await {
+                return Started::Ready {
+                    addr,
+                    cold_start: started.elapsed(),
+                };
             }
         }
         tokio::select! {

@@ -61,7 +61,9 @@ impl StepOutcome {
     pub fn engine(e: &janitor_services::engine::EngineError) -> Self {
         use janitor_services::error::ErrorKind;
         match e.kind() {
-            ErrorKind::Rejected | ErrorKind::NotFound | ErrorKind::Conflict => StepOutcome::failed(e.to_string()),
+            ErrorKind::Rejected | ErrorKind::NotFound | ErrorKind::Conflict => {
+                StepOutcome::failed(e.to_string())
+            }
             ErrorKind::Throttled | ErrorKind::Unavailable => StepOutcome::error(e.to_string()),
         }
     }

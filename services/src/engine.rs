@@ -475,7 +475,14 @@ impl ContainerEngine for DockerEngine {
         name: &str,
         port: u16,
     ) -> Result<Option<std::net::SocketAddr>, EngineError> {
-        let info = match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
+        let info = match self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
             Ok(i) => i,
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..

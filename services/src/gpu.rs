@@ -229,7 +229,11 @@ impl Probe {
                     nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b / (1024 * 1024)),
                     nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
                 };
-                let sm_percent = utils.iter().filter(|u| u.pid == p.pid).map(|u| u.sm_util).max();
+                let sm_percent = utils
+                    .iter()
+                    .filter(|u| u.pid == p.pid)
+                    .map(|u| u.sm_util)
+                    .max();
                 out.push(ProcessUse {
                     pid: p.pid,
                     gpu: i,
@@ -243,7 +247,11 @@ impl Probe {
                     continue;
                 }
                 listed.push(u.pid);
-                let sm_percent = utils.iter().filter(|v| v.pid == u.pid).map(|v| v.sm_util).max();
+                let sm_percent = utils
+                    .iter()
+                    .filter(|v| v.pid == u.pid)
+                    .map(|v| v.sm_util)
+                    .max();
                 out.push(ProcessUse {
                     pid: u.pid,
                     gpu: i,
@@ -283,6 +291,9 @@ mod tests {
         assert!(inv.report().is_none());
         assert_eq!(p.check(0), Err("NVML is not available: test".to_string()));
         assert!(p.samples().is_empty());
-        assert_eq!(p.processes(), Err("NVML is not available: test".to_string()));
+        assert_eq!(
+            p.processes(),
+            Err("NVML is not available: test".to_string())
+        );
     }
 }

@@ -58,14 +58,15 @@ pub fn ensure_base_image() {
 /// The image runpod-shaped test workers build `FROM`: Debian's Python with the real `runpod`
 /// package (pinned in testkit/runpod-requirements.txt), made offline by scripts/runpod-image.sh.
 pub fn runpod_image() -> String {
-    let pin = std::fs::read_to_string(workspace_root().join("testkit/runpod-requirements.txt")).unwrap();
+    let pin =
+        std::fs::read_to_string(workspace_root().join("testkit/runpod-requirements.txt")).unwrap();
     let version = pin
         .lines()
         .find_map(|l| l.strip_prefix("runpod=="))
         .expect("testkit/runpod-requirements.txt pins runpod==X.Y.Z")
         .trim()
         .to_string();
-    format!("janitor-test-runpod:{version}")
+    format!("janitor-runpod-base:{version}")
 }
 
 /// Builds the runpod test image once per machine (file-locked across test processes).

@@ -429,7 +429,8 @@ impl Ledger {
                 view.duration_seconds = Some(r.timings.duration_seconds);
                 let retried = latest_start.is_some_and(|n| n > r.attempt);
                 view.state = match (r.status, retried) {
-                    (JobStatus::Interrupted, true) => JobState::Running,
+                    // A newer attempt has started: an interrupted or errored job is being retried.
+                    (JobStatus::Interrupted | JobStatus::Error, true) => JobState::Running,
                     (JobStatus::Interrupted, false) => JobState::Queued,
                     _ => JobState::Finished,
                 };

@@ -26,20 +26,40 @@ fn ctl_json(fx: &Fixture, args: &[&str]) -> serde_json::Value {
 }
 
 fn daemon(fx: &Fixture, instance: &str, cache: &Path) -> Proc {
+    daemon_with(fx, instance, cache, &["--stop-grace-seconds", "2"])
+}
+
+/// A daemon that leaves when idle, polls every second and takes local repositories, with `extra`.
+fn daemon_with(fx: &Fixture, instance: &str, cache: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--exit-when-idle",
+        "--allow-local-repos",
+        "--poll-wait-seconds",
+        "1",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
     Proc::spawn(
-        &janitor_testkit::janitord_beside(Path::new(env!("CARGO_BIN_EXE_janitorctl"))),
-        &[
-            "--exit-when-idle",
-            "--allow-local-repos",
-            "--poll-wait-seconds",
-            "1",
-            "--stop-grace-seconds",
-            "2",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
+        &janitor_testkit::janitord_beside(ctl_bin()),
+        &args,
         &fx.env(Some(instance)),
     )
+}
+
+/// `janitorctl enqueue FILE --no-scale`; returns the run id it prints last.
+fn enqueue(fx: &Fixture, cfg: &Path) -> String {
+    let (code, text) = ctl(
+        fx,
+        &[
+            "enqueue",
+            cfg.to_str().unwrap(),
+            "--allow-local-repos",
+            "--no-scale",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    text.lines().last().unwrap().trim().to_string()
 }
 
 fn config(dir: &Path, name: &str, repos: &[(&str, &str)], max: u32) -> PathBuf {
@@ -433,35 +453,11 @@ async fn a_made_up_run_id_does_not_hide_the_latest_run() {
     let fx = Fixture::start(&[inst]).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "one.yaml", &[("m-real", "echo real")], 1);
-    let mut p = Proc::spawn(
-        ctl_bin(),
-        &[
-            "enqueue",
-            cfg.to_str().unwrap(),
-            "--allow-local-repos",
-            "--no-scale",
-        ],
-        &fx.env(None),
-    );
-    assert_eq!(p.wait(Duration::from_secs(60)), 0, "{}", p.output());
-    let run_id = p.output().lines().last().unwrap().trim().to_string();
+    let run_id = enqueue(&fx, &cfg);
     fx.send_raw(r#"{"schema": 7, "job_id": "fake-1", "run_id": "29991231T235959Z-zzzzzz"}"#)
         .await;
     let cache = tempfile::tempdir().unwrap();
-    let mut d = Proc::spawn(
-        &janitor_testkit::janitord_beside(ctl_bin()),
-        &[
-            "--exit-when-idle",
-            "--allow-local-repos",
-            "--poll-wait-seconds",
-            "1",
-            "--reject-retry-seconds",
-            "0",
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &fx.env(Some(inst)),
-    );
+    let mut d = daemon_with(&fx, inst, cache.path(), &["--reject-retry-seconds", "0"]);
     assert_eq!(d.wait(Duration::from_secs(120)), 0, "{}", d.output());
     assert!(
         fx.keys("janitor-reports/runs/29991231T235959Z-zzzzzz/")
@@ -523,32 +519,9 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
         "repositories:\n  - {name: worker-basic, organization: local, url: ./worker-basic, gpu_required: false, timeout: 3m}\n  - {name: worker-hub, organization: local, url: ./worker-hub, gpu_required: false, timeout: 3m}\n  - {name: worker-offline, organization: local, url: 'http://127.0.0.1:9/offline.git', gpu_required: false, timeout: 1m}\n",
     )
     .unwrap();
-    let (code, text) = ctl(
-        &fx,
-        &[
-            "enqueue",
-            cfg.to_str().unwrap(),
-            "--allow-local-repos",
-            "--no-scale",
-        ],
-    );
-    assert_eq!(code, 0, "{text}");
-    let run_id = text.lines().last().unwrap().trim().to_string();
+    let run_id = enqueue(&fx, &cfg);
     let cache = tempfile::tempdir().unwrap();
-    let mut d = Proc::spawn(
-        &janitor_testkit::janitord_beside(ctl_bin()),
-        &[
-            "--exit-when-idle",
-            "--allow-local-repos",
-            "--poll-wait-seconds",
-            "1",
-            "--error-retry-seconds",
-            "0",
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ],
-        &fx.env(Some(inst)),
-    );
+    let mut d = daemon_with(&fx, inst, cache.path(), &["--error-retry-seconds", "0"]);
     assert_eq!(d.wait(Duration::from_secs(300)), 0, "{}", d.output());
     let (_, shown) = ctl(&fx, &["show", &run_id]);
     assert!(shown.contains("✓ worker-basic: success"), "{shown}");

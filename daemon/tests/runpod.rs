@@ -80,6 +80,8 @@ def handler(job):
     inp = job["input"]
     if inp.get("mode") == "error":
         return {"error": "model weights missing: /models/sdxl.safetensors"}
+    if inp.get("mode") == "raise":
+        raise ValueError("prompt must not be empty")
     if inp.get("mode") == "sleep":
         time.sleep(inp["seconds"])
         return {"slept": inp["seconds"]}
@@ -147,6 +149,7 @@ async fn failing_tests_are_named_with_their_first_cause() {
     let tests_json = r#"{"tests": [
         {"name": "hello", "input": {"prompt": "hi"}, "expected_output": {"echo": "hi"}, "timeout": 10000},
         {"name": "returns-error", "input": {"mode": "error"}, "timeout": 10000},
+        {"name": "raises", "input": {"mode": "raise"}, "timeout": 10000},
         {"name": "wrong-answer", "input": {"prompt": "x"}, "expected_output": {"echo": "y"}, "timeout": 10000},
         {"name": "unit-mistake", "input": {"prompt": "z"}, "timeout": 30},
         {"name": "too-slow", "input": {"mode": "sleep", "seconds": 4}, "timeout": 1500}
@@ -164,7 +167,7 @@ async fn failing_tests_are_named_with_their_first_cause() {
     assert_eq!(r.status, JobStatus::Failed, "{r:#?}\n{}", out.join("\n"));
     let t = tests(&r);
     assert_eq!(t.source, ".runpod/tests.json");
-    assert_eq!((t.passed, t.total), (1, 5));
+    assert_eq!((t.passed, t.total), (1, 6));
     let by = |n: &str| t.results.iter().find(|x| x.name == n).unwrap();
     assert_eq!(by("hello").status, TestStatus::Passed);
     let err = by("returns-error");
@@ -175,6 +178,10 @@ async fn failing_tests_are_named_with_their_first_cause() {
             .unwrap()
             .contains("model weights missing: /models/sdxl.safetensors"),
         "{err:#?}"
+    );
+    assert_eq!(
+        by("raises").error.as_deref(),
+        Some("the job FAILED: ValueError: prompt must not be empty")
     );
     let wrong = by("wrong-answer").error.clone().unwrap();
     assert!(
@@ -200,7 +207,7 @@ async fn failing_tests_are_named_with_their_first_cause() {
     let reason = r.reason.clone().unwrap();
     assert!(
         reason.starts_with(
-            "test: 1/5 tests passed; `returns-error` failed: the job FAILED: model weights missing"
+            "test: 1/6 tests passed; `returns-error` failed: the job FAILED: model weights missing"
         ),
         "{reason}"
     );

@@ -141,18 +141,27 @@ pub fn check_env_key(key: &str) -> Result<(), String> {
     }
 }
 
-fn cuda_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<String>, String> {
-    let Some(v) = v else { return Ok(Vec::new()) };
-    let Value::Array(items) = v else {
-        return Err(problem(
+/// The items of an optional list field: none when absent, an error naming `what` when it is
+/// not a list.
+fn items<'v>(
+    file: &str,
+    field: &str,
+    v: Option<&'v Value>,
+    what: &str,
+) -> Result<&'v [Value], String> {
+    match v {
+        None => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(problem(
             file,
             field,
-            format!(
-                "must be a list of versions such as [\"12.4\"], found {}",
-                kind(v)
-            ),
-        ));
-    };
+            format!("must be a list of {what}, found {}", kind(other)),
+        )),
+    }
+}
+
+fn cuda_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<String>, String> {
+    let items = items(file, field, v, "versions such as [\"12.4\"]")?;
     items
         .iter()
         .enumerate()
@@ -245,17 +254,7 @@ pub fn test_case(
 }
 
 fn env_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<(String, Value)>, String> {
-    let Some(v) = v else { return Ok(Vec::new()) };
-    let Value::Array(items) = v else {
-        return Err(problem(
-            file,
-            field,
-            format!(
-                "must be a list of {{\"key\", \"value\"}} objects, found {}",
-                kind(v)
-            ),
-        ));
-    };
+    let items = items(file, field, v, "{\"key\", \"value\"} objects")?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let f = format!("{field}[{i}]");
@@ -481,6 +480,33 @@ pub fn excerpt(v: &Value) -> String {
     }
 }
 
+/// A job's error as the SDK gives it: for a handler that raised, a JSON string with
+/// `error_type` (`<class 'ValueError'>`) and `error_message`, said as `ValueError: message`;
+/// anything else as its excerpt.
+pub fn sdk_error(error: &Value) -> String {
+    let parsed = error
+        .as_str()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok());
+    let fields = parsed.as_ref().or(Some(error)).and_then(|v| {
+        let message = v.get("error_message")?.as_str()?;
+        let kind = v.get("error_type").and_then(Value::as_str).unwrap_or("");
+        let kind = kind
+            .trim_start_matches("<class '")
+            .trim_end_matches("'>")
+            .rsplit('.')
+            .next()
+            .unwrap_or("");
+        Some((kind.to_string(), message.to_string()))
+    });
+    match fields {
+        Some((kind, message)) if !kind.is_empty() => {
+            excerpt(&Value::String(format!("{kind}: {message}")))
+        }
+        Some((_, message)) => excerpt(&Value::String(message)),
+        None => excerpt(error),
+    }
+}
+
 /// Judges one `/runsync` answer (HTTP 200 with a JSON body). A test passes on `COMPLETED`
 /// with an output that has no `error` key (handlers often return `{"error": ...}` instead of
 /// raising) and, when an expectation is given, that contains it. An expectation with a
@@ -494,7 +520,7 @@ pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
         "FAILED" => {
             let error = answer
                 .get("error")
-                .map_or_else(|| "no error given".to_string(), excerpt);
+                .map_or_else(|| "no error given".to_string(), sdk_error);
             return Err(format!("the job FAILED: {error}"));
         }
         "" => return Err(format!("the answer has no status: {}", excerpt(answer))),
@@ -665,6 +691,12 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("FAILED: Traceback: boom"), "{e}");
         assert!(judge(&json!({"status": "IN_PROGRESS"}), None).is_err());
+        // A handler that raised: the SDK's error document, said as the exception.
+        let raised = json!({"status": "FAILED", "error": "{\"error_type\": \"<class 'torch.cuda.OutOfMemoryError'>\", \"error_message\": \"CUDA out of memory\", \"error_traceback\": \"Traceback...\"}"});
+        assert_eq!(
+            judge(&raised, None),
+            Err("the job FAILED: OutOfMemoryError: CUDA out of memory".to_string())
+        );
         assert!(judge(&json!({"detail": "x"}), None)
             .unwrap_err()
             .contains("no status"));

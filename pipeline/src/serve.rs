@@ -71,11 +71,37 @@ impl Tail {
             .take(fresh)
             .filter(|l| !l.trim().is_empty())
             .collect();
+        // A Python exception line (`ModuleNotFoundError: …`) first, then any line naming an
+        // error, then the last line.
+        let exception = |l: &&&String| {
+            l.trim().split_once(": ").is_some_and(|(head, _)| {
+                !head.contains(' ') && (head.ends_with("Error") || head.ends_with("Exception"))
+            })
+        };
+        let names_error = |l: &&&String| {
+            ["ERROR", "Error", "Exception", "Traceback"]
+                .iter()
+                .any(|w| l.contains(w))
+        };
         recent
             .iter()
-            .find(|l| l.contains("Error") || l.contains("Exception") || l.contains("Traceback"))
+            .find(exception)
+            .or_else(|| recent.iter().find(names_error))
             .or(recent.first())
-            .map(|l| l.trim().to_string())
+            .map(|l| without_sdk_prefix(l.trim()).to_string())
+    }
+}
+
+/// A runpod SDK log line without its `LEVEL  | job-id | ` prefix.
+fn without_sdk_prefix(line: &str) -> &str {
+    let mut parts = line.splitn(3, " | ");
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(level), Some(_job), Some(rest))
+            if matches!(level.trim(), "ERROR" | "WARN" | "INFO" | "DEBUG") =>
+        {
+            rest
+        }
+        _ => line,
     }
 }
 
@@ -432,5 +458,39 @@ async fn wait_ready<E: ContainerEngine>(
             () = tokio::time::sleep(PROBE_EVERY) => {}
             () = stop.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_the_last_error_line_since_the_test_began() {
+        let mut t = Tail::default();
+        t.push("INFO:     Uvicorn running on http://0.0.0.0:8000");
+        let since = t.total;
+        t.push("INFO   | test-1 | Started.");
+        t.push("ERROR  | test-1 | tokenizer exploded at chunk 1");
+        t.push("INFO:     127.0.0.1:4000 - \"POST /runsync\" 500");
+        assert_eq!(
+            t.cause(since).as_deref(),
+            Some("tokenizer exploded at chunk 1")
+        );
+        // Nothing naming an error: the last line.
+        let mut quiet = Tail::default();
+        quiet.push("loading weights");
+        quiet.push("Killed");
+        assert_eq!(quiet.cause(0).as_deref(), Some("Killed"));
+        assert_eq!(without_sdk_prefix("a | b"), "a | b");
+        // The exception, not the server's words after it.
+        let mut crash = Tail::default();
+        crash.push("Traceback (most recent call last):");
+        crash.push("ModuleNotFoundError: No module named 'torch'");
+        crash.push("ERROR:    Application startup failed. Exiting.");
+        assert_eq!(
+            crash.cause(0).as_deref(),
+            Some("ModuleNotFoundError: No module named 'torch'")
+        );
     }
 }

@@ -51,7 +51,7 @@ lint: ## rustfmt and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-test-deps: ## Install what the tests need (busybox-static, git, .venv with moto); idempotent
+test-deps: ## Install what the tests need (busybox-static, mmdebstrap, git, .venv with moto, the runpod base image); idempotent
 	@bash scripts/test-deps.sh
 
 validate: build ## Check a config offline: make validate CONFIG=infra/workers-config.yaml

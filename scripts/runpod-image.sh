@@ -35,7 +35,7 @@ trap 'rm -rf "$work"' EXIT
 
 if ! docker image inspect "$python_image" >/dev/null 2>&1; then
   echo "runpod-image.sh: making a Debian $suite rootfs with python3 ($mirror)"
-  mmdebstrap --quiet --mode=root --variant=apt --include=python3,python3-pip,ca-certificates \
+  mmdebstrap --quiet --variant=apt --include=python3,python3-pip,ca-certificates \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     "$suite" "$work/rootfs.tar" "$mirror"

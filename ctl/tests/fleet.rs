@@ -540,13 +540,26 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
         "{shown}"
     );
     let view = ctl_json(&fx, &["show", &run_id, "--json"]);
-    let offline = view["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["repository"] == "local/worker-offline")
-        .unwrap()
-        .clone();
+    let job = |repo: &str| {
+        view["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["repository"] == repo)
+            .unwrap()
+            .clone()
+    };
+    // The worker's own output reached CloudWatch through the same shipping, marked `[test]`.
+    let basic = job("local/worker-basic");
+    let stream = format!("{inst}/{}", basic["job_id"].as_str().unwrap());
+    let lines = fx.log_lines(&stream).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[test] --- Starting Serverless Worker")),
+        "{lines:#?}"
+    );
+    let offline = job("local/worker-offline");
     assert_eq!(offline["status"], "error", "{view:#}");
     assert_eq!(offline["attempt"], 3, "{offline:#}");
     let (waiting, in_flight) = fx.depth(&fx.dlq_url).await;

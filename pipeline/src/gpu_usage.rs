@@ -103,7 +103,8 @@ pub async fn sample<E: ContainerEngine>(
     }
 }
 
-/// The `gpu` step's judgement of the usage: `Err` when a GPU job's tests never touched it.
+/// The `gpu` step's judgement of the usage: `Err` when the GPU had to be used (a GPU job's
+/// runpod tests, `gpu_must_be_used`) and was not.
 pub fn judge(usage: &GpuUsage, must_be_used: bool) -> Result<String, String> {
     match usage.state {
         UsageState::Used => Ok(format!(
@@ -119,9 +120,10 @@ pub fn judge(usage: &GpuUsage, must_be_used: bool) -> Result<String, String> {
             "tests ran on the CPU only: {} (set `gpu_must_be_used: false` if that is intended)",
             usage.detail.as_deref().unwrap_or("no GPU use seen")
         )),
-        UsageState::Unused => {
-            Ok("the worker did not use the GPU (gpu_must_be_used: false)".to_string())
-        }
+        UsageState::Unused => Ok(format!(
+            "the worker did not use the GPU ({}; not required here)",
+            usage.detail.as_deref().unwrap_or("no GPU use seen")
+        )),
         UsageState::Unknown => Ok(format!(
             "whether the worker used the GPU is unknown: {}",
             usage.detail.as_deref().unwrap_or("no NVML")

@@ -43,7 +43,16 @@ async fn validate(
 ) -> (Report, Vec<String>) {
     let repos = tempfile::tempdir().unwrap();
     let url = git_repo(repos.path(), name, files);
-    let mut job = spec(name, &url, Duration::from_secs(240));
+    validate_url(name, &url, tweak).await
+}
+
+/// Runs the repository at `url` (a local directory is copied by the clone step).
+async fn validate_url(
+    name: &str,
+    url: &str,
+    tweak: impl FnOnce(&mut JobSpec),
+) -> (Report, Vec<String>) {
+    let mut job = spec(name, url, Duration::from_secs(240));
     tweak(&mut job);
     let work = tempfile::tempdir().unwrap();
     let ctx = janitor_testkit::job_context(
@@ -407,23 +416,8 @@ async fn the_runpod_examples_pass() {
     ensure_runpod_image();
     let root = janitor_testkit::workspace_root().join("examples/repos");
     for name in ["worker-basic", "worker-hub"] {
-        let files: Vec<(String, String)> = walk(&root.join(name))
-            .into_iter()
-            .map(|p| {
-                let rel = p
-                    .strip_prefix(root.join(name))
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_string();
-                (rel, std::fs::read_to_string(&p).unwrap())
-            })
-            .collect();
-        let refs: Vec<(&str, &str)> = files
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
-        let (r, out) = validate(&format!("example-{name}"), &refs, |_| {}).await;
+        let url = format!("file://{}", root.join(name).display());
+        let (r, out) = validate_url(&format!("example-{name}"), &url, |_| {}).await;
         assert_eq!(
             r.status,
             JobStatus::Succeeded,
@@ -434,17 +428,4 @@ async fn the_runpod_examples_pass() {
         assert_eq!(t.passed, t.total);
         assert!(t.total >= 1);
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -4,7 +4,7 @@
 //! whether one `/runsync` answer passes.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The Hub's tests file, then the test runner's, then the SDK's single input.
 pub const HUB_TESTS: &str = ".runpod/tests.json";
@@ -550,11 +550,11 @@ pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// A JSON object from key/value pairs, for the `{"input": ...}` body.
+/// The `/runsync` request body: `{"input": …}`.
 pub fn runsync_body(input: &Value) -> Vec<u8> {
-    let mut m = Map::new();
-    m.insert("input".to_string(), input.clone());
-    Value::Object(m).to_string().into_bytes()
+    serde_json::json!({ "input": input })
+        .to_string()
+        .into_bytes()
 }
 
 #[cfg(test)]

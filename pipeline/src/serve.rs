@@ -387,9 +387,8 @@ async fn drive<E: ContainerEngine>(
             report.passed += 1;
         }
         report.results.push(result);
-        if stop.is_cancelled() && exit_words(ended).is_some() {
-            // The worker is gone: the rest cannot run.
-            let why = exit_words(ended).unwrap_or_default();
+        // The worker is gone: the rest cannot run.
+        if let Some(why) = exit_words(ended).filter(|_| stop.is_cancelled()) {
             for rest in &tests[i + 1..] {
                 report.results.push(not_run(&rest.name, &why));
             }

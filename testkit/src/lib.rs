@@ -38,21 +38,29 @@ fn python() -> PathBuf {
     venv
 }
 
-/// Builds the offline base image once per machine (file-locked across test processes).
-pub fn ensure_base_image() {
-    let lock_path = std::env::temp_dir().join("janitor-test-base.lock");
+/// Runs an image-making script once at a time across test processes (it does nothing when its
+/// image exists), failing with `hint` when it cannot.
+fn run_image_script(script: &str, args: &[&str], image: &str, hint: &str) {
+    let lock_path = std::env::temp_dir().join(format!("janitor-{script}.lock"));
     let lock = std::fs::File::create(&lock_path).unwrap();
     lock.lock().unwrap();
     let status = Command::new("bash")
-        .arg(workspace_root().join("scripts/base-image.sh"))
-        .arg(BASE_IMAGE)
+        .arg(workspace_root().join("scripts").join(script))
+        .args(args)
         .status()
         .expect("bash must be installed");
-    assert!(
-        status.success(),
-        "could not build {BASE_IMAGE}: is Docker running and busybox-static installed?"
-    );
+    assert!(status.success(), "could not build {image}: {hint}");
     drop(lock);
+}
+
+/// Builds the offline base image once per machine (file-locked across test processes).
+pub fn ensure_base_image() {
+    run_image_script(
+        "base-image.sh",
+        &[BASE_IMAGE],
+        BASE_IMAGE,
+        "is Docker running and busybox-static installed?",
+    );
 }
 
 /// The image runpod-shaped test workers build `FROM`: Debian's Python with the real `runpod`
@@ -71,20 +79,14 @@ pub fn runpod_image() -> String {
 
 /// Builds the runpod test image once per machine (file-locked across test processes).
 pub fn ensure_runpod_image() -> String {
-    let lock_path = std::env::temp_dir().join("janitor-test-runpod.lock");
-    let lock = std::fs::File::create(&lock_path).unwrap();
-    lock.lock().unwrap();
-    let status = Command::new("bash")
-        .arg(workspace_root().join("scripts/runpod-image.sh"))
-        .status()
-        .expect("bash must be installed");
-    assert!(
-        status.success(),
-        "could not build {}: is Docker running and mmdebstrap installed (scripts/test-deps.sh)?",
-        runpod_image()
+    let image = runpod_image();
+    run_image_script(
+        "runpod-image.sh",
+        &[],
+        &image,
+        "is Docker running and mmdebstrap installed (scripts/test-deps.sh)?",
     );
-    drop(lock);
-    runpod_image()
+    image
 }
 
 /// A `docker` CLI call that must succeed; returns stdout.

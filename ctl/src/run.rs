@@ -43,6 +43,13 @@ pub struct RunArgs {
     /// --local: seconds between SIGTERM and SIGKILL when a container must stop
     #[arg(long, default_value_t = 30)]
     pub stop_grace_seconds: u64,
+    /// --local: build secrets, one file per id (`build_secrets: [HF_TOKEN]` reads `HF_TOKEN`)
+    #[arg(
+        long,
+        env = "JANITOR_SECRETS_DIR",
+        default_value = "/etc/janitor/secrets"
+    )]
+    pub secrets_dir: PathBuf,
     /// --local: echo every container output line
     #[arg(long, short)]
     pub verbose: bool,

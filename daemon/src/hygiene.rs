@@ -313,14 +313,29 @@ async fn evict<E: ContainerEngine>(
             }
             used = measure(engine, policy, usage).await.0;
         }
-        if used as f64 > policy.low_watermark * capacity as f64 {
-            if let Ok(r) = engine.prune(Prune::BuildCache(None)).await {
-                out.build_cache_reclaimed_bytes += r.bytes;
+        // Still over on the volume (where BuildKit's layers and cache mounts count; an explicit
+        // budget is the images' alone): the build cache keeps only what fits under the low
+        // watermark beside the images, its least recently used records going first.
+        if policy.budget_bytes.is_none() && used as f64 > policy.low_watermark * capacity as f64 {
+            let build_cache = engine.build_cache_bytes().await.unwrap_or(0);
+            let keep = build_cache_share(used, build_cache, capacity, policy.low_watermark);
+            match engine.prune(Prune::BuildCacheKeep(keep)).await {
+                Ok(r) => out.build_cache_reclaimed_bytes += r.bytes,
+                Err(e) => out
+                    .errors
+                    .push(err("prune the build cache to its share", &e)),
             }
             used = measure(engine, policy, usage).await.0;
         }
     }
     out.cache_used_after = used;
+}
+
+/// What the build cache may keep so that everything fits under the low watermark: what is
+/// left of it beside the rest of the volume's use.
+fn build_cache_share(used: u64, build_cache: u64, capacity: u64, low_watermark: f64) -> u64 {
+    let target = (low_watermark * capacity as f64) as u64;
+    target.saturating_sub(used.saturating_sub(build_cache))
 }
 
 fn remove_leftovers(policy: &Policy, out: &mut Cleanup) {
@@ -441,6 +456,15 @@ mod tests {
             ..ok
         };
         assert_eq!(floors(&no_inode_limits, &policy()), Ok(()));
+    }
+
+    #[test]
+    fn the_build_cache_keeps_what_fits_beside_the_rest() {
+        // 100 GB volume, 85 used of which 30 build cache: 55 other, 60 allowed, 5 kept.
+        let g = 1_000_000_000u64;
+        assert_eq!(build_cache_share(85 * g, 30 * g, 100 * g, 0.6), 5 * g);
+        // The rest alone is over the mark: the build cache keeps nothing.
+        assert_eq!(build_cache_share(90 * g, 10 * g, 100 * g, 0.6), 0);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/janitor/janitord.toml";
 /// The log group users know (seed 000).
 pub use janitor_model::ledger::DEFAULT_LOG_GROUP;
+/// Where build secrets are read from unless configured.
+pub const DEFAULT_SECRETS_DIR: &str = "/etc/janitor/secrets";
 /// The persistent gp3 volume's mount point.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/janitor";
 
@@ -41,6 +43,10 @@ pub struct Flags {
     /// Cache volume mount: job workspaces and the report spool live here [default: /var/lib/janitor]
     #[arg(long, env = "JANITOR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Build secrets, one file per id (`build_secrets: [HF_TOKEN]` reads `HF_TOKEN` here)
+    /// [default: /etc/janitor/secrets]
+    #[arg(long, env = "JANITOR_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// SQS long-poll wait, 0 to 20 seconds [default: 20]
     #[arg(long, env = "JANITOR_POLL_WAIT_SECONDS")]
     pub poll_wait_seconds: Option<u64>,
@@ -147,6 +153,7 @@ struct FileSettings {
     bucket: Option<String>,
     log_group: Option<String>,
     cache_dir: Option<PathBuf>,
+    secrets_dir: Option<PathBuf>,
     poll_wait_seconds: Option<u64>,
     visibility_timeout_seconds: Option<u64>,
     stop_grace_seconds: Option<u64>,
@@ -184,6 +191,7 @@ pub struct Settings {
     pub bucket: String,
     pub log_group: String,
     pub cache_dir: PathBuf,
+    pub secrets_dir: PathBuf,
     pub poll_wait: Duration,
     pub visibility_timeout: Duration,
     pub stop_grace: Duration,
@@ -488,6 +496,11 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .or(file.heartbeat_file)
             .unwrap_or_else(|| cache_dir.join("janitord.heartbeat")),
         cache_dir,
+        secrets_dir: flags
+            .secrets_dir
+            .clone()
+            .or(file.secrets_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRETS_DIR)),
         error_retry,
         interrupt_grace,
         idle_timeout,

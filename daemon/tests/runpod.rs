@@ -4,7 +4,6 @@
 //! failing test's name and the first cause are what a maintainer would act on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use janitor_model::config::JobSpec;
@@ -12,20 +11,9 @@ use janitor_model::report::{
     JobStatus, Report, StepName, StepStatus, TestMode, TestStatus, TestsReport,
 };
 use janitor_pipeline::{run_job, Tools};
-use janitor_services::logs::LogSink;
 use janitor_services::registry::Anonymous;
 use janitor_testkit::engine::TestEngine;
-use janitor_testkit::{ensure_runpod_image, git_repo, spec};
-
-/// Keeps every line the job wrote.
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
-
-impl LogSink for Lines {
-    fn line(&self, line: &str) {
-        self.0.lock().unwrap().push(line.to_string());
-    }
-}
+use janitor_testkit::{ensure_runpod_image, git_repo, spec, Lines};
 
 /// A worker's Dockerfile on the runpod image: the handler copied, `test_input.json` not.
 fn worker_dockerfile(handler: &str) -> String {
@@ -72,7 +60,7 @@ async fn validate_url(
         sink: &lines,
     };
     let report = run_job(&tools, &ctx, &tokio_util::sync::CancellationToken::new()).await;
-    let out = lines.0.into_inner().unwrap();
+    let out = lines.take();
     (report, out)
 }
 

@@ -109,6 +109,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             bucket: fx.bucket.clone(),
             log_group: fx.log_group.clone(),
             cache_dir: cache.path().to_path_buf(),
+            secrets_dir: cache.path().join("secrets"),
             poll_wait: Duration::from_secs(1),
             visibility_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),

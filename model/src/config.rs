@@ -66,6 +66,41 @@ pub struct JobSpec {
     pub gpu_must_be_used: bool,
     /// Environment the worker is started with (`env:`), over the repository's own values.
     pub env: Vec<(String, String)>,
+    /// How the image is built (`builder:`, `target:`, `build_args:`, `build_secrets:`).
+    pub build: BuildOptions,
+}
+
+/// Which of the engine's builders builds the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    /// BuildKit through the engine API: cache and secret mounts, multi-stage targets.
+    #[default]
+    Buildkit,
+    /// The engine's legacy builder, deprecated since Docker Engine 23; only when asked for.
+    Classic,
+}
+
+impl Builder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Builder::Buildkit => "buildkit",
+            Builder::Classic => "classic",
+        }
+    }
+}
+
+/// A repository's build options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    pub builder: Builder,
+    /// The multi-stage target (`--target`).
+    pub target: Option<String>,
+    /// `--build-arg` values.
+    pub args: Vec<(String, String)>,
+    /// Ids of secrets the build may mount (`RUN --mount=type=secret,id=ID`); the daemon reads
+    /// each from its secrets directory.
+    pub secrets: Vec<String>,
 }
 
 impl JobSpec {
@@ -85,6 +120,7 @@ impl JobSpec {
             tests_file: None,
             gpu_must_be_used: true,
             env: Vec::new(),
+            build: BuildOptions::default(),
         }
     }
 }
@@ -187,7 +223,23 @@ const REPO_FIELDS: &[&str] = &[
     "tests_file",
     "gpu_must_be_used",
     "env",
+    "builder",
+    "target",
+    "build_args",
+    "build_secrets",
 ];
+
+/// A multi-stage build's stage name, as the Dockerfile's `FROM … AS name` spells it.
+pub fn check_target(s: &str) -> Result<(), String> {
+    let ok = s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a stage name (`FROM … AS name`: letters, digits, `_`, `-` and `.`, starting with a letter)"))
+    }
+}
 
 struct Checker<'a> {
     file: &'a Path,
@@ -568,6 +620,51 @@ fn repo_entry(
                 }
                 _ => c.err(value.line, f, format!("must be a mapping of NAME: value, found {}", value.kind())),
             },
+            "builder" => {
+                if let Some(s) = c.string(value, f) {
+                    match s.as_str() {
+                        "buildkit" => spec.build.builder = Builder::Buildkit,
+                        "classic" => spec.build.builder = Builder::Classic,
+                        other => c.err(value.line, f, format!("must be `buildkit` (the default) or `classic`, found `{other}`")),
+                    }
+                }
+            }
+            "target" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.build.target = c.check(value, f, check_target(&s).map(|()| s));
+                }
+            }
+            "build_args" => match &value.value {
+                Value::Map(pairs) => {
+                    for (k, v) in pairs {
+                        let Some(key) = k.as_str() else { continue };
+                        let fk = format!("{f}.{key}");
+                        if let Err(e) = runpod::check_env_key(key) {
+                            c.err(k.line, &fk, e.replace("an environment variable", "a build argument"));
+                        } else if let Some(text) = v.as_str().filter(|_| !v.is_null()) {
+                            spec.build.args.push((key.to_string(), text.to_string()));
+                        } else {
+                            c.err(v.line, &fk, format!("must be a string, found {}", v.kind()));
+                        }
+                    }
+                }
+                _ => c.err(value.line, f, format!("must be a mapping of NAME: value, found {}", value.kind())),
+            },
+            "build_secrets" => match &value.value {
+                Value::Seq(items) => {
+                    for (i, n) in items.iter().enumerate() {
+                        let fi = format!("{f}[{i}]");
+                        if let Some(s) = c.string(n, &fi) {
+                            if spec.build.secrets.contains(&s) {
+                                c.err(n.line, &fi, format!("`{s}` is listed twice"));
+                            } else if c.check(n, &fi, names::check_secret_id(&s)).is_some() {
+                                spec.build.secrets.push(s);
+                            }
+                        }
+                    }
+                }
+                _ => c.err(value.line, f, format!("must be a list of secret ids (such as [HF_TOKEN]), found {}", value.kind())),
+            },
             "expected_errors" => match &value.value {
                 Value::Seq(items) => {
                     for (i, n) in items.iter().enumerate() {
@@ -665,6 +762,29 @@ mod tests {
     }
 
     #[test]
+    fn build_options() {
+        let text = "repositories:\n  - name: w\n    organization: o\n    builder: classic\n    target: runtime\n    build_args:\n      PY: '3.11'\n    build_secrets: [HF_TOKEN]\n";
+        let cfg = parse(Path::new("x.yaml"), text, &ParseOptions::default()).unwrap();
+        let b = &cfg.repositories[0].build;
+        assert_eq!(b.builder, Builder::Classic);
+        assert_eq!(b.target.as_deref(), Some("runtime"));
+        assert_eq!(b.args, [("PY".to_string(), "3.11".to_string())]);
+        assert_eq!(b.secrets, ["HF_TOKEN"]);
+        let plain = parse(Path::new("x.yaml"), "- o/w\n", &ParseOptions::default()).unwrap();
+        assert_eq!(plain.repositories[0].build, BuildOptions::default());
+        check(
+            "repositories:\n  - name: w\n    organization: o\n    builder: kaniko\n    target: 2nd\n    build_args:\n      A-B: x\n    build_secrets: [HF_TOKEN, HF_TOKEN, ../x]\n",
+            &[
+                "cfg.yaml:4: repositories[0].builder: must be `buildkit` (the default) or `classic`, found `kaniko`",
+                "cfg.yaml:5: repositories[0].target: `2nd` is not a stage name (`FROM … AS name`: letters, digits, `_`, `-` and `.`, starting with a letter)",
+                "cfg.yaml:7: repositories[0].build_args.A-B: `A-B` is not a build argument name (letters, digits and _, not starting with a digit)",
+                "cfg.yaml:8: repositories[0].build_secrets[1]: `HF_TOKEN` is listed twice",
+                "cfg.yaml:8: repositories[0].build_secrets[2]: `../x` is not a secret id (1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`)",
+            ],
+        );
+    }
+
+    #[test]
     fn plain_list_form() {
         let cfg = parse(
             Path::new("repos.yaml"),
@@ -691,7 +811,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::{JobSpec, RepoRef, MAX_TIMEOUT};
+use crate::config::{self, BuildOptions, Builder, JobSpec, RepoRef, MAX_TIMEOUT};
 use crate::names;
 use crate::runpod::{self, TestCase};
 
@@ -42,6 +42,15 @@ pub struct JobMessage {
     pub gpu_must_be_used: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, String)>,
+    /// Absent means BuildKit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<Builder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_args: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_secrets: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
 }
@@ -90,6 +99,10 @@ impl JobMessage {
             tests_file: spec.tests_file.clone(),
             gpu_must_be_used: (!spec.gpu_must_be_used).then_some(false),
             env: spec.env.clone(),
+            builder: (spec.build.builder != Builder::Buildkit).then_some(spec.build.builder),
+            target: spec.build.target.clone(),
+            build_args: spec.build.args.clone(),
+            build_secrets: spec.build.secrets.clone(),
             enqueued_at,
         }
     }
@@ -213,6 +226,15 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
     for (i, (key, _)) in msg.env.iter().enumerate() {
         note(&format!("env[{i}]"), runpod::check_env_key(key));
     }
+    if let Some(t) = &msg.target {
+        note("target", config::check_target(t));
+    }
+    for (i, (key, _)) in msg.build_args.iter().enumerate() {
+        note(&format!("build_args[{i}]"), runpod::check_env_key(key));
+    }
+    for (i, id) in msg.build_secrets.iter().enumerate() {
+        note(&format!("build_secrets[{i}]"), names::check_secret_id(id));
+    }
     if !problems.is_empty() {
         return Err(reject(format!("invalid job: {}", problems.join("; "))));
     }
@@ -234,6 +256,12 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             tests_file: msg.tests_file,
             gpu_must_be_used: msg.gpu_must_be_used.unwrap_or(true),
             env: msg.env,
+            build: BuildOptions {
+                builder: msg.builder.unwrap_or_default(),
+                target: msg.target,
+                args: msg.build_args,
+                secrets: msg.build_secrets,
+            },
         },
     })
 }
@@ -280,6 +308,12 @@ mod tests {
             }],
             tests_file: None,
             gpu_must_be_used: false,
+            build: BuildOptions {
+                builder: Builder::Classic,
+                target: Some("runtime".into()),
+                args: vec![("PY".into(), "3.11".into())],
+                secrets: vec!["HF_TOKEN".into()],
+            },
             env: vec![("K".into(), "v".into())],
         };
         JobMessage::new("j1".into(), "r1".into(), &spec, OffsetDateTime::UNIX_EPOCH)

@@ -57,6 +57,21 @@ pub fn check_id(s: &str) -> Result<(), String> {
 }
 
 /// A git ref as `git clone --branch` takes it (branch or tag).
+/// A build secret's id (`RUN --mount=type=secret,id=ID`), also its file name under the
+/// daemon's secrets directory.
+pub fn check_secret_id(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a secret id (1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`)"))
+    }
+}
+
 pub fn check_ref(s: &str) -> Result<(), String> {
     let bad = s.is_empty()
         || s.starts_with('-')

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::RepoRef;
+use crate::config::{Builder, RepoRef};
 
 /// Version of the report document. Version 2 added `tests`, `gpu_usage`, the `error` status
 /// and the `preflight` and `test` steps; readers take every version up to this one.
@@ -224,6 +224,25 @@ pub struct OutputCounts {
     pub missing_reason: Option<String>,
 }
 
+/// The builder a job's image was built with, on which engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildReport {
+    pub builder: Builder,
+    /// The Docker Engine's version (`20.10.24`, `27.3.1`): its built-in Dockerfile frontend
+    /// follows it.
+    pub engine_version: String,
+    pub api_version: String,
+    /// BuildKit's own version, where the engine says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildkit_version: Option<String>,
+    /// The multi-stage target built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Ids of the secrets offered to the build (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     #[serde(with = "time::serde::rfc3339")]
@@ -320,6 +339,9 @@ pub struct Report {
     /// What the worker's processes did on the GPU while the tests ran (schema 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_usage: Option<GpuUsage>,
+    /// What built the image: the builder and the engine's versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildReport>,
     pub cache: CacheInfo,
     pub disk: DiskInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,6 +405,7 @@ impl Report {
             gpu: None,
             tests: None,
             gpu_usage: None,
+            build: None,
             cache: CacheInfo::default(),
             disk: DiskInfo::default(),
             estimated_cost_usd: None,

@@ -23,6 +23,18 @@ if [ "$gpus" -lt 1 ]; then
 fi
 echo "check-gpu: a container sees $gpus GPU(s)"
 /usr/local/bin/janitord gpu-check
+# The pinned engine builds heredocs with its built-in frontend (what janitord's builds rely on).
+engine=$(docker version --format '{{.Server.Version}}')
+case "$engine" in
+  2[3-9].* | [3-9][0-9].*) ;;
+  *) echo "check-gpu: Docker Engine $engine; heredoc builds need 23.0 or later" >&2; exit 1 ;;
+esac
+probe=$(mktemp -d)
+printf 'FROM ubuntu:24.04\nRUN <<EOT\necho heredoc-ok > /ok\nEOT\n' >"$probe/Dockerfile"
+DOCKER_BUILDKIT=1 docker build -q -t janitor-check:heredoc "$probe" >/dev/null
+docker rmi janitor-check:heredoc >/dev/null
+rm -rf "$probe"
+echo "check-gpu: Docker Engine $engine builds heredocs with BuildKit"
 rm -rf /run/systemd/system/docker.service.d/zz-build.conf
 docker system prune -af
 systemctl stop docker.service

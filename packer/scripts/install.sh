@@ -5,7 +5,20 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -q
-apt-get install -y -q ca-certificates curl gnupg git jq docker.io "${NVIDIA_DRIVER:-nvidia-driver-580-server-open}"
+apt-get install -y -q ca-certificates curl gnupg git jq "${NVIDIA_DRIVER:-nvidia-driver-580-server-open}"
+
+# Docker Engine from Docker's repository, pinned: janitord builds with the engine's built-in
+# BuildKit, and the Dockerfile frontend built into Engine 23 and later (1.4+) is what parses
+# heredocs (`RUN <<EOT`) without pulling a `# syntax=` image. check-gpu.sh proves both on the
+# build instance; janitord negotiates the API version, so a newer pin needs no code change.
+DOCKER_VERSION="${DOCKER_VERSION:-5:27.5.1-1~ubuntu.24.04~noble}"
+install -d -m 0755 /etc/apt/keyrings
+curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
+echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable" \
+  >/etc/apt/sources.list.d/docker.list
+apt-get update -q
+apt-get install -y -q "docker-ce=${DOCKER_VERSION}" "docker-ce-cli=${DOCKER_VERSION}" containerd.io docker-buildx-plugin
+apt-mark hold docker-ce docker-ce-cli
 
 # NVIDIA container toolkit, from NVIDIA's repository.
 curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \

@@ -20,6 +20,8 @@ pub struct JobContext {
     pub graces: Graces,
     pub allow_local_repos: bool,
     pub log_ref: Option<LogRef>,
+    /// Build secrets, a file per id.
+    pub secrets_dir: PathBuf,
 }
 
 /// Labels on a job's containers: restart recovery reads them to record the crashed attempt.

@@ -64,6 +64,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let mut steps = Steps::default();
     let mut scanner = scan::ErrorScanner::new(&spec.expected_errors);
     let mut cache = CacheInfo::default();
+    let mut built_with = None;
     let mut gpu = None;
     let mut agent_output = None;
 
@@ -104,7 +105,15 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let built = match &found {
         Some(d) => {
             let t = Instant::now();
-            let outcome = build::build(&env, &repo_dir, &d.dockerfile, &tag, &mut cache).await;
+            let outcome = build::build(
+                &env,
+                &repo_dir,
+                &d.dockerfile,
+                &tag,
+                &mut cache,
+                &mut built_with,
+            )
+            .await;
             steps.record(StepName::Build, t, outcome)
         }
         None => {
@@ -222,6 +231,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         gpu,
         tests,
         gpu_usage,
+        build: built_with,
         cache,
         disk: DiskInfo {
             path: ctx.work_root.display().to_string(),

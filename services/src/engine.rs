@@ -23,8 +23,11 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::buildkit::{self, SecretStore};
 use crate::error::ErrorKind;
 use crate::registry::RegistryCredentials;
+use http_body_util::BodyExt;
+pub use janitor_model::config::Builder;
 
 /// Label on every container `janitord` creates; restart recovery finds orphans by it.
 pub const MANAGED_LABEL: &str = "janitor.managed";
@@ -49,6 +52,12 @@ pub enum EngineError {
         #[source]
         source: BollardError,
     },
+    #[error("Docker {action} failed: {source}")]
+    BuildKit {
+        action: &'static str,
+        #[source]
+        source: buildkit::BuildKitError,
+    },
     #[error("cannot pack the build context {path}: {source}")]
     Context {
         path: String,
@@ -64,6 +73,13 @@ impl EngineError {
         match self {
             EngineError::Connect(_) => ErrorKind::Unavailable,
             EngineError::Context { .. } => ErrorKind::Rejected,
+            EngineError::BuildKit { source, .. } => match source {
+                buildkit::BuildKitError::Connect { .. } => ErrorKind::Unavailable,
+                buildkit::BuildKitError::Http { message, .. } if message.starts_with("4") => {
+                    ErrorKind::Rejected
+                }
+                buildkit::BuildKitError::Http { .. } => ErrorKind::Unavailable,
+            },
             EngineError::Api { source, .. } => match source {
                 BollardError::DockerResponseServerError { status_code, .. } => {
                     crate::error::kind_of(*status_code, "")
@@ -95,7 +111,7 @@ pub struct ContainerOutcome {
 }
 
 /// How an image build ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildOutcome {
     /// The builder's error message, when it failed.
     pub error: Option<String>,
@@ -112,6 +128,23 @@ pub struct BuildSpec<'a> {
     pub dockerfile: &'a str,
     pub tag: &'a str,
     pub labels: HashMap<String, String>,
+    pub builder: Builder,
+    /// The multi-stage target.
+    pub target: Option<&'a str>,
+    pub args: &'a [(String, String)],
+    /// What `RUN --mount=type=secret` may read (BuildKit only).
+    pub secrets: SecretStore,
+}
+
+/// The engine's versions, read once when it is connected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineVersions {
+    /// `20.10.24`, `27.3.1`.
+    pub engine: String,
+    /// The API version agreed on (`1.41`).
+    pub api: String,
+    /// BuildKit's version, where the engine lists it among its components.
+    pub buildkit: Option<String>,
 }
 
 /// How long a container gets between SIGTERM and SIGKILL.
@@ -195,6 +228,8 @@ pub enum Prune {
     DanglingImages(Duration),
     /// Build cache older than this, or all of it (`None`).
     BuildCache(Option<Duration>),
+    /// Build cache beyond this many bytes, least recently used first (`keep-storage`).
+    BuildCacheKeep(u64),
     /// Volumes no container uses.
     Volumes,
 }
@@ -227,6 +262,8 @@ pub trait ContainerEngine: Send + Sync + Clone + 'static {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> impl Future<Output = Result<ContainerOutcome, EngineError>> + Send;
     fn has_image(&self, image: &str) -> impl Future<Output = bool> + Send;
+    /// The engine's versions (for the report, and for what its builder can parse).
+    fn versions(&self) -> EngineVersions;
     /// Where a running container's published port is reached on the host; `None` while the
     /// container does not exist or is not running.
     fn published(
@@ -259,12 +296,16 @@ pub trait ContainerEngine: Send + Sync + Clone + 'static {
         all: bool,
     ) -> impl Future<Output = Result<HashSet<String>, EngineError>> + Send;
     fn prune(&self, what: Prune) -> impl Future<Output = Result<Pruned, EngineError>> + Send;
+    /// What the builder's cache holds on disk (BuildKit's cache mounts and layers).
+    fn build_cache_bytes(&self) -> impl Future<Output = Result<u64, EngineError>> + Send;
 }
 
 /// The local Docker engine.
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    socket: std::path::PathBuf,
+    versions: EngineVersions,
 }
 
 impl DockerEngine {
@@ -276,48 +317,56 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(EngineError::Connect)?;
-        docker.ping().await.map_err(EngineError::Connect)?;
-        Ok(DockerEngine { docker })
+        let version = docker.version().await.map_err(EngineError::Connect)?;
+        let buildkit = version
+            .components
+            .iter()
+            .flatten()
+            .find(|c| c.name.eq_ignore_ascii_case("buildkit"))
+            .map(|c| c.version.clone());
+        let versions = EngineVersions {
+            engine: version.version.unwrap_or_default(),
+            api: docker.client_version().to_string(),
+            buildkit,
+        };
+        Ok(DockerEngine {
+            docker,
+            socket: buildkit::socket_path(),
+            versions,
+        })
     }
 }
 
-impl ContainerEngine for DockerEngine {
-    /// Builds `context_dir` with the classic builder (its `Using cache` lines count cache hits).
-    async fn build(
+impl DockerEngine {
+    /// The classic builder: its `Step n/m` and `Using cache` lines count the steps and hits.
+    async fn build_classic(
         &self,
         spec: &BuildSpec<'_>,
+        context: Vec<u8>,
         deadline: Instant,
         cancel: &CancellationToken,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<BuildOutcome, EngineError> {
-        let context_dir = spec.context_dir;
-        let dir = context_dir.to_path_buf();
-        let context = tokio::task::spawn_blocking(move || pack_context(&dir))
-            .await
-            .map_err(|e| EngineError::Context {
-                path: context_dir.display().to_string(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|source| EngineError::Context {
-                path: context_dir.display().to_string(),
-                source,
-            })?;
-        let options = BuildImageOptionsBuilder::default()
+        let args: HashMap<&str, &str> = spec
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(spec.dockerfile)
             .t(spec.tag)
             .rm(true)
             .forcerm(true)
             .labels(&spec.labels)
-            .build();
+            .buildargs(&args);
+        if let Some(target) = spec.target {
+            options = options.target(target);
+        }
+        let options = options.build();
         let mut stream =
             self.docker
                 .build_image(options, None, Some(bollard::body_full(context.into())));
-        let mut outcome = BuildOutcome {
-            error: None,
-            steps: 0,
-            cache_hits: 0,
-            stopped: None,
-        };
+        let mut outcome = BuildOutcome::default();
         let mut lines = LineSplitter::default();
         let mut on_build_line = |line: &str| {
             if line.starts_with("Step ") {
@@ -362,6 +411,149 @@ impl ContainerEngine for DockerEngine {
         }
         lines.finish(&mut on_build_line);
         Ok(outcome)
+    }
+
+    /// BuildKit: a session serving the job's secrets, then `/build?version=2`; its status
+    /// stream gives the progress lines, the steps and the cache hits.
+    async fn build_buildkit(
+        &self,
+        spec: &BuildSpec<'_>,
+        context: Vec<u8>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<BuildOutcome, EngineError> {
+        let bk = |action: &'static str| {
+            move |e: buildkit::BuildKitError| EngineError::BuildKit { action, source: e }
+        };
+        let session =
+            buildkit::Session::open(&self.socket, &self.versions.api, spec.secrets.clone())
+                .await
+                .map_err(bk("open a build session"))?;
+        let query = buildkit::BuildQuery {
+            dockerfile: spec.dockerfile.to_string(),
+            tag: spec.tag.to_string(),
+            target: spec.target.map(str::to_string),
+            build_args: spec.args.to_vec(),
+            labels: spec.labels.clone(),
+            session: session.id.clone(),
+        };
+        let mut outcome = BuildOutcome::default();
+        let mut body = buildkit::start_build(&self.socket, &self.versions.api, &query, context)
+            .await
+            .map_err(bk("build"))?;
+        let mut progress = buildkit::Progress::default();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut handle =
+            |line: &[u8], outcome: &mut BuildOutcome, on_line: &mut (dyn FnMut(&str) + Send)| {
+                match buildkit::parse_event(line) {
+                    Some(buildkit::BuildEvent::Status(status)) => progress.apply(&status, on_line),
+                    Some(buildkit::BuildEvent::Error(err)) => {
+                        on_line(&format!("ERROR: {err}"));
+                        outcome.error = Some(err);
+                    }
+                    Some(buildkit::BuildEvent::Text(text)) => {
+                        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                            on_line(l);
+                        }
+                    }
+                    Some(buildkit::BuildEvent::ImageId(_)) | None => {}
+                }
+            };
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame {
+                    None => break,
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            pending.extend_from_slice(data);
+                            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = pending.drain(..=pos).collect();
+                                handle(&line, &mut outcome, on_line);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        outcome.error = Some(format!("the build's progress stream broke: {e}"));
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    outcome.stopped = Some(StopReason::Deadline);
+                    break;
+                }
+                () = cancel.cancelled() => {
+                    outcome.stopped = Some(StopReason::Interrupted);
+                    break;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            handle(&pending, &mut outcome, on_line);
+        }
+        if let (Some(err), Some((name, _))) = (&outcome.error, &progress.failed_vertex) {
+            outcome.error = Some(format!("{name}: {err}"));
+        }
+        outcome.steps = progress.steps;
+        outcome.cache_hits = progress.cache_hits;
+        drop(session);
+        Ok(outcome)
+    }
+}
+
+/// The build context as a tar, packed off the async threads.
+async fn context_tar(context_dir: &Path) -> Result<Vec<u8>, EngineError> {
+    let dir = context_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || pack_context(&dir))
+        .await
+        .map_err(|e| EngineError::Context {
+            path: context_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| EngineError::Context {
+            path: context_dir.display().to_string(),
+            source,
+        })
+}
+
+impl ContainerEngine for DockerEngine {
+    /// Builds `context_dir` with BuildKit, or with the classic builder when the spec asks.
+    async fn build(
+        &self,
+        spec: &BuildSpec<'_>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<BuildOutcome, EngineError> {
+        let context = context_tar(spec.context_dir).await?;
+        match spec.builder {
+            Builder::Buildkit => {
+                self.build_buildkit(spec, context, deadline, cancel, on_line)
+                    .await
+            }
+            Builder::Classic => {
+                self.build_classic(spec, context, deadline, cancel, on_line)
+                    .await
+            }
+        }
+    }
+
+    fn versions(&self) -> EngineVersions {
+        self.versions.clone()
+    }
+
+    async fn build_cache_bytes(&self) -> Result<u64, EngineError> {
+        let df = self
+            .docker
+            .df(None::<bollard::query_parameters::DataUsageOptions>)
+            .await
+            .map_err(api("read disk usage"))?;
+        Ok(df
+            .build_cache
+            .iter()
+            .flatten()
+            .filter_map(|c| c.size.and_then(|b| u64::try_from(b).ok()))
+            .sum())
     }
 
     /// True when the image is present locally.
@@ -644,6 +836,20 @@ impl ContainerEngine for DockerEngine {
                         .build(),
                     None => PruneBuildOptionsBuilder::default().all(true).build(),
                 };
+                let r = self
+                    .docker
+                    .prune_build(Some(opts))
+                    .await
+                    .map_err(api("prune build cache"))?;
+                Ok(Pruned {
+                    items: r.caches_deleted.map_or(0, |v| v.len()),
+                    bytes: bytes(r.space_reclaimed),
+                })
+            }
+            Prune::BuildCacheKeep(keep) => {
+                let opts = PruneBuildOptionsBuilder::default()
+                    .keep_storage(i64::try_from(keep).unwrap_or(i64::MAX))
+                    .build();
                 let r = self
                     .docker
                     .prune_build(Some(opts))

@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod backoff;
+pub mod buildkit;
 pub mod disk;
 pub mod engine;
 pub mod error;

@@ -88,6 +88,14 @@ impl ContainerEngine for TestEngine {
         self.inner.has_image(image).await
     }
 
+    fn versions(&self) -> janitor_services::engine::EngineVersions {
+        self.inner.versions()
+    }
+
+    async fn build_cache_bytes(&self) -> Result<u64, EngineError> {
+        self.inner.build_cache_bytes().await
+    }
+
     async fn pull(
         &self,
         image: &str,

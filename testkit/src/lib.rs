@@ -159,6 +159,22 @@ pub fn dockerfile(script: &str) -> String {
     )
 }
 
+/// A log sink that keeps every line a job wrote.
+#[derive(Default)]
+pub struct Lines(pub std::sync::Mutex<Vec<String>>);
+
+impl janitor_services::logs::LogSink for Lines {
+    fn line(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+impl Lines {
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
 /// One job's context for running the pipeline in-process: attempt 1 on a g5.xlarge of
 /// `instance`, workspaces under `work_root`, 2 s graces, local repositories allowed.
 pub fn job_context(
@@ -189,6 +205,7 @@ pub fn job_context(
         },
         allow_local_repos: true,
         log_ref: None,
+        secrets_dir: work_root.join("secrets"),
     }
 }
 

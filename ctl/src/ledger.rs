@@ -185,6 +185,19 @@ impl Ledger {
 
     /// A JSON document, `None` when the key does not exist.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CtlError> {
+        let Some(bytes) = self.get_bytes(key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CtlError::Document {
+                key: format!("s3://{}/{key}", self.bucket),
+                reason: e.to_string(),
+            })
+    }
+
+    /// An object's bytes, `None` when the key does not exist.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, CtlError> {
         let out = match self
             .s3
             .get_object()
@@ -210,12 +223,7 @@ impl Ledger {
                 reason: format!("cannot read its body: {e}"),
             })?
             .into_bytes();
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| CtlError::Document {
-                key: format!("s3://{}/{key}", self.bucket),
-                reason: e.to_string(),
-            })
+        Ok(Some(bytes.to_vec()))
     }
 
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CtlError> {

@@ -160,16 +160,28 @@ pub fn result_line(report: &Report) -> String {
         report.reason.as_deref(),
         report.tests.as_ref(),
     );
-    if let Some(o) = &report.output {
-        let missing = o.dropped_events + o.failed_events;
-        if missing > 0 {
-            line.push_str(&format!(
-                " [{missing} of {} output events not in CloudWatch]",
-                missing + o.shipped_events
-            ));
-        }
-    }
+    line.push_str(&output_note(report));
     line
+}
+
+/// ` [N of M output events not in CloudWatch…]` when some are not, else nothing.
+fn output_note(report: &Report) -> String {
+    let Some(o) = &report.output else {
+        return String::new();
+    };
+    let missing = o.dropped_events + o.failed_events;
+    if missing == 0 {
+        return String::new();
+    }
+    let whole = if o.archive.is_some() {
+        "; janitorctl logs reads it all from the archive"
+    } else {
+        ""
+    };
+    format!(
+        " [{missing} of {} output events not in CloudWatch{whole}]",
+        missing + o.shipped_events
+    )
 }
 
 /// `clone ✓  preflight ✓  build ✓  test ✗  gpu –  agent –`: the steps the report has, in order
@@ -216,14 +228,18 @@ pub fn results_table(reports: &[Report]) -> String {
 }
 
 fn job_row(j: &JobView) -> String {
-    result_row(
+    let mut row = result_row(
         j.name(),
         j.status,
         j.state,
         j.duration_seconds,
         j.reason.as_deref(),
         j.tests.as_ref(),
-    )
+    );
+    if let Some(r) = &j.report {
+        row.push_str(&output_note(r));
+    }
+    row
 }
 
 /// The `Results:` block of a fleet run.
@@ -625,9 +641,20 @@ pub(crate) mod tests {
             dropped_events: 80,
             failed_events: 20,
             missing_reason: Some("dropped".into()),
+            events: 1000,
+            archive: None,
+            archive_error: Some("S3 refused".into()),
         });
         assert!(
             result_line(&r).ends_with("[100 of 1000 output events not in CloudWatch]"),
+            "{}",
+            result_line(&r)
+        );
+        if let Some(o) = r.output.as_mut() {
+            o.archive = Some("janitor-reports/runs/r/jobs/j/output.log.gz".into());
+        }
+        assert!(
+            result_line(&r).ends_with("[100 of 1000 output events not in CloudWatch; janitorctl logs reads it all from the archive]"),
             "{}",
             result_line(&r)
         );

@@ -210,6 +210,27 @@ pub async fn logs(
             .find(|j| j.job_id == job_id)
             .ok_or_else(|| CtlError::Usage(format!("no job `{job_id}` in run {run_id}")))?;
         let finished = job.state == JobState::Finished;
+        // A finished job whose output is not all in CloudWatch (dropped, refused, or the
+        // stream expired) is read from its archive, which has every line.
+        let archive = job
+            .report
+            .as_ref()
+            .and_then(|r| r.output.as_ref())
+            .and_then(|o| {
+                o.archive
+                    .clone()
+                    .map(|key| (key, o.dropped_events + o.failed_events > 0))
+            });
+        if let Some((key, incomplete)) = &archive {
+            let in_cloudwatch = !incomplete
+                && match job.report.as_ref().and_then(|r| r.logs.as_ref()) {
+                    Some(l) => stream_exists(&client, &group, &l.stream).await?,
+                    None => false,
+                };
+            if !in_cloudwatch {
+                return print_archive(&ledger, key).await;
+            }
+        }
         if stream.is_none() {
             stream = match &job.report {
                 Some(r) => r.logs.as_ref().map(|l| l.stream.clone()),
@@ -269,6 +290,60 @@ pub async fn logs(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// Whether the log group still has the stream.
+async fn stream_exists(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+) -> Result<bool, CtlError> {
+    match client
+        .get_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .limit(1)
+        .start_from_head(true)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|x| x.is_resource_not_found_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(CtlError::Service {
+            context: "reading the job's output".to_string(),
+            source: janitor_services::error::ServiceError::aws(
+                "CloudWatch Logs",
+                "GetLogEvents",
+                format!("{group}/{stream}"),
+                e,
+            ),
+        }),
+    }
+}
+
+/// Prints a job's output from its archive in the ledger.
+async fn print_archive(ledger: &crate::ledger::Ledger, key: &str) -> Result<u8, CtlError> {
+    let gz = ledger
+        .get_bytes(key)
+        .await?
+        .ok_or_else(|| CtlError::Document {
+            key: key.to_string(),
+            reason: "the report names this archive, but the ledger does not have it".to_string(),
+        })?;
+    let text = janitor_services::logs::read_archive(&gz).map_err(|e| CtlError::Document {
+        key: key.to_string(),
+        reason: format!("not a gzipped output archive: {e}"),
+    })?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) ends the listing; it is not an error.
+    let _ = out.write_all(text.as_bytes());
+    Ok(0)
 }
 
 #[cfg(test)]

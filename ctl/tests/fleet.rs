@@ -569,3 +569,72 @@ async fn runpod_workers_are_judged_by_their_tests_and_errors_are_retried() {
         "the job that kept erroring is on the dead-letter queue"
     );
 }
+
+/// CloudWatch throttles every PutLogEvents of a job: the job's verdict stands, its report and
+/// the results table say how many events are missing and why, and `janitorctl logs` prints
+/// the whole output from the archive beside the report.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_shipping_is_counted_and_logs_reads_the_archive() {
+    const INSTANCE: &str = "i-0c7100000000000a";
+    ensure_base_image();
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "throttled.yaml",
+        &[("q-throttled", "for i in $(seq 1 300); do echo out $i; done")],
+        1,
+    );
+    // More throttling than the shipper's attempts can outlast.
+    fx.fail_next("PutLogEvents", 400, "ThrottlingException", 10_000);
+    let run_id = enqueue(&fx, &cfg);
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = daemon(&fx, INSTANCE, cache.path());
+    assert_eq!(d.wait(Duration::from_secs(240)), 0, "{}", d.output());
+    let view = ctl_json(&fx, &["show", &run_id, "--json"]);
+    let job = &view["jobs"][0];
+    assert_eq!(job["status"], "succeeded", "{view:#}");
+    let report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{}/report.json",
+            job["job_id"].as_str().unwrap()
+        ))
+        .await;
+    let out = &report["output"];
+    assert_eq!(out["shipped_events"], 0, "{out}");
+    assert_eq!(out["failed_events"], out["events"], "{out}");
+    assert!(
+        out["missing_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "{} events not taken by CloudWatch after the retries",
+                out["events"]
+            )),
+        "{out}"
+    );
+    let run = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "run")
+        .unwrap();
+    assert_eq!(run["output"]["lines"], 300, "{run:#}");
+    assert_eq!(run["output"]["failed_events"], 300, "{run:#}");
+    let (code, table) = ctl(&fx, &["show", &run_id]);
+    assert_eq!(code, 0, "{table}");
+    assert!(
+        table.contains(
+            "output events not in CloudWatch; janitorctl logs reads it all from the archive]"
+        ),
+        "{table}"
+    );
+    let (code, logs) = ctl(&fx, &["logs", job["job_id"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{logs}");
+    let run_lines: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("[run] "))
+        .collect();
+    let expected: Vec<String> = (1..=300).map(|i| format!("out {i}")).collect();
+    assert_eq!(run_lines, expected);
+}

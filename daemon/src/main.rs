@@ -230,7 +230,14 @@ fn gpu_check() -> ExitCode {
 
 async fn run(settings: settings::Settings) -> anyhow::Result<()> {
     use anyhow::Context;
-    for dir in [settings.work_root(), settings.spool_dir()] {
+    // A running job's output spool left by an earlier process belongs to an attempt that is
+    // recorded as crashed: it is not shipped again.
+    let _ = std::fs::remove_dir_all(settings.output_dir());
+    for dir in [
+        settings.work_root(),
+        settings.spool_dir(),
+        settings.output_dir(),
+    ] {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }

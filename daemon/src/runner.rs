@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use janitor_model::job::Job;
 use janitor_model::ledger;
-use janitor_model::report::{JobStatus, LogRef, Report, StepName, StepStatus};
+use janitor_model::report::{
+    JobStatus, LogRef, OutputCounts, Report, StepName, StepOutput, StepStatus,
+};
 use janitor_pipeline::{self as pipeline, JobContext, Tools};
-use janitor_services::aws::Received;
+use janitor_services::aws::{Received, ReportStore};
 use janitor_services::engine::Graces;
 use janitor_services::logs::{Counting, LogSink, Shipper};
 use janitor_services::metrics::{JobMetric, Metrics};
@@ -20,8 +22,9 @@ use tracing::Instrument;
 use crate::event_loop::{Daemon, Services};
 use crate::status::CurrentJob;
 
-/// How long the daemon waits for a job's output to reach CloudWatch after the job ends.
-pub const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long the daemon waits for a job's output to reach CloudWatch after the job ends;
+/// what is still unshipped then is counted as dropped (it is in the archive).
+pub const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl<X: Services> Daemon<X> {
     /// Runs one decoded job to its settled report.
@@ -42,10 +45,15 @@ impl<X: Services> Daemon<X> {
             group: self.settings.log_group.clone(),
             stream: ledger::log_stream(&self.instance.id, &job.job_id),
         };
+        let spool = self
+            .settings
+            .output_dir()
+            .join(format!("{}.log", job.job_id));
         let shipper = Shipper::start(
             self.logs.clone(),
             log_ref.group.clone(),
             log_ref.stream.clone(),
+            spool.clone(),
         );
         let ctx = JobContext {
             job: job.clone(),
@@ -104,10 +112,13 @@ impl<X: Services> Daemon<X> {
         let ended = Instant::now();
         self.note_job(&mut report, &ctx);
         // The pipeline's task is over: this is the last holder of the shipper's sink but one.
-        let (lines, bytes) = counted.counts();
+        let (total, per_step) = (counted.total(), counted.steps());
         drop(counted);
         let stats = shipper.finish(LOG_FLUSH_LIMIT).await;
-        report.output = Some(output_counts(lines, bytes, stats));
+        let mut output = output_counts(total, &stats);
+        self.archive_output(&spool, &job, &mut output).await;
+        add_step_output(&mut report, &per_step, &stats);
+        report.output = Some(output);
         // The message stays invisible until the settler has stored the report.
         let settled = self
             .settler
@@ -119,9 +130,9 @@ impl<X: Services> Daemon<X> {
             status = report.status.as_str(),
             settled = ?settled,
             duration_s = report.timings.duration_seconds,
-            log_lines = stats.sent,
-            log_lines_dropped = stats.dropped,
-            log_lines_failed = stats.failed,
+            log_events = stats.sent,
+            log_events_dropped = stats.dropped,
+            log_events_failed = stats.failed,
             setup_ms,
             report_ms,
             "job finished"
@@ -172,6 +183,31 @@ impl<X: Services> Daemon<X> {
         });
     }
 
+    /// Gzips the job's spool to `output.log.gz` beside its report and removes the spool; a
+    /// failure is said in the report and costs only the archive.
+    async fn archive_output(&self, spool: &std::path::Path, job: &Job, output: &mut OutputCounts) {
+        let gz = spool.with_extension("log.gz");
+        let key = ledger::output_key(&job.run_id, &job.job_id);
+        let stored = match janitor_services::logs::archive(spool, &gz).await {
+            Err(e) => Err(format!("cannot compress {}: {e}", spool.display())),
+            Ok(_) => janitor_services::aws::with_retries(&key, || {
+                self.settler.store.put_file(&key, &gz, "application/gzip")
+            })
+            .await
+            .map_err(|e| e.to_string()),
+        };
+        match stored {
+            Ok(()) => output.archive = Some(key),
+            Err(e) => {
+                tracing::warn!(error = %e, "the job's output archive was not stored");
+                output.archive_error = Some(e);
+            }
+        }
+        for f in [spool, gz.as_path()] {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+    }
+
     /// The job's figures to the metrics service; a failure costs only the metric.
     async fn send_metrics(&self, report: &Report) {
         let metric = JobMetric {
@@ -190,22 +226,62 @@ impl<X: Services> Daemon<X> {
 
 /// What the report says of the job's output.
 fn output_counts(
-    lines: u64,
-    bytes: u64,
-    stats: janitor_services::logs::ShipStats,
-) -> janitor_model::report::OutputCounts {
+    total: janitor_services::logs::Tally,
+    stats: &janitor_services::logs::ShipStats,
+) -> OutputCounts {
+    let still = "every line was still scanned for ERROR and is in the archive";
+    let dropped = |d: u64| match &stats.dropped_reason {
+        Some(why) => format!("{d} events not shipped: {why}"),
+        None => format!("{d} events not shipped"),
+    };
     let missing_reason = match (stats.dropped, stats.failed) {
         (0, 0) => None,
-        (d, 0) => Some(format!("{d} events dropped: the job wrote faster than CloudWatch took them; every line was still scanned for ERROR")),
-        (0, f) => Some(format!("{f} events not taken by CloudWatch after the retries; every line was still scanned for ERROR")),
-        (d, f) => Some(format!("{d} events dropped (the job wrote faster than CloudWatch took them) and {f} not taken after the retries; every line was still scanned for ERROR")),
+        (d, 0) => Some(format!("{}; {still}", dropped(d))),
+        (0, f) => Some(format!(
+            "{f} events not taken by CloudWatch after the retries; {still}"
+        )),
+        (d, f) => Some(format!(
+            "{} and {f} not taken by CloudWatch after the retries; {still}",
+            dropped(d)
+        )),
     };
-    janitor_model::report::OutputCounts {
-        lines,
-        bytes,
+    OutputCounts {
+        lines: total.lines,
+        bytes: total.bytes,
+        events: total.events,
         shipped_events: stats.sent,
         dropped_events: stats.dropped,
         failed_events: stats.failed,
         missing_reason,
+        archive: None,
+        archive_error: None,
+    }
+}
+
+/// Each step's lines, bytes and events, and what of them was shipped; the events not shipped
+/// or refused are the step's dropped ones.
+fn add_step_output(
+    report: &mut Report,
+    per_step: &[(String, janitor_services::logs::Tally)],
+    stats: &janitor_services::logs::ShipStats,
+) {
+    for step in &mut report.steps {
+        let name = step.name.as_str();
+        let Some((_, tally)) = per_step.iter().find(|(s, _)| s == name) else {
+            continue;
+        };
+        let (sent, failed) = stats
+            .per_step
+            .iter()
+            .find(|(s, _, _)| s == name)
+            .map_or((0, 0), |(_, s, f)| (*s, *f));
+        step.output = Some(StepOutput {
+            lines: tally.lines,
+            bytes: tally.bytes,
+            events: tally.events,
+            shipped_events: sent,
+            dropped_events: tally.events.saturating_sub(sent + failed),
+            failed_events: failed,
+        });
     }
 }

@@ -234,6 +234,11 @@ impl Settings {
         self.cache_dir.join("spool")
     }
 
+    /// Running jobs' output spools, read back by the log shipper and archived at the end.
+    pub fn output_dir(&self) -> PathBuf {
+        self.cache_dir.join("output")
+    }
+
     /// The cleanup policy these settings describe.
     pub fn hygiene(&self) -> crate::hygiene::Policy {
         crate::hygiene::Policy {

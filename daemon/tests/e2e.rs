@@ -473,26 +473,53 @@ async fn an_error_deep_in_a_rotated_output_is_seen() {
             .contains("ERROR: line 300001 broke"),
         "{report:#}"
     );
-    // Every line counted; what did not reach CloudWatch is counted and said.
+    // Every line counted, exactly: the run step's million, and the job's with the clone's and
+    // the build's few; all of them shipped, none dropped.
     let out = &report["output"];
     eprintln!("measured: output of the million-line job: {out}");
-    // The run's million lines, plus the clone's and the build's few.
+    let run = step(&report, "run");
+    assert_eq!(run["output"]["lines"], 1_000_000, "{run:#}");
+    assert_eq!(run["output"]["shipped_events"], 1_000_000, "{run:#}");
+    assert_eq!(run["output"]["dropped_events"], 0, "{run:#}");
     let lines = out["lines"].as_u64().unwrap();
     assert!((1_000_000..1_000_200).contains(&lines), "{out}");
-    assert!(out["bytes"].as_u64().unwrap() > 50_000_000, "{out}");
-    let accounted = out["shipped_events"].as_u64().unwrap()
-        + out["dropped_events"].as_u64().unwrap()
-        + out["failed_events"].as_u64().unwrap();
-    assert!(
-        accounted >= 1_000_000,
-        "every event shipped, dropped or failed: {out}"
+    assert_eq!(out["shipped_events"], out["events"], "{out}");
+    assert_eq!(
+        (
+            out["dropped_events"].as_u64(),
+            out["failed_events"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{out}"
     );
-    if out["dropped_events"].as_u64().unwrap() > 0 {
-        assert!(
-            out["missing_reason"].as_str().unwrap().contains("dropped"),
-            "{out}"
-        );
+    assert!(out.get("missing_reason").is_none(), "{out}");
+    // In CloudWatch: every line of the run, in order, none twice.
+    let stream = format!("{INSTANCE}/{job_id}");
+    let shipped = fx.all_log_lines(&stream).await;
+    let run_lines: Vec<&str> = shipped
+        .iter()
+        .filter_map(|l| l.strip_prefix("[run] "))
+        .collect();
+    assert_eq!(run_lines.len(), 1_000_000);
+    for (i, l) in run_lines.iter().enumerate() {
+        let n = i + 1;
+        if n == 300_001 {
+            assert_eq!(*l, "ERROR: line 300001 broke");
+        } else {
+            assert!(l.starts_with(&format!("line {n} ")), "line {n} is `{l}`");
+        }
     }
+    // The archive beside the report has them too.
+    let key = out["archive"].as_str().unwrap();
+    assert_eq!(
+        key,
+        format!("janitor-reports/runs/{run_id}/jobs/{job_id}/output.log.gz")
+    );
+    let text = janitor_services::logs::read_archive(&fx.bytes(key).await).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("[run] ")).count(),
+        1_000_000
+    );
 }
 
 /// A 1 MiB line reaches CloudWatch whole: split into events under the 256 KiB limit, in order.

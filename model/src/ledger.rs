@@ -105,6 +105,11 @@ pub fn started_key(run_id: &str, job_id: &str, attempt: u32) -> String {
     format!("{PREFIX}runs/{run_id}/jobs/{job_id}/started-{attempt}.json")
 }
 
+/// A job's whole output, gzipped, beside its report.
+pub fn output_key(run_id: &str, job_id: &str) -> String {
+    format!("{}output.log.gz", job_prefix(run_id, job_id))
+}
+
 pub fn report_key(run_id: &str, job_id: &str) -> String {
     format!("{PREFIX}runs/{run_id}/jobs/{job_id}/report.json")
 }

@@ -206,6 +206,21 @@ pub struct StepReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
     pub detail: String,
+    /// What the step printed and what of it reached the log group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<StepOutput>,
+}
+
+/// One step's output: lines and bytes, and its CloudWatch events (a line over 256 KiB is
+/// several) shipped, dropped or not taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutput {
+    pub lines: u64,
+    pub bytes: u64,
+    pub events: u64,
+    pub shipped_events: u64,
+    pub dropped_events: u64,
+    pub failed_events: u64,
 }
 
 /// A job's output: every line is scanned for `ERROR`; these say how much of it reached
@@ -222,6 +237,15 @@ pub struct OutputCounts {
     /// Why events are missing from the log group, when some are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_reason: Option<String>,
+    /// Every event the output makes (shipped + dropped + failed).
+    #[serde(default)]
+    pub events: u64,
+    /// The whole output, gzipped, under the ledger (`runs/{run}/jobs/{job}/output.log.gz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Why there is no archive, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_error: Option<String>,
 }
 
 /// The builder a job's image was built with, on which engine.

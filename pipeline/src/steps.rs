@@ -120,6 +120,7 @@ impl Steps {
             duration_seconds: round_ms(started.elapsed()),
             exit_code: outcome.exit_code,
             detail: outcome.detail,
+            output: None,
         });
         ok
     }
@@ -141,6 +142,7 @@ impl Steps {
             duration_seconds: 0.0,
             exit_code: None,
             detail: why.to_string(),
+            output: None,
         });
     }
 

@@ -45,6 +45,7 @@ mod tests {
             duration_seconds: 0.0,
             exit_code: None,
             detail: "d".into(),
+            output: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 use crate::backoff::Backoff;
-use crate::error::ServiceError;
+use crate::error::{ErrorKind, ServiceError};
 
 /// Attempts for one report upload before the daemon falls back on its local spool.
 pub const REPORT_UPLOAD_ATTEMPTS: u32 = 5;
@@ -102,6 +102,28 @@ pub trait ReportStore: Send + Sync {
         body: Vec<u8>,
         when: Precondition,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Stores a file under `key` (the job's output archive). The default reads it whole and
+    /// stores it as [`ReportStore::put_json`] does; S3 streams it from disk.
+    fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &'static str,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        let _ = content_type;
+        async move {
+            let body = tokio::fs::read(path).await.map_err(|e| {
+                ServiceError::new(
+                    "S3",
+                    "PutObject",
+                    key,
+                    ErrorKind::Rejected,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            self.put_json(key, body).await
+        }
+    }
     /// The document under `key`, `None` when there is none.
     fn get_json(
         &self,
@@ -246,6 +268,36 @@ impl ReportStore for S3Store {
         put.send().await.map(|_| ()).map_err(|e| {
             ServiceError::aws("S3", "PutObject", format!("s3://{}/{key}", self.bucket), e)
         })
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &'static str,
+    ) -> Result<(), ServiceError> {
+        let target = format!("s3://{}/{key}", self.bucket);
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| {
+                ServiceError::new(
+                    "S3",
+                    "PutObject",
+                    &target,
+                    ErrorKind::Rejected,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| ServiceError::aws("S3", "PutObject", target, e))
     }
 
     async fn get_json(&self, key: &str) -> Result<Option<Stored>, ServiceError> {

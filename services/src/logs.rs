@@ -1,4 +1,5 @@
-//! Job output: the never-blocking `LogSink` a job writes lines to, the `LogApi` trait of the log
+//! Job output: the never-blocking `LogSink` a job writes lines to (through a spool file on the
+//! cache volume), the `LogApi` trait of the log
 //! service (CloudWatch Logs' CreateLogStream and PutLogEvents) with its AWS implementation, and
 //! the shipper that batches lines within PutLogEvents' limits, keeps them in order and retries
 //! what a retry can help.
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
-use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
 use crate::error::{ErrorKind, ServiceError};
@@ -25,8 +25,6 @@ pub const EVENT_OVERHEAD: usize = 26;
 pub const MAX_EVENT_BYTES: usize = 256 * 1024 - EVENT_OVERHEAD;
 /// A partial batch is sent at least this often.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Lines waiting to be shipped; beyond this, lines are dropped and counted, the job never waits.
-pub const CHANNEL_CAPACITY: usize = 50_000;
 /// Attempts per batch before it is given up on (throttling, network errors).
 pub const LOG_PUT_ATTEMPTS: u32 = 6;
 
@@ -35,36 +33,84 @@ pub trait LogSink: Send + Sync {
     fn line(&self, line: &str);
 }
 
-/// Counts the lines and bytes that pass through to another sink.
+/// Lines, bytes and CloudWatch events of some output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub lines: u64,
+    pub bytes: u64,
+    /// A line over [`MAX_EVENT_BYTES`] is several events.
+    pub events: u64,
+}
+
+impl Tally {
+    fn add(&mut self, line: &str) {
+        self.lines += 1;
+        self.bytes += line.len() as u64 + 1;
+        self.events += event_count(line);
+    }
+}
+
+/// The step a line belongs to, from the `[step] ` prefix the pipeline puts on it.
+pub fn step_of(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix('[')?;
+    let (name, _) = rest.split_once("] ")?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then_some(name)
+}
+
+#[derive(Default)]
+struct Tallies {
+    total: Tally,
+    steps: Vec<(String, Tally)>,
+}
+
+/// Counts what passes through to another sink, in all and per step.
 pub struct Counting<S> {
     pub inner: S,
-    lines: AtomicU64,
-    bytes: AtomicU64,
+    tallies: Mutex<Tallies>,
 }
 
 impl<S: LogSink> Counting<S> {
     pub fn new(inner: S) -> Self {
         Counting {
             inner,
-            lines: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            tallies: Mutex::default(),
         }
     }
 
     /// (lines, bytes) so far.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.lines.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+        let t = self.total();
+        (t.lines, t.bytes)
+    }
+
+    pub fn total(&self) -> Tally {
+        self.tallies.lock().map(|t| t.total).unwrap_or_default()
+    }
+
+    /// Each step's tally, in the order the steps first wrote.
+    pub fn steps(&self) -> Vec<(String, Tally)> {
+        self.tallies
+            .lock()
+            .map(|t| t.steps.clone())
+            .unwrap_or_default()
     }
 }
 
 impl<S: LogSink> LogSink for Counting<S> {
     fn line(&self, line: &str) {
-        self.lines.fetch_add(1, Ordering::Relaxed);
-        self.bytes
-            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+        if let Ok(mut t) = self.tallies.lock() {
+            t.total.add(line);
+            if let Some(step) = step_of(line) {
+                match t.steps.iter_mut().find(|(s, _)| s == step) {
+                    Some((_, tally)) => tally.add(line),
+                    None => {
+                        let mut tally = Tally::default();
+                        tally.add(line);
+                        t.steps.push((step.to_string(), tally));
+                    }
+                }
+            }
+        }
         self.inner.line(line);
     }
 }
@@ -119,6 +165,8 @@ impl LogSink for FileSink {
 pub struct Event {
     pub timestamp_ms: i64,
     pub message: String,
+    /// Which step wrote it: an index into the shipper's step names (0: none).
+    pub step: u16,
 }
 
 /// The log service, as narrow as the shipper uses it.
@@ -228,6 +276,21 @@ pub fn split_message(line: &str) -> Vec<String> {
     out
 }
 
+/// How many events [`split_message`] makes of `line`, without making them.
+pub fn event_count(line: &str) -> u64 {
+    let mut count = 1;
+    let mut rest = line;
+    while rest.len() > MAX_EVENT_BYTES {
+        let mut end = MAX_EVENT_BYTES;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        rest = &rest[end..];
+        count += 1;
+    }
+    count
+}
+
 /// Groups events into batches that fit one PutLogEvents call. Pure: no I/O.
 #[derive(Debug, Default)]
 pub struct Batcher {
@@ -257,175 +320,383 @@ impl Batcher {
     }
 }
 
-/// What happened to a job's output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What happened to a job's output on its way to the log group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipStats {
     pub sent: u64,
+    /// Events not shipped: shipping had not caught up when its time after the job ran out,
+    /// or the spool could not be written.
     pub dropped: u64,
+    /// Events CloudWatch did not take after the retries.
     pub failed: u64,
+    /// Why events were dropped, when some were.
+    pub dropped_reason: Option<String>,
+    /// Each step's events: (name, sent, failed).
+    pub per_step: Vec<(String, u64, u64)>,
 }
 
-struct Counters {
-    dropped: AtomicU64,
+/// Shared between the shipper's task and `finish`, so the counts survive the task's abort.
+#[derive(Default)]
+struct Progress {
+    lines_read: AtomicU64,
+    events_read: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    /// Step names (index 0 is none) and each one's events (sent, failed).
+    steps: Mutex<Vec<(String, u64, u64)>>,
 }
 
-/// The sending half of a CloudWatch shipper: a [`LogSink`] for one job's stream.
-pub struct CloudWatchSink {
-    tx: mpsc::Sender<Event>,
-    counters: Arc<Counters>,
-    last_ts: Mutex<i64>,
-}
-
-impl LogSink for CloudWatchSink {
-    fn line(&self, line: &str) {
-        let now = time::OffsetDateTime::now_utc();
-        let mut ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        if let Ok(mut last) = self.last_ts.lock() {
-            ms = ms.max(*last);
-            *last = ms;
+impl Progress {
+    fn step_index(&self, step: Option<&str>) -> u16 {
+        let Some(step) = step else { return 0 };
+        let Ok(mut steps) = self.steps.lock() else {
+            return 0;
+        };
+        if steps.is_empty() {
+            steps.push((String::new(), 0, 0));
         }
-        for message in split_message(line) {
-            let event = Event {
-                timestamp_ms: ms,
-                message,
-            };
-            if self.tx.try_send(event).is_err() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        match steps.iter().position(|(s, _, _)| s == step) {
+            Some(i) => u16::try_from(i).unwrap_or(0),
+            None if steps.len() < usize::from(u16::MAX) => {
+                steps.push((step.to_string(), 0, 0));
+                u16::try_from(steps.len() - 1).unwrap_or(0)
+            }
+            None => 0,
+        }
+    }
+
+    fn tally(&self, batch: &[Event], sent: bool) {
+        if let Ok(mut steps) = self.steps.lock() {
+            for e in batch {
+                if let Some((_, s, f)) = steps.get_mut(usize::from(e.step)) {
+                    if sent {
+                        *s += 1;
+                    } else {
+                        *f += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each step's events: (name, sent, failed).
+    fn per_step(&self) -> Vec<(String, u64, u64)> {
+        self.steps
+            .lock()
+            .map(|s| s.iter().skip(1).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+struct SpoolWriter {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    last_ts: i64,
+    lines: u64,
+    lost: u64,
+    error: Option<String>,
+}
+
+/// The writing half of a shipper: every line goes, timestamped, to the job's spool file on
+/// the cache volume, which the shipper reads back. Never blocks on the log service and never
+/// drops a line for being fast: the spool is as large as the disk.
+pub struct SpoolSink {
+    writer: Mutex<SpoolWriter>,
+}
+
+impl SpoolSink {
+    fn create(path: &std::path::Path) -> Self {
+        let (file, error) = match std::fs::File::create(path) {
+            Ok(f) => (Some(std::io::BufWriter::with_capacity(1 << 16, f)), None),
+            Err(e) => (None, Some(format!("cannot create {}: {e}", path.display()))),
+        };
+        SpoolSink {
+            writer: Mutex::new(SpoolWriter {
+                file,
+                last_ts: 0,
+                lines: 0,
+                lost: 0,
+                error,
+            }),
+        }
+    }
+
+    /// Writes out what is buffered, so the reader sees every line written so far.
+    fn flush(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            let failed = w.file.as_mut().and_then(|f| f.flush().err());
+            if let Some(e) = failed {
+                w.error
+                    .get_or_insert_with(|| format!("cannot write the output spool: {e}"));
+            }
+        }
+    }
+
+    /// (lines written, lines lost, why lost).
+    fn written(&self) -> (u64, u64, Option<String>) {
+        self.writer
+            .lock()
+            .map(|w| (w.lines, w.lost, w.error.clone()))
+            .unwrap_or_default()
+    }
+}
+
+impl LogSink for SpoolSink {
+    fn line(&self, line: &str) {
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let Ok(mut w) = self.writer.lock() else {
+            return;
+        };
+        let ms = now.max(w.last_ts);
+        w.last_ts = ms;
+        // One record per line: text with a newline in it is several lines.
+        for part in line.split('\n') {
+            let wrote = w.file.as_mut().map(|f| writeln!(f, "{ms} {part}"));
+            match wrote {
+                Some(Ok(())) => w.lines += 1,
+                Some(Err(e)) => {
+                    w.lost += 1;
+                    w.error
+                        .get_or_insert_with(|| format!("cannot write the output spool: {e}"));
+                }
+                None => w.lost += 1,
             }
         }
     }
 }
 
-/// Ships one job's lines to `/janitor-runner` (or the configured group) in a background task.
+/// Ships one job's lines to `/janitor-runner` (or the configured group) from its spool file,
+/// in order, in a background task.
 pub struct Shipper {
-    sink: Arc<CloudWatchSink>,
+    sink: Arc<SpoolSink>,
+    spool: std::path::PathBuf,
+    done: tokio::sync::watch::Sender<bool>,
+    progress: Arc<Progress>,
     task: tokio::task::JoinHandle<ShipStats>,
 }
 
 impl Shipper {
-    /// Creates the stream if needed and starts shipping. Errors creating the stream are logged;
-    /// the job still runs and its lines are counted as failed.
-    pub fn start<L: LogApi>(api: L, group: String, stream: String) -> Self {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let counters = Arc::new(Counters {
-            dropped: AtomicU64::new(0),
-        });
-        let sink = Arc::new(CloudWatchSink {
-            tx,
-            counters: counters.clone(),
-            last_ts: Mutex::new(0),
-        });
-        let task = tokio::spawn(ship(api, group, stream, rx, counters));
-        Shipper { sink, task }
+    /// Creates the spool at `spool` and starts shipping it. Errors creating the stream or the
+    /// spool are logged and counted; the job still runs.
+    pub fn start<L: LogApi>(
+        api: L,
+        group: String,
+        stream: String,
+        spool: std::path::PathBuf,
+    ) -> Self {
+        let sink = Arc::new(SpoolSink::create(&spool));
+        let (done, done_rx) = tokio::sync::watch::channel(false);
+        let progress = Arc::new(Progress::default());
+        let task = tokio::spawn(ship(ShipTask {
+            api,
+            group,
+            stream,
+            spool: spool.clone(),
+            sink: sink.clone(),
+            done: done_rx,
+            progress: progress.clone(),
+        }));
+        Shipper {
+            sink,
+            spool,
+            done,
+            progress,
+            task,
+        }
     }
 
-    pub fn sink(&self) -> Arc<CloudWatchSink> {
+    pub fn sink(&self) -> Arc<SpoolSink> {
         self.sink.clone()
     }
 
-    /// Stops taking lines, sends what is buffered, and waits at most `limit` for it.
+    /// The spool file: every line of the job, `{unix ms} {line}`.
+    pub fn spool(&self) -> &std::path::Path {
+        &self.spool
+    }
+
+    /// Ships what is left and waits at most `limit` for it; what is still unshipped then is
+    /// counted as dropped, with the reason.
     pub async fn finish(self, limit: Duration) -> ShipStats {
-        let Shipper { sink, task } = self;
-        let dropped = sink.counters.dropped.load(Ordering::Relaxed);
-        drop(sink);
+        let Shipper {
+            sink,
+            done,
+            progress,
+            task,
+            ..
+        } = self;
+        let _ = done.send(true);
         let abort = task.abort_handle();
-        match tokio::time::timeout(limit, task).await {
-            Ok(Ok(stats)) => stats,
+        let shipped = match tokio::time::timeout(limit, task).await {
+            Ok(Ok(stats)) => Some(stats),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "log shipper task failed");
-                ShipStats {
-                    dropped,
-                    ..ShipStats::default()
-                }
+                None
             }
             Err(_) => {
                 abort.abort();
                 tracing::warn!(
                     limit_s = limit.as_secs(),
-                    "log shipping did not finish in time; the rest of the output is lost"
+                    "log shipping did not finish in time; the rest of the output is only in the archive"
                 );
-                ShipStats {
-                    dropped,
-                    ..ShipStats::default()
-                }
+                None
             }
+        };
+        let (written, lost, spool_error) = sink.written();
+        let mut stats = shipped.unwrap_or_else(|| {
+            let read = progress.lines_read.load(Ordering::Relaxed);
+            let sent = progress.sent.load(Ordering::Relaxed);
+            let failed = progress.failed.load(Ordering::Relaxed);
+            let pending = progress
+                .events_read
+                .load(Ordering::Relaxed)
+                .saturating_sub(sent + failed);
+            ShipStats {
+                sent,
+                failed,
+                dropped: written.saturating_sub(read) + pending,
+                dropped_reason: Some(format!(
+                    "shipping had not caught up {} s after the job ended",
+                    limit.as_secs()
+                )),
+                per_step: Vec::new(),
+            }
+        });
+        stats.per_step = progress.per_step();
+        if lost > 0 {
+            stats.dropped += lost;
+            stats.dropped_reason =
+                Some(spool_error.unwrap_or_else(|| "the output spool could not be written".into()));
         }
+        stats
     }
 }
 
-async fn ship<L: LogApi>(
+/// Writes the spool's lines (without their timestamps) gzipped to `dest`, off the async
+/// threads; returns the compressed size.
+pub async fn archive(spool: &std::path::Path, dest: &std::path::Path) -> std::io::Result<u64> {
+    let (spool, dest) = (spool.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&spool)?);
+        let out = std::io::BufWriter::new(std::fs::File::create(&dest)?);
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        for record in input.split(b'\n') {
+            let record = record?;
+            let text = match record.iter().position(|b| *b == b' ') {
+                Some(at) => &record[at + 1..],
+                None => &record[..],
+            };
+            gz.write_all(text)?;
+            gz.write_all(b"\n")?;
+        }
+        let mut out = gz.finish()?;
+        out.flush()?;
+        Ok(std::fs::metadata(&dest)?.len())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The lines of an archive [`archive`] wrote.
+pub fn read_archive(gz: &[u8]) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text)?;
+    Ok(text)
+}
+
+struct ShipTask<L> {
     api: L,
     group: String,
     stream: String,
-    mut rx: mpsc::Receiver<Event>,
-    counters: Arc<Counters>,
-) -> ShipStats {
+    spool: std::path::PathBuf,
+    sink: Arc<SpoolSink>,
+    done: tokio::sync::watch::Receiver<bool>,
+    progress: Arc<Progress>,
+}
+
+/// How often the spool is looked at again when the shipper has caught up.
+const SPOOL_POLL: Duration = Duration::from_millis(100);
+
+async fn ship<L: LogApi>(mut t: ShipTask<L>) -> ShipStats {
+    use std::io::Read;
     let mut stats = ShipStats::default();
-    if let Err(e) = api.create_stream(&group, &stream).await {
-        tracing::error!(log_group = %group, log_stream = %stream, error = %e, "cannot create the log stream; job output will not reach CloudWatch");
+    if let Err(e) = t.api.create_stream(&t.group, &t.stream).await {
+        tracing::error!(log_group = %t.group, log_stream = %t.stream, error = %e, "cannot create the log stream; job output will not reach CloudWatch");
     }
+    let mut file = match std::fs::File::open(&t.spool) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(spool = %t.spool.display(), error = %e, "cannot read the output spool; job output will not reach CloudWatch");
+            None
+        }
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry: Vec<u8> = Vec::new();
     let mut batcher = Batcher::default();
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_put = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            event = rx.recv() => match event {
-                Some(event) => {
+        // Read `done` before the flush: every line written before it was set is then read.
+        let finishing = *t.done.borrow_and_update();
+        t.sink.flush();
+        // A read of the page cache; at most 1 MiB at a time.
+        let n = file.as_mut().map_or(0, |f| f.read(&mut buf).unwrap_or(0));
+        if n > 0 {
+            carry.extend_from_slice(&buf[..n]);
+            let mut start = 0;
+            while let Some(pos) = carry[start..].iter().position(|b| *b == b'\n') {
+                let record = String::from_utf8_lossy(&carry[start..start + pos]).into_owned();
+                start += pos + 1;
+                let (ms, text) = match record.split_once(' ') {
+                    Some((ms, text)) => (ms.parse().unwrap_or(0), text),
+                    None => (0, record.as_str()),
+                };
+                t.progress.lines_read.fetch_add(1, Ordering::Relaxed);
+                let step = t.progress.step_index(step_of(text));
+                for message in split_message(text) {
+                    t.progress.events_read.fetch_add(1, Ordering::Relaxed);
+                    let event = Event {
+                        timestamp_ms: ms,
+                        message,
+                        step,
+                    };
                     if let Some(batch) = batcher.push(event) {
-                        put(&api, &group, &stream, batch, &mut stats).await;
+                        put(&t, batch, &mut stats).await;
+                        last_put = tokio::time::Instant::now();
                     }
                 }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if let Some(batch) = batcher.take() {
-                    put(&api, &group, &stream, batch, &mut stats).await;
-                }
             }
+            carry.drain(..start);
+            continue;
+        }
+        if finishing {
+            break;
+        }
+        if !batcher.is_empty() && last_put.elapsed() >= FLUSH_INTERVAL {
+            if let Some(batch) = batcher.take() {
+                put(&t, batch, &mut stats).await;
+            }
+            last_put = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SPOOL_POLL) => {}
+            _ = t.done.changed() => {}
         }
     }
-    stats.dropped = counters.dropped.load(Ordering::Relaxed);
-    let ts = batcher_last_ts(&batcher);
     if let Some(batch) = batcher.take() {
-        put(&api, &group, &stream, batch, &mut stats).await;
-    }
-    if stats.dropped > 0 {
-        // Said in the stream too; not counted among the job's own events.
-        let notice = Event {
-            timestamp_ms: ts,
-            message: format!("[janitor] {} output events were dropped: the job wrote faster than CloudWatch took them", stats.dropped),
-        };
-        put(
-            &api,
-            &group,
-            &stream,
-            vec![notice],
-            &mut ShipStats::default(),
-        )
-        .await;
+        put(&t, batch, &mut stats).await;
     }
     stats
 }
 
-fn batcher_last_ts(b: &Batcher) -> i64 {
-    b.events.last().map(|e| e.timestamp_ms).unwrap_or_else(|| {
-        (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-    })
-}
-
-async fn put<L: LogApi>(
-    api: &L,
-    group: &str,
-    stream: &str,
-    batch: Vec<Event>,
-    stats: &mut ShipStats,
-) {
+async fn put<L: LogApi>(t: &ShipTask<L>, batch: Vec<Event>, stats: &mut ShipStats) {
+    let (api, group, stream) = (&t.api, t.group.as_str(), t.stream.as_str());
     let count = batch.len() as u64;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     for attempt in 1..=LOG_PUT_ATTEMPTS {
         match api.put_events(group, stream, &batch).await {
             Ok(()) => {
                 stats.sent += count;
+                t.progress.sent.fetch_add(count, Ordering::Relaxed);
+                t.progress.tally(&batch, true);
                 return;
             }
             Err(e) => {
@@ -434,11 +705,15 @@ async fn put<L: LogApi>(
                 } else if !e.retryable() {
                     tracing::error!(log_stream = %stream, lines = count, error = %e, "CloudWatch refused a batch of job output");
                     stats.failed += count;
+                    t.progress.failed.fetch_add(count, Ordering::Relaxed);
+                    t.progress.tally(&batch, false);
                     return;
                 }
                 if attempt == LOG_PUT_ATTEMPTS {
                     tracing::error!(log_stream = %stream, lines = count, error = %e, "giving up on a batch of job output");
                     stats.failed += count;
+                    t.progress.failed.fetch_add(count, Ordering::Relaxed);
+                    t.progress.tally(&batch, false);
                     return;
                 }
                 tracing::warn!(log_stream = %stream, attempt, error = %e, "PutLogEvents failed; retrying");
@@ -456,6 +731,7 @@ mod tests {
         Event {
             timestamp_ms: 1,
             message: "x".repeat(n),
+            step: 0,
         }
     }
 
@@ -502,6 +778,8 @@ mod tests {
             .iter()
             .all(|p| p.len() <= MAX_EVENT_BYTES && !p.is_empty()));
         assert_eq!(parts.concat(), long);
+        assert_eq!(event_count(&long), parts.len() as u64);
+        assert_eq!(event_count(""), 1);
     }
 
     /// Fails the first `fail` puts with `kind`, then keeps what it is sent.
@@ -542,7 +820,8 @@ mod tests {
             fail: Arc::new(std::sync::atomic::AtomicU32::new(fail)),
             kept: Arc::default(),
         };
-        let shipper = Shipper::start(api.clone(), "g".into(), "s".into());
+        let dir = tempfile::tempdir().unwrap();
+        let shipper = Shipper::start(api.clone(), "g".into(), "s".into(), dir.path().join("o"));
         let sink = shipper.sink();
         for l in ["a", "b", "c"] {
             sink.line(l);
@@ -551,6 +830,105 @@ mod tests {
         let stats = shipper.finish(Duration::from_secs(60)).await;
         let kept = api.kept.lock().unwrap().clone();
         (stats, kept)
+    }
+
+    /// Keeps every event, each put taking `delay`.
+    #[derive(Clone)]
+    struct Slow {
+        delay: Duration,
+        kept: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl LogApi for Slow {
+        async fn create_stream(&self, _g: &str, _s: &str) -> Result<(), ServiceError> {
+            Ok(())
+        }
+        async fn put_events(
+            &self,
+            _g: &str,
+            _s: &str,
+            events: &[Event],
+        ) -> Result<(), ServiceError> {
+            tokio::time::sleep(self.delay).await;
+            self.kept
+                .lock()
+                .unwrap()
+                .extend(events.iter().map(|e| e.message.clone()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_burst_is_shipped_whole_in_order_however_slow_the_service() {
+        let api = Slow {
+            delay: Duration::from_millis(20),
+            kept: Arc::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let shipper = Shipper::start(api.clone(), "g".into(), "s".into(), dir.path().join("o"));
+        let sink = shipper.sink();
+        // Far more than any in-memory queue held: the spool takes it all at once.
+        for i in 0..200_000 {
+            sink.line(&format!("line {i}"));
+        }
+        sink.line("two\nlines");
+        drop(sink);
+        let stats = shipper.finish(Duration::from_secs(60)).await;
+        assert_eq!(
+            (stats.sent, stats.dropped, stats.failed),
+            (200_002, 0, 0),
+            "{stats:?}"
+        );
+        let kept = api.kept.lock().unwrap().clone();
+        assert_eq!(kept.len(), 200_002);
+        assert!(kept[..200_000]
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == format!("line {i}")));
+        assert_eq!(kept[200_000..], ["two", "lines"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn what_is_unshipped_when_time_runs_out_is_dropped_with_the_reason() {
+        let api = Slow {
+            delay: Duration::from_millis(400),
+            kept: Arc::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let shipper = Shipper::start(api.clone(), "g".into(), "s".into(), dir.path().join("o"));
+        let sink = shipper.sink();
+        for i in 0..50_000 {
+            sink.line(&format!("line {i}"));
+        }
+        drop(sink);
+        let stats = shipper.finish(Duration::from_secs(1)).await;
+        assert!(stats.sent > 0 && stats.dropped > 0, "{stats:?}");
+        assert_eq!(
+            stats.sent + stats.dropped + stats.failed,
+            50_000,
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.dropped_reason.as_deref(),
+            Some("shipping had not caught up 1 s after the job ended")
+        );
+        // The spool still has every line, and the archive has them without their timestamps.
+        let spooled = std::fs::read_to_string(dir.path().join("o")).unwrap();
+        assert_eq!(spooled.lines().count(), 50_000);
+        archive(&dir.path().join("o"), &dir.path().join("o.gz"))
+            .await
+            .unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(
+                std::fs::File::open(dir.path().join("o.gz")).unwrap(),
+            ),
+            &mut text,
+        )
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 50_000);
+        assert_eq!((lines[0], lines[49_999]), ("line 0", "line 49999"));
     }
 
     #[tokio::test(start_paused = true)]

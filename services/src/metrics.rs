@@ -92,6 +92,7 @@ impl<L: LogApi> Metrics for EmfMetrics<L> {
         let event = Event {
             timestamp_ms: m.timestamp_ms,
             message: emf(m).to_string(),
+            step: 0,
         };
         self.api
             .put_events(&self.group, &self.stream, &[event])

@@ -425,6 +425,48 @@ impl Fixture {
         keys
     }
 
+    /// An object's bytes.
+    pub async fn bytes(&self, key: &str) -> Vec<u8> {
+        let obj = self
+            .s3()
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no s3 object {key}: {e:?}"));
+        obj.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// Every message of a log stream, in order, page after page.
+    pub async fn all_log_lines(&self, stream: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .logs()
+                .get_log_events()
+                .log_group_name(&self.log_group)
+                .log_stream_name(stream)
+                .start_from_head(true)
+                .limit(10_000)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            lines.extend(
+                out.events()
+                    .iter()
+                    .filter_map(|e| e.message().map(str::to_string)),
+            );
+            let next = out.next_forward_token().map(str::to_string);
+            if next == token || out.events().is_empty() {
+                return lines;
+            }
+            token = next;
+        }
+    }
+
     pub async fn json(&self, key: &str) -> serde_json::Value {
         let obj = self
             .s3()

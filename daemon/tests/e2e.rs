@@ -562,3 +562,38 @@ async fn a_one_mebibyte_line_is_split_never_cut() {
         after - start
     );
 }
+
+/// A container left with a job's name (an earlier attempt's) does not stop the run: it is
+/// removed and the container created again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leftover_container_of_the_same_name_is_replaced() {
+    use janitor_services::engine::{ContainerEngine, ContainerSpec, Graces};
+    ensure_base_image();
+    let name = format!("janitor-e2e-leftover-{}", std::process::id());
+    janitor_testkit::docker(&["create", "--name", &name, janitor_testkit::BASE_IMAGE, "true"]);
+    let engine = janitor_testkit::engine::TestEngine::connect().await;
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: janitor_testkit::BASE_IMAGE.to_string(),
+        cmd: Some(vec!["sh".into(), "-c".into(), "echo fresh".into()]),
+        ..ContainerSpec::default()
+    };
+    let mut lines = Vec::new();
+    let out = engine
+        .run(
+            &spec,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            Graces {
+                deadline: Duration::from_secs(2),
+                interrupt: Duration::from_secs(2),
+            },
+            &tokio_util::sync::CancellationToken::new(),
+            &mut |l| lines.push(l.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(lines, ["fresh"]);
+    let left = janitor_testkit::docker(&["ps", "-a", "--filter", &format!("name=^{name}$"), "-q"]);
+    assert!(left.trim().is_empty(), "removed afterwards: {left}");
+}

@@ -644,15 +644,28 @@ impl ContainerEngine for DockerEngine {
             }),
             ..Default::default()
         };
-        // A container of the same name can only be left over from an earlier attempt.
-        self.remove_container(&spec.name).await;
         let create = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
-        self.docker
-            .create_container(Some(create), body)
+        match self
+            .docker
+            .create_container(Some(create.clone()), body.clone())
             .await
-            .map_err(api("create container"))?;
+        {
+            Ok(_) => {}
+            // A container of the same name can only be left over from an earlier attempt:
+            // removed, then created again (one call fewer than removing first every time).
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                self.remove_container(&spec.name).await;
+                self.docker
+                    .create_container(Some(create), body)
+                    .await
+                    .map_err(api("create container"))?;
+            }
+            Err(e) => return Err(api("create container")(e)),
+        }
         let outcome = self.drive(spec, deadline, grace, cancel, on_line).await;
         self.remove_container(&spec.name).await;
         outcome

@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use janitor_model::config::{Builder, JobSpec};
 use janitor_model::report::{JobStatus, Report, StepName, StepStatus};
-use janitor_pipeline::{run_job, Tools};
-use janitor_services::registry::Anonymous;
 use janitor_testkit::engine::TestEngine;
-use janitor_testkit::{docker, ensure_base_image, git_repo, spec, Lines, BASE_IMAGE};
+use janitor_testkit::{docker, ensure_base_image, git_repo, spec, BASE_IMAGE};
 
 /// Runs the repository at `url` through the pipeline with its secrets in `secrets_dir`.
 async fn validate(
@@ -35,17 +33,7 @@ async fn validate(
     if let Some(dir) = secrets_dir {
         ctx.secrets_dir = dir.to_path_buf();
     }
-    let engine = TestEngine::connect().await;
-    let lines = Lines::default();
-    let probe = janitor_services::gpu::Probe::none("no GPU in this test");
-    let tools = Tools {
-        engine: &engine,
-        registry: &Anonymous,
-        gpu: &probe,
-        sink: &lines,
-    };
-    let report = run_job(&tools, &ctx, &tokio_util::sync::CancellationToken::new()).await;
-    (report, lines.take())
+    janitor_testkit::run_in_process(&ctx).await
 }
 
 fn step(r: &Report, name: StepName) -> &janitor_model::report::StepReport {

@@ -570,7 +570,13 @@ async fn a_leftover_container_of_the_same_name_is_replaced() {
     use janitor_services::engine::{ContainerEngine, ContainerSpec, Graces};
     ensure_base_image();
     let name = format!("janitor-e2e-leftover-{}", std::process::id());
-    janitor_testkit::docker(&["create", "--name", &name, janitor_testkit::BASE_IMAGE, "true"]);
+    janitor_testkit::docker(&[
+        "create",
+        "--name",
+        &name,
+        janitor_testkit::BASE_IMAGE,
+        "true",
+    ]);
     let engine = janitor_testkit::engine::TestEngine::connect().await;
     let spec = ContainerSpec {
         name: name.clone(),

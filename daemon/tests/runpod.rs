@@ -10,10 +10,7 @@ use janitor_model::config::JobSpec;
 use janitor_model::report::{
     JobStatus, Report, StepName, StepStatus, TestMode, TestStatus, TestsReport,
 };
-use janitor_pipeline::{run_job, Tools};
-use janitor_services::registry::Anonymous;
-use janitor_testkit::engine::TestEngine;
-use janitor_testkit::{ensure_runpod_image, git_repo, spec, Lines};
+use janitor_testkit::{ensure_runpod_image, git_repo, spec};
 
 /// A worker's Dockerfile on the runpod image: the handler copied, `test_input.json` not.
 fn worker_dockerfile(handler: &str) -> String {
@@ -50,18 +47,7 @@ async fn validate_url(
         "local",
         work.path(),
     );
-    let engine = TestEngine::connect().await;
-    let lines = Lines::default();
-    let probe = janitor_services::gpu::Probe::none("NVML is not available: no GPU on this machine");
-    let tools = Tools {
-        engine: &engine,
-        registry: &Anonymous,
-        gpu: &probe,
-        sink: &lines,
-    };
-    let report = run_job(&tools, &ctx, &tokio_util::sync::CancellationToken::new()).await;
-    let out = lines.take();
-    (report, out)
+    janitor_testkit::run_in_process(&ctx).await
 }
 
 fn tests(r: &Report) -> &TestsReport {

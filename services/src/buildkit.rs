@@ -75,6 +75,49 @@ async fn connect(
     Ok(sender)
 }
 
+fn http_error(action: &'static str) -> impl Fn(&dyn std::fmt::Display) -> BuildKitError {
+    move |e| BuildKitError::Http {
+        action,
+        message: e.to_string(),
+    }
+}
+
+/// Sends `request` on a fresh connection to the engine.
+async fn send(
+    socket: &std::path::Path,
+    action: &'static str,
+    request: Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+) -> Result<hyper::Response<hyper::body::Incoming>, BuildKitError> {
+    let mut sender = connect(socket).await?;
+    let request = request.map_err(|e| http_error(action)(&e))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| http_error(action)(&e))
+}
+
+/// The engine's refusal: its status and message (the `message` of a JSON body).
+async fn refusal(
+    action: &'static str,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> BuildKitError {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+    BuildKitError::Http {
+        action,
+        message: format!("{status}: {message}"),
+    }
+}
+
 /// The secrets one build may read by id: `RUN --mount=type=secret,id=ID`.
 #[derive(Clone, Default)]
 pub struct SecretStore(Arc<HashMap<String, Vec<u8>>>);
@@ -164,7 +207,7 @@ impl Session {
         secrets: SecretStore,
     ) -> Result<Session, BuildKitError> {
         let id = session_id();
-        let mut sender = connect(socket).await?;
+        const ACTION: &str = "open a build session";
         let request = hyper::Request::post(format!("/v{api_version}/session"))
             .header("Host", "docker")
             .header("Connection", "Upgrade")
@@ -174,37 +217,14 @@ impl Session {
             .header("X-Docker-Expose-Session-Sharedkey", "")
             .header("X-Docker-Expose-Session-Grpc-Method", HEALTH_CHECK)
             .header("X-Docker-Expose-Session-Grpc-Method", GET_SECRET)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| BuildKitError::Http {
-                action: "open a build session",
-                message: e.to_string(),
-            })?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| BuildKitError::Http {
-                action: "open a build session",
-                message: e.to_string(),
-            })?;
+            .body(Full::new(Bytes::new()));
+        let response = send(socket, ACTION, request).await?;
         if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
-                .unwrap_or_default();
-            return Err(BuildKitError::Http {
-                action: "open a build session",
-                message: format!("{status}: {body}"),
-            });
+            return Err(refusal(ACTION, response).await);
         }
         let upgraded = hyper::upgrade::on(response)
             .await
-            .map_err(|e| BuildKitError::Http {
-                action: "open a build session",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| http_error(ACTION)(&e))?;
         let routes = tonic::service::Routes::new(HealthServer::new(Serving))
             .add_service(SecretsServer::new(secrets));
         let service = hyper_util::service::TowerToHyperService::new(routes);
@@ -328,38 +348,13 @@ pub async fn start_build(
     query: &BuildQuery,
     context: Vec<u8>,
 ) -> Result<hyper::body::Incoming, BuildKitError> {
-    let mut sender = connect(socket).await?;
     let request = hyper::Request::post(format!("/v{api_version}/build?{}", query.to_query()))
         .header("Host", "docker")
         .header("Content-Type", "application/x-tar")
-        .body(Full::new(Bytes::from(context)))
-        .map_err(|e| BuildKitError::Http {
-            action: "build",
-            message: e.to_string(),
-        })?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| BuildKitError::Http {
-            action: "build",
-            message: e.to_string(),
-        })?;
+        .body(Full::new(Bytes::from(context)));
+    let response = send(socket, "build", request).await?;
     if !response.status().is_success() {
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-        return Err(BuildKitError::Http {
-            action: "build",
-            message: format!("{status}: {message}"),
-        });
+        return Err(refusal("build", response).await);
     }
     Ok(response.into_body())
 }

@@ -399,12 +399,8 @@ impl DockerEngine {
                         break;
                     }
                 },
-                () = tokio::time::sleep_until(deadline) => {
-                    outcome.stopped = Some(StopReason::Deadline);
-                    break;
-                }
-                () = cancel.cancelled() => {
-                    outcome.stopped = Some(StopReason::Interrupted);
+                reason = stop_signal(deadline, cancel) => {
+                    outcome.stopped = Some(reason);
                     break;
                 }
             }
@@ -478,12 +474,8 @@ impl DockerEngine {
                         break;
                     }
                 },
-                () = tokio::time::sleep_until(deadline) => {
-                    outcome.stopped = Some(StopReason::Deadline);
-                    break;
-                }
-                () = cancel.cancelled() => {
-                    outcome.stopped = Some(StopReason::Interrupted);
+                reason = stop_signal(deadline, cancel) => {
+                    outcome.stopped = Some(reason);
                     break;
                 }
             }
@@ -498,6 +490,14 @@ impl DockerEngine {
         outcome.cache_hits = progress.cache_hits;
         drop(session);
         Ok(outcome)
+    }
+}
+
+/// Resolves when a build must stop: its deadline passed, or the job is interrupted.
+async fn stop_signal(deadline: Instant, cancel: &CancellationToken) -> StopReason {
+    tokio::select! {
+        () = tokio::time::sleep_until(deadline) => StopReason::Deadline,
+        () = cancel.cancelled() => StopReason::Interrupted,
     }
 }
 

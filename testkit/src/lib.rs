@@ -175,6 +175,25 @@ impl Lines {
     }
 }
 
+/// Runs one job's pipeline in-process on the machine's engine (no GPU, anonymous pulls);
+/// returns its report and every line it wrote.
+pub async fn run_in_process(
+    ctx: &janitor_pipeline::JobContext,
+) -> (janitor_model::report::Report, Vec<String>) {
+    let engine = engine::TestEngine::connect().await;
+    let lines = Lines::default();
+    let probe = janitor_services::gpu::Probe::none("no GPU in this test");
+    let tools = janitor_pipeline::Tools {
+        engine: &engine,
+        registry: &janitor_services::registry::Anonymous,
+        gpu: &probe,
+        sink: &lines,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let report = janitor_pipeline::run_job(&tools, ctx, &cancel).await;
+    (report, lines.take())
+}
+
 /// One job's context for running the pipeline in-process: attempt 1 on a g5.xlarge of
 /// `instance`, workspaces under `work_root`, 2 s graces, local repositories allowed.
 pub fn job_context(
@@ -468,16 +487,7 @@ impl Fixture {
     }
 
     pub async fn json(&self, key: &str) -> serde_json::Value {
-        let obj = self
-            .s3()
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("no s3 object {key}: {e:?}"));
-        let bytes = obj.body.collect().await.unwrap().into_bytes();
-        serde_json::from_slice(&bytes).unwrap()
+        serde_json::from_slice(&self.bytes(key).await).unwrap()
     }
 
     /// Waits until `key` exists in the bucket, then reads it.
@@ -491,19 +501,7 @@ impl Fixture {
 
     /// The messages of a log stream, in order.
     pub async fn log_lines(&self, stream: &str) -> Vec<String> {
-        let out = self
-            .logs()
-            .get_log_events()
-            .log_group_name(&self.log_group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .send()
-            .await
-            .unwrap();
-        out.events()
-            .iter()
-            .filter_map(|e| e.message().map(str::to_string))
-            .collect()
+        self.all_log_lines(stream).await
     }
 
     /// Waits until a job's log stream holds exactly `line`.

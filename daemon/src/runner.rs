@@ -114,9 +114,16 @@ impl<X: Services> Daemon<X> {
         // The pipeline's task is over: this is the last holder of the shipper's sink but one.
         let (total, per_step) = (counted.total(), counted.steps());
         drop(counted);
-        let stats = shipper.finish(LOG_FLUSH_LIMIT).await;
+        // The spool is whole now: it is compressed while the shipper catches up.
+        shipper.flush();
+        let gz = spool.with_extension("log.gz");
+        let (stats, compressed) = tokio::join!(
+            shipper.finish(LOG_FLUSH_LIMIT),
+            janitor_services::logs::archive(&spool, &gz)
+        );
         let mut output = output_counts(total, &stats);
-        self.archive_output(&spool, &job, &mut output).await;
+        self.store_archive(compressed, &spool, &gz, &job, &mut output)
+            .await;
         add_step_output(&mut report, &per_step, &stats);
         report.output = Some(output);
         // The message stays invisible until the settler has stored the report.
@@ -133,6 +140,7 @@ impl<X: Services> Daemon<X> {
             log_events = stats.sent,
             log_events_dropped = stats.dropped,
             log_events_failed = stats.failed,
+            ship_ms = stats.busy.as_millis() as u64,
             setup_ms,
             report_ms,
             "job finished"
@@ -183,15 +191,21 @@ impl<X: Services> Daemon<X> {
         });
     }
 
-    /// Gzips the job's spool to `output.log.gz` beside its report and removes the spool; a
-    /// failure is said in the report and costs only the archive.
-    async fn archive_output(&self, spool: &std::path::Path, job: &Job, output: &mut OutputCounts) {
-        let gz = spool.with_extension("log.gz");
+    /// Stores the job's gzipped output as `output.log.gz` beside its report and removes the
+    /// spool; a failure is said in the report and costs only the archive.
+    async fn store_archive(
+        &self,
+        compressed: std::io::Result<u64>,
+        spool: &std::path::Path,
+        gz: &std::path::Path,
+        job: &Job,
+        output: &mut OutputCounts,
+    ) {
         let key = ledger::output_key(&job.run_id, &job.job_id);
-        let stored = match janitor_services::logs::archive(spool, &gz).await {
+        let stored = match compressed {
             Err(e) => Err(format!("cannot compress {}: {e}", spool.display())),
             Ok(_) => janitor_services::aws::with_retries(&key, || {
-                self.settler.store.put_file(&key, &gz, "application/gzip")
+                self.settler.store.put_file(&key, gz, "application/gzip")
             })
             .await
             .map_err(|e| e.to_string()),
@@ -203,7 +217,7 @@ impl<X: Services> Daemon<X> {
                 output.archive_error = Some(e);
             }
         }
-        for f in [spool, gz.as_path()] {
+        for f in [spool, gz] {
             let _ = tokio::fs::remove_file(f).await;
         }
     }

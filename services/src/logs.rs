@@ -333,6 +333,8 @@ pub struct ShipStats {
     pub dropped_reason: Option<String>,
     /// Each step's events: (name, sent, failed).
     pub per_step: Vec<(String, u64, u64)>,
+    /// From the first line read back to the last batch answered.
+    pub busy: Duration,
 }
 
 /// Shared between the shipper's task and `finish`, so the counts survive the task's abort.
@@ -513,6 +515,11 @@ impl Shipper {
         &self.spool
     }
 
+    /// Writes out what the sink buffers: once the job writes no more, the spool is whole.
+    pub fn flush(&self) {
+        self.sink.flush();
+    }
+
     /// Ships what is left and waits at most `limit` for it; what is still unshipped then is
     /// counted as dropped, with the reason.
     pub async fn finish(self, limit: Duration) -> ShipStats {
@@ -558,6 +565,7 @@ impl Shipper {
                     limit.as_secs()
                 )),
                 per_step: Vec::new(),
+                busy: Duration::ZERO,
             }
         });
         stats.per_step = progress.per_step();
@@ -616,30 +624,59 @@ struct ShipTask<L> {
 /// How often the spool is looked at again when the shipper has caught up.
 const SPOOL_POLL: Duration = Duration::from_millis(100);
 
-async fn ship<L: LogApi>(mut t: ShipTask<L>) -> ShipStats {
+async fn ship<L: LogApi>(t: ShipTask<L>) -> ShipStats {
     use std::io::Read;
+    let ShipTask {
+        api,
+        group,
+        stream,
+        spool,
+        sink,
+        mut done,
+        progress,
+    } = t;
     let mut stats = ShipStats::default();
-    if let Err(e) = t.api.create_stream(&t.group, &t.stream).await {
-        tracing::error!(log_group = %t.group, log_stream = %t.stream, error = %e, "cannot create the log stream; job output will not reach CloudWatch");
+    if let Err(e) = api.create_stream(&group, &stream).await {
+        tracing::error!(log_group = %group, log_stream = %stream, error = %e, "cannot create the log stream; job output will not reach CloudWatch");
     }
-    let mut file = match std::fs::File::open(&t.spool) {
+    let mut file = match std::fs::File::open(&spool) {
         Ok(f) => Some(f),
         Err(e) => {
-            tracing::error!(spool = %t.spool.display(), error = %e, "cannot read the output spool; job output will not reach CloudWatch");
+            tracing::error!(spool = %spool.display(), error = %e, "cannot read the output spool; job output will not reach CloudWatch");
             None
         }
+    };
+    // One batch in flight while the next is read and cut: batches still go one after
+    // another, in order.
+    let mut in_flight: Option<tokio::task::JoinHandle<(u64, u64)>> = None;
+    let send = |batch: Vec<Event>, in_flight: &mut Option<tokio::task::JoinHandle<(u64, u64)>>| {
+        let (api, group, stream, progress) =
+            (api.clone(), group.clone(), stream.clone(), progress.clone());
+        let previous = in_flight.take();
+        *in_flight = Some(tokio::spawn(async move {
+            let (mut sent, mut failed) = match previous {
+                Some(p) => p.await.unwrap_or((0, 0)),
+                None => (0, 0),
+            };
+            let (s, f) = put(&api, &group, &stream, &progress, batch).await;
+            sent += s;
+            failed += f;
+            (sent, failed)
+        }));
     };
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
     let mut batcher = Batcher::default();
     let mut last_put = tokio::time::Instant::now();
+    let mut first_read: Option<tokio::time::Instant> = None;
     loop {
         // Read `done` before the flush: every line written before it was set is then read.
-        let finishing = *t.done.borrow_and_update();
-        t.sink.flush();
+        let finishing = *done.borrow_and_update();
+        sink.flush();
         // A read of the page cache; at most 1 MiB at a time.
         let n = file.as_mut().map_or(0, |f| f.read(&mut buf).unwrap_or(0));
         if n > 0 {
+            first_read.get_or_insert_with(tokio::time::Instant::now);
             carry.extend_from_slice(&buf[..n]);
             let mut start = 0;
             while let Some(pos) = carry[start..].iter().position(|b| *b == b'\n') {
@@ -649,17 +686,23 @@ async fn ship<L: LogApi>(mut t: ShipTask<L>) -> ShipStats {
                     Some((ms, text)) => (ms.parse().unwrap_or(0), text),
                     None => (0, record.as_str()),
                 };
-                t.progress.lines_read.fetch_add(1, Ordering::Relaxed);
-                let step = t.progress.step_index(step_of(text));
+                progress.lines_read.fetch_add(1, Ordering::Relaxed);
+                let step = progress.step_index(step_of(text));
                 for message in split_message(text) {
-                    t.progress.events_read.fetch_add(1, Ordering::Relaxed);
+                    progress.events_read.fetch_add(1, Ordering::Relaxed);
                     let event = Event {
                         timestamp_ms: ms,
                         message,
                         step,
                     };
                     if let Some(batch) = batcher.push(event) {
-                        put(&t, batch, &mut stats).await;
+                        // Backpressure: wait for the batch before the one just cut.
+                        if let Some(prev) = in_flight.take() {
+                            let (s, f) = prev.await.unwrap_or((0, 0));
+                            stats.sent += s;
+                            stats.failed += f;
+                        }
+                        send(batch, &mut in_flight);
                         last_put = tokio::time::Instant::now();
                     }
                 }
@@ -672,55 +715,69 @@ async fn ship<L: LogApi>(mut t: ShipTask<L>) -> ShipStats {
         }
         if !batcher.is_empty() && last_put.elapsed() >= FLUSH_INTERVAL {
             if let Some(batch) = batcher.take() {
-                put(&t, batch, &mut stats).await;
+                send(batch, &mut in_flight);
             }
             last_put = tokio::time::Instant::now();
         }
         tokio::select! {
             () = tokio::time::sleep(SPOOL_POLL) => {}
-            _ = t.done.changed() => {}
+            _ = done.changed() => {}
         }
     }
     if let Some(batch) = batcher.take() {
-        put(&t, batch, &mut stats).await;
+        send(batch, &mut in_flight);
     }
+    if let Some(last) = in_flight.take() {
+        let (s, f) = last.await.unwrap_or((0, 0));
+        stats.sent += s;
+        stats.failed += f;
+    }
+    stats.busy = first_read.map_or(Duration::ZERO, |t| t.elapsed());
     stats
 }
 
-async fn put<L: LogApi>(t: &ShipTask<L>, batch: Vec<Event>, stats: &mut ShipStats) {
-    let (api, group, stream) = (&t.api, t.group.as_str(), t.stream.as_str());
+/// Sends one batch, retrying what a retry can help; returns (sent, failed) events.
+async fn put<L: LogApi>(
+    api: &L,
+    group: &str,
+    stream: &str,
+    progress: &Progress,
+    batch: Vec<Event>,
+) -> (u64, u64) {
     let count = batch.len() as u64;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     for attempt in 1..=LOG_PUT_ATTEMPTS {
         match api.put_events(group, stream, &batch).await {
             Ok(()) => {
-                stats.sent += count;
-                t.progress.sent.fetch_add(count, Ordering::Relaxed);
-                t.progress.tally(&batch, true);
-                return;
+                progress.sent.fetch_add(count, Ordering::Relaxed);
+                progress.tally(&batch, true);
+                return (count, 0);
             }
             Err(e) => {
+                let last = attempt == LOG_PUT_ATTEMPTS;
                 if e.kind == ErrorKind::NotFound {
                     let _ = api.create_stream(group, stream).await;
-                } else if !e.retryable() {
-                    tracing::error!(log_stream = %stream, lines = count, error = %e, "CloudWatch refused a batch of job output");
-                    stats.failed += count;
-                    t.progress.failed.fetch_add(count, Ordering::Relaxed);
-                    t.progress.tally(&batch, false);
-                    return;
+                } else if !e.retryable() || last {
+                    if e.retryable() {
+                        tracing::error!(log_stream = %stream, lines = count, error = %e, "giving up on a batch of job output");
+                    } else {
+                        tracing::error!(log_stream = %stream, lines = count, error = %e, "CloudWatch refused a batch of job output");
+                    }
+                    progress.failed.fetch_add(count, Ordering::Relaxed);
+                    progress.tally(&batch, false);
+                    return (0, count);
                 }
-                if attempt == LOG_PUT_ATTEMPTS {
-                    tracing::error!(log_stream = %stream, lines = count, error = %e, "giving up on a batch of job output");
-                    stats.failed += count;
-                    t.progress.failed.fetch_add(count, Ordering::Relaxed);
-                    t.progress.tally(&batch, false);
-                    return;
+                if last {
+                    progress.failed.fetch_add(count, Ordering::Relaxed);
+                    progress.tally(&batch, false);
+                    return (0, count);
                 }
                 tracing::warn!(log_stream = %stream, attempt, error = %e, "PutLogEvents failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
+    (0, 0)
 }
 
 #[cfg(test)]

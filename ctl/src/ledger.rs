@@ -89,7 +89,7 @@ impl RunView {
     pub fn succeeded(&self) -> usize {
         self.jobs
             .iter()
-            .filter(|j| j.status == Some(JobStatus::Succeeded) && j.state == JobState::Finished)
+            .filter(|j| j.status.is_some_and(JobStatus::is_ok) && j.state == JobState::Finished)
             .count()
     }
 

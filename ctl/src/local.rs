@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use janitor_model::job::Job;
 use janitor_model::ledger;
-use janitor_model::report::{InstanceInfo, JobStatus, Report};
+use janitor_model::report::{InstanceInfo, Report};
 use janitor_pipeline::{self as pipeline, JobContext, Tools};
 use janitor_services::engine::{DockerEngine, Graces};
 use janitor_services::logs::FileSink;
@@ -85,8 +85,20 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             gpu: &gpu,
             sink: &sink,
         };
-        let report = pipeline::run_job(&tools, &ctx, &cancel).await;
+        let mut report = pipeline::run_job(&tools, &ctx, &cancel).await;
         sink.flush();
+        // Offline, the agent's fix is written beside the report.
+        if let Some(fix) = report.fix.as_mut() {
+            if let Some(text) = fix.patch_text.take() {
+                let patch = run_dir.join(format!("{}.patch", report.job_id));
+                match std::fs::write(&patch, text) {
+                    Ok(()) => fix.patch = Some(patch.display().to_string()),
+                    Err(e) => {
+                        fix.patch_error = Some(format!("cannot write {}: {e}", patch.display()))
+                    }
+                }
+            }
+        }
         let path = run_dir.join(format!("{}.json", report.job_id));
         match serde_json::to_vec_pretty(&report) {
             Ok(body) => {
@@ -109,6 +121,6 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let _ = std::fs::remove_dir_all(&work_root);
     println!("\n{}", output::results_table(&reports));
     println!("Reports: {}", run_dir.display());
-    let all_ok = reports.len() == total && reports.iter().all(|r| r.status == JobStatus::Succeeded);
+    let all_ok = reports.len() == total && reports.iter().all(|r| r.status.is_ok());
     Ok(if all_ok { 0 } else { 1 })
 }

@@ -127,11 +127,7 @@ pub fn result_row(
 ) -> String {
     match (state, status) {
         (JobState::Finished, Some(status)) => {
-            let mark = if status == JobStatus::Succeeded {
-                "✓"
-            } else {
-                "✗"
-            };
+            let mark = if status.is_ok() { "✓" } else { "✗" };
             let mut line = format!("{mark} {name}: {}", status_word(status));
             if let Some(t) = took {
                 line.push_str(&format!(" ({})", duration::format(secs(t))));
@@ -218,10 +214,7 @@ pub fn results_table(reports: &[Report]) -> String {
             out.push_str(&test_lines(t));
         }
     }
-    let ok = reports
-        .iter()
-        .filter(|r| r.status == JobStatus::Succeeded)
-        .count();
+    let ok = reports.iter().filter(|r| r.status.is_ok()).count();
     out.push('\n');
     out.push_str(&overall(ok, reports.len()));
     out
@@ -324,6 +317,8 @@ pub fn status_text(
             (JobState::Finished, Some(s)) => {
                 let mark = if s == JobStatus::Succeeded {
                     "✓ completed"
+                } else if s == JobStatus::Fixed {
+                    "✓"
                 } else {
                     "✗"
                 };

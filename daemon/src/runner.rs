@@ -125,6 +125,7 @@ impl<X: Services> Daemon<X> {
         self.store_archive(compressed, &spool, &gz, &job, &mut output)
             .await;
         add_step_output(&mut report, &per_step, &stats);
+        self.store_patch(&mut report, &job).await;
         report.output = Some(output);
         // The message stays invisible until the settler has stored the report.
         let settled = self
@@ -219,6 +220,37 @@ impl<X: Services> Daemon<X> {
         }
         for f in [spool, gz] {
             let _ = tokio::fs::remove_file(f).await;
+        }
+    }
+
+    /// Stores the agent's fix as `fix.patch` beside the report; a failure is said in the report.
+    async fn store_patch(&self, report: &mut Report, job: &Job) {
+        let Some(fix) = report.fix.as_mut() else {
+            return;
+        };
+        let Some(text) = fix.patch_text.take() else {
+            return;
+        };
+        let key = ledger::patch_key(&job.run_id, &job.job_id);
+        let path = self
+            .settings
+            .output_dir()
+            .join(format!("{}.patch", job.job_id));
+        let stored = match tokio::fs::write(&path, text).await {
+            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+            Ok(()) => janitor_services::aws::with_retries(&key, || {
+                self.settler.store.put_file(&key, &path, "text/x-diff")
+            })
+            .await
+            .map_err(|e| e.to_string()),
+        };
+        let _ = tokio::fs::remove_file(&path).await;
+        match stored {
+            Ok(()) => fix.patch = Some(key),
+            Err(e) => {
+                tracing::warn!(error = %e, "the agent's patch was not stored");
+                fix.patch_error = Some(e);
+            }
         }
     }
 

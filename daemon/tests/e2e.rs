@@ -35,7 +35,7 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
     janitor_testkit::build_image(
         "janitor-test-agent:latest",
         &[
-            ("agent.sh", "#!/bin/sh\necho \"agent got: $JANITOR_PROMPT\"\ntest -f /workspace/Dockerfile || exit 7\ngrep -q '\"name\":\"run\"' /janitor/steps.json || exit 8\nprintf '{\"verdict\":\"ok\",\"prompt\":\"%s\"}' \"$JANITOR_PROMPT\" > \"$JANITOR_OUTPUT\"\n"),
+            ("agent.sh", "#!/bin/sh\necho \"agent got: $JANITOR_PROMPT\"\ntest -f /workspace/Dockerfile || exit 7\ngrep -q '\"name\":\"run\"' \"$JANITOR_JOB\" || exit 8\ngrep -q 'ERROR: something broke' \"$JANITOR_JOB\" || exit 9\nprintf '{\"status\":\"failed\",\"summary\":\"looked, changed nothing\",\"prompt\":\"%s\"}' \"$JANITOR_PROMPT\" > \"$JANITOR_RESULT\"\n"),
             ("Dockerfile", &format!("FROM {}\nCOPY agent.sh /agent.sh\nCMD [\"/agent.sh\"]\n", janitor_testkit::BASE_IMAGE)),
         ],
     );
@@ -79,9 +79,9 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
             &spec("e2e-badbuild", &bad, Duration::from_secs(120)),
         )
         .await;
-    let noisy_id = fx
-        .send_job(run_id, &spec("e2e-noisy", &noisy, Duration::from_secs(120)))
-        .await;
+    let mut noisy_spec = spec("e2e-noisy", &noisy, Duration::from_secs(120));
+    noisy_spec.agent_image = Some("janitor-test-agent:latest".into());
+    let noisy_id = fx.send_job(run_id, &noisy_spec).await;
 
     let cache = tempfile::tempdir().unwrap();
     let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
@@ -92,8 +92,12 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
     let good_r = fx.json(&report(&good_id)).await;
     assert_eq!(good_r["status"], "succeeded", "{good_r:#}");
     assert_eq!(good_r["errors"]["count"], 0);
-    assert_eq!(good_r["agent"]["verdict"], "ok");
-    assert_eq!(good_r["agent"]["prompt"], "check e2e-good");
+    // A passing validation leaves the agent nothing to fix.
+    assert_eq!(step(&good_r, "agent")["status"], "skipped");
+    assert_eq!(
+        step(&good_r, "agent")["detail"],
+        "the validation passed: nothing to fix"
+    );
     assert_eq!(step(&good_r, "gpu")["status"], "skipped");
     assert_eq!(good_r["instance"]["id"], INSTANCE);
     assert_eq!(good_r["instance"]["instance_type"], "g5.xlarge");
@@ -118,6 +122,18 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
     assert_eq!(step(&noisy_r, "run")["status"], "succeeded");
     assert_eq!(noisy_r["errors"]["count"], 1);
     assert_eq!(noisy_r["errors"]["first"][0], "ERROR: something broke");
+    // The agent was given the failure, looked and changed nothing: the verdict stands.
+    assert_eq!(noisy_r["agent"]["status"], "failed", "{noisy_r:#}");
+    assert_eq!(noisy_r["agent"]["prompt"], "check e2e-noisy");
+    assert_eq!(noisy_r["fix"]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(noisy_r["fix"]["pr_status"], "no_changes");
+    assert!(
+        noisy_r["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("the agent changed nothing in attempt 1: looked, changed nothing"),
+        "{noisy_r:#}"
+    );
 
     // The container's output reached CloudWatch, complete and in order.
     let lines = fx.log_lines(&format!("{INSTANCE}/{good_id}")).await;
@@ -136,11 +152,12 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
             .any(|l| l.starts_with("[build] #") && l.ends_with("RUN echo layer > /layer")),
         "{lines:?}"
     );
+    let noisy_lines = fx.log_lines(&format!("{INSTANCE}/{noisy_id}")).await;
     assert!(
-        lines
+        noisy_lines
             .iter()
-            .any(|l| l == "[agent] agent got: check e2e-good"),
-        "{lines:?}"
+            .any(|l| l == "[agent] agent got: check e2e-noisy"),
+        "{noisy_lines:?}"
     );
 
     // Every ledger key the design names for the daemon.

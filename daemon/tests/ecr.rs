@@ -56,7 +56,8 @@ async fn run_with_ecr_agent(
     let url = git_repo(
         repos.path(),
         name,
-        &[("Dockerfile", &dockerfile("echo ok"))],
+        // A failing repository: the agent runs only to fix something.
+        &[("Dockerfile", &dockerfile("echo broken; exit 1"))],
     );
     let mut job_spec = spec(name, &url, Duration::from_secs(120));
     job_spec.agent_image = Some(AGENT.to_string());

@@ -68,7 +68,14 @@ pub struct JobSpec {
     pub env: Vec<(String, String)>,
     /// How the image is built (`builder:`, `target:`, `build_args:`, `build_secrets:`).
     pub build: BuildOptions,
+    /// How many rounds the agent gets to fix a failure (`max_fix_attempts:`).
+    pub max_fix_attempts: u32,
 }
+
+/// The agent's rounds unless a repository says otherwise (as runpod's janitor agent does).
+pub const DEFAULT_MAX_FIX_ATTEMPTS: u32 = 3;
+/// The most rounds a repository may ask for.
+pub const MAX_FIX_ATTEMPTS: u32 = 10;
 
 /// Which of the engine's builders builds the image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +128,7 @@ impl JobSpec {
             gpu_must_be_used: true,
             env: Vec::new(),
             build: BuildOptions::default(),
+            max_fix_attempts: DEFAULT_MAX_FIX_ATTEMPTS,
         }
     }
 }
@@ -227,6 +235,7 @@ const REPO_FIELDS: &[&str] = &[
     "target",
     "build_args",
     "build_secrets",
+    "max_fix_attempts",
 ];
 
 /// A multi-stage build's stage name, as the Dockerfile's `FROM … AS name` spells it.
@@ -620,6 +629,11 @@ fn repo_entry(
                 }
                 _ => c.err(value.line, f, format!("must be a mapping of NAME: value, found {}", value.kind())),
             },
+            "max_fix_attempts" => {
+                if let Some(n) = c.positive(value, f, i64::from(MAX_FIX_ATTEMPTS)) {
+                    spec.max_fix_attempts = u32::try_from(n).unwrap_or(DEFAULT_MAX_FIX_ATTEMPTS);
+                }
+            }
             "builder" => {
                 if let Some(s) = c.string(value, f) {
                     match s.as_str() {
@@ -811,7 +825,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -51,6 +51,9 @@ pub struct JobMessage {
     pub build_args: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub build_secrets: Vec<String>,
+    /// Absent means 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fix_attempts: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
 }
@@ -103,6 +106,8 @@ impl JobMessage {
             target: spec.build.target.clone(),
             build_args: spec.build.args.clone(),
             build_secrets: spec.build.secrets.clone(),
+            max_fix_attempts: (spec.max_fix_attempts != config::DEFAULT_MAX_FIX_ATTEMPTS)
+                .then_some(spec.max_fix_attempts),
             enqueued_at,
         }
     }
@@ -232,6 +237,17 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
     for (i, (key, _)) in msg.build_args.iter().enumerate() {
         note(&format!("build_args[{i}]"), runpod::check_env_key(key));
     }
+    if let Some(n) = msg.max_fix_attempts {
+        if n == 0 || n > config::MAX_FIX_ATTEMPTS {
+            note(
+                "max_fix_attempts",
+                Err(format!(
+                    "must be from 1 to {}, found {n}",
+                    config::MAX_FIX_ATTEMPTS
+                )),
+            );
+        }
+    }
     for (i, id) in msg.build_secrets.iter().enumerate() {
         note(&format!("build_secrets[{i}]"), names::check_secret_id(id));
     }
@@ -262,6 +278,9 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
                 args: msg.build_args,
                 secrets: msg.build_secrets,
             },
+            max_fix_attempts: msg
+                .max_fix_attempts
+                .unwrap_or(config::DEFAULT_MAX_FIX_ATTEMPTS),
         },
     })
 }
@@ -314,6 +333,7 @@ mod tests {
                 args: vec![("PY".into(), "3.11".into())],
                 secrets: vec!["HF_TOKEN".into()],
             },
+            max_fix_attempts: 2,
             env: vec![("K".into(), "v".into())],
         };
         JobMessage::new("j1".into(), "r1".into(), &spec, OffsetDateTime::UNIX_EPOCH)

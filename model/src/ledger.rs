@@ -110,6 +110,11 @@ pub fn output_key(run_id: &str, job_id: &str) -> String {
     format!("{}output.log.gz", job_prefix(run_id, job_id))
 }
 
+/// The agent's change, as a patch against the cloned commit, beside the report.
+pub fn patch_key(run_id: &str, job_id: &str) -> String {
+    format!("{}fix.patch", job_prefix(run_id, job_id))
+}
+
 pub fn report_key(run_id: &str, job_id: &str) -> String {
     format!("{PREFIX}runs/{run_id}/jobs/{job_id}/report.json")
 }

@@ -22,6 +22,10 @@ pub enum JobStatus {
     /// Not the repository's fault (the engine, the disk, the network, the daemon, a mismatch
     /// between the worker's needs and this instance): the job is tried again.
     Error,
+    /// Failed, then passed after the agent's change (which is kept as a patch or a PR).
+    Fixed,
+    /// Failed, and the agent says it cannot be fixed, with its reason.
+    Unfixable,
 }
 
 impl JobStatus {
@@ -34,7 +38,14 @@ impl JobStatus {
             JobStatus::Rejected => "rejected",
             JobStatus::Cancelled => "cancelled",
             JobStatus::Error => "error",
+            JobStatus::Fixed => "fixed",
+            JobStatus::Unfixable => "unfixable",
         }
+    }
+
+    /// Whether the run did what it should for the repository: it passed, or it was fixed.
+    pub fn is_ok(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Fixed)
     }
 }
 
@@ -248,6 +259,47 @@ pub struct OutputCounts {
     pub archive_error: Option<String>,
 }
 
+/// What the agent's fix attempts did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixReport {
+    pub max_attempts: u32,
+    pub attempts: Vec<FixAttempt>,
+    /// The change against the cloned commit, stored beside the report (`fix.patch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Why there is no stored patch although there is a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_error: Option<String>,
+    /// The patch's text, for the daemon to store; never in the report itself.
+    #[serde(skip)]
+    pub patch_text: Option<String>,
+    /// `created | updated | failed | no_changes | not_applicable`.
+    pub pr_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+}
+
+/// One round: the agent, then the changed tree validated again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixAttempt {
+    pub attempt: u32,
+    pub agent: StepReport,
+    /// The agent's `/janitor/result.json`, as it wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Whether the agent left changes in the checkout.
+    pub changed: bool,
+    /// The re-validation's steps (none when nothing changed).
+    pub steps: Vec<StepReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestsReport>,
+    /// The re-validation's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// The builder a job's image was built with, on which engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildReport {
@@ -376,6 +428,9 @@ pub struct Report {
     /// The agent container's own JSON output, merged as it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<serde_json::Value>,
+    /// The agent's fix attempts, each re-validated, and what became of the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<FixReport>,
     pub daemon_version: String,
 }
 
@@ -435,6 +490,7 @@ impl Report {
             estimated_cost_usd: None,
             output: None,
             agent: None,
+            fix: None,
             daemon_version: version.to_string(),
         }
     }

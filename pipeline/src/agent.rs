@@ -1,26 +1,33 @@
-//! The `agent` step: the agent image (pulled with the registry login when it is not present)
-//! runs with the workspace, the steps so far and the prompt; its JSON findings join the report.
+//! The `agent` step's container: the agent image (pulled with the registry login when it is
+//! not present) runs with the checkout read-write at `/workspace` and `/janitor/job.json` (the
+//! prompt, the repository and the failed validation); it answers in `/janitor/result.json`.
 
 use std::path::Path;
 
-use janitor_model::report::StepReport;
 use janitor_services::engine::{ContainerEngine, ContainerSpec};
 use janitor_services::registry::RegistryAuth;
 
 use crate::context::job_labels;
 use crate::steps::{StepEnv, StepOutcome};
 
-/// The file an agent writes its JSON findings to, inside its `/janitor` mount.
-pub const AGENT_OUTPUT: &str = "agent.json";
+/// What the agent is given, inside its `/janitor` mount.
+pub const AGENT_INPUT: &str = "job.json";
+/// The file an agent writes its answer to, inside its `/janitor` mount.
+pub const AGENT_OUTPUT: &str = "result.json";
+/// What an agent may answer in `result.json`'s `status`.
+pub const AGENT_STATUSES: &[&str] = &["passed", "fixed", "failed", "unfixable"];
 /// At most this much agent output is merged into the report.
 const AGENT_OUTPUT_LIMIT: u64 = 1024 * 1024;
 
-/// Where the agent works and what it has seen.
+/// Where the agent works and what it is told.
 pub struct AgentInput<'a> {
     pub image: &'a str,
     pub repo_dir: &'a Path,
     pub io_dir: &'a Path,
-    pub steps: &'a [StepReport],
+    /// `/janitor/job.json`.
+    pub job: &'a serde_json::Value,
+    /// The round: 1 for the first attempt.
+    pub attempt: u32,
 }
 
 /// Makes sure the agent image is present: pulled with the registry's login when it has one
@@ -63,14 +70,8 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
     if let Err(e) = ensure_image(engine, registry, image).await {
         return (StepOutcome::failed(e), None);
     }
-    let job_input = serde_json::json!({
-        "job_id": ctx.job.job_id,
-        "run_id": ctx.job.run_id,
-        "repo": ctx.job.spec.repo,
-        "prompt": ctx.job.spec.prompt,
-        "steps": input.steps,
-    });
-    if let Err(e) = tokio::fs::write(input.io_dir.join("steps.json"), job_input.to_string()).await {
+    let _ = tokio::fs::remove_file(input.io_dir.join(AGENT_OUTPUT)).await;
+    if let Err(e) = tokio::fs::write(input.io_dir.join(AGENT_INPUT), input.job.to_string()).await {
         return (
             StepOutcome::failed(format!("cannot write the agent's input: {e}")),
             None,
@@ -80,15 +81,16 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
         let _ = tokio::fs::create_dir_all(input.repo_dir).await;
     }
     let container = ContainerSpec {
-        name: format!("janitor-{}-agent", ctx.job.job_id),
+        name: format!("janitor-{}-agent-{}", ctx.job.job_id, input.attempt),
         image: image.to_string(),
         env: vec![
             format!("JANITOR_PROMPT={}", ctx.job.spec.prompt),
             format!("JANITOR_REPO={}", ctx.job.spec.repo.full_name()),
             format!("JANITOR_JOB_ID={}", ctx.job.job_id),
+            format!("JANITOR_ATTEMPT={}", input.attempt),
             "JANITOR_WORKSPACE=/workspace".to_string(),
-            "JANITOR_STEPS=/janitor/steps.json".to_string(),
-            format!("JANITOR_OUTPUT=/janitor/{AGENT_OUTPUT}"),
+            format!("JANITOR_JOB=/janitor/{AGENT_INPUT}"),
+            format!("JANITOR_RESULT=/janitor/{AGENT_OUTPUT}"),
         ],
         binds: vec![
             format!("{}:/workspace", input.repo_dir.display()),
@@ -115,14 +117,20 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
     let output = read_output(&input.io_dir.join(AGENT_OUTPUT)).await;
     match (outcome.exit_code, output) {
         (code, Err(e)) => (StepOutcome::failed(e).with_code(code), None),
-        (Some(0), Ok(out)) => {
-            let detail = if out.is_some() {
-                "exited with code 0; its JSON output is merged under `agent`"
-            } else {
-                "exited with code 0 without writing JSON output"
-            };
-            (StepOutcome::succeeded(detail).with_code(Some(0)), out)
-        }
+        (Some(0), Ok(None)) => (
+            StepOutcome::failed(format!(
+                "exited with code 0 without writing /janitor/{AGENT_OUTPUT} (`{{\"status\": \"fixed\", \"summary\": \"…\"}}`)"
+            ))
+            .with_code(Some(0)),
+            None,
+        ),
+        (Some(0), Ok(Some(out))) => match answer(&out) {
+            Ok((status, summary)) => (
+                StepOutcome::succeeded(format!("answered `{status}`: {summary}")).with_code(Some(0)),
+                Some(out),
+            ),
+            Err(e) => (StepOutcome::failed(e).with_code(Some(0)), Some(out)),
+        },
         (code, Ok(out)) => (
             StepOutcome::failed(format!(
                 "exited with code {}",
@@ -132,6 +140,28 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
             out,
         ),
     }
+}
+
+/// The agent's `status` and `summary`, checked.
+pub fn answer(result: &serde_json::Value) -> Result<(String, String), String> {
+    let status = result.get("status").and_then(|s| s.as_str()).unwrap_or("");
+    if !AGENT_STATUSES.contains(&status) {
+        return Err(format!(
+            "{AGENT_OUTPUT}: status: must be one of {}, found {}",
+            AGENT_STATUSES.join(", "),
+            result
+                .get("status")
+                .map_or("nothing".to_string(), |s| s.to_string())
+        ));
+    }
+    let summary = result
+        .get("summary")
+        .and_then(|s| s.as_str())
+        .unwrap_or("(no summary)");
+    Ok((
+        status.to_string(),
+        janitor_model::runpod::excerpt(&serde_json::Value::String(summary.to_string())),
+    ))
 }
 
 /// The agent's JSON output: `Ok(None)` when it wrote none.

@@ -1,7 +1,8 @@
-//! One job, start to end, in one direction: `clone` → `preflight` → `build` → `test` (or
-//! `run`) → `gpu` → `agent`, each step calling the services it needs (the container engine,
-//! the registry login, the GPUs, the log sink) and returning one [`steps::StepOutcome`]; the
-//! result is the job's report. Shared by `janitord` and `janitorctl run --local`; it never
+//! One job, start to end: `clone`, one validation (`preflight` → `build` → `test` or `run` →
+//! `gpu`), and, when it failed and an agent is configured, the fix loop (`agent`, then the
+//! changed tree validated again); each step calls the services it needs (the container
+//! engine, the registry login, the GPUs, the log sink) and returns one
+//! [`steps::StepOutcome`]; the result is the job's report. Shared by `janitord` and `janitorctl run --local`; it never
 //! talks to AWS and always returns a report.
 
 pub mod agent;
@@ -9,6 +10,7 @@ pub mod build;
 pub mod clone;
 pub mod context;
 pub mod discover;
+pub mod fix;
 pub mod gpu_usage;
 pub mod http;
 pub mod preflight;
@@ -44,54 +46,37 @@ pub struct Tools<'a, E, R> {
     pub sink: &'a dyn LogSink,
 }
 
-/// Runs the job and returns its report. Never panics on the job's input; an engine that cannot
-/// be reached fails the step that needed it.
-#[tracing::instrument(name = "pipeline", skip_all, fields(job_id = %ctx.job.job_id, repo = %ctx.job.spec.repo.full_name()))]
-pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
+/// What one validation of the checkout found: preflight, build, the tests or the run, the
+/// GPU check. Its steps are recorded into the `Steps` it is given.
+struct Validation {
+    tests: Option<TestsReport>,
+    gpu_usage: Option<janitor_model::report::GpuUsage>,
+    gpu: Option<janitor_model::report::GpuInfo>,
+    built_with: Option<janitor_model::report::BuildReport>,
+    cache: CacheInfo,
+    errors: janitor_model::report::ErrorLines,
+}
+
+async fn validate<E: ContainerEngine, R: RegistryAuth>(
     tools: &Tools<'_, E, R>,
-    ctx: &JobContext,
-    cancel: &CancellationToken,
-) -> Report {
-    let (engine, sink) = (tools.engine, tools.sink);
-    let started_at = OffsetDateTime::now_utc();
-    let clock = Instant::now();
-    let spec = &ctx.job.spec;
-    let deadline = clock + spec.timeout;
-    let job_dir = ctx.work_root.join(&ctx.job.job_id);
-    let repo_dir = job_dir.join("repo");
-    let io_dir = job_dir.join("janitor");
-    let free_before = disk::free_bytes(&ctx.work_root);
-    let mut steps = Steps::default();
+    env: &StepEnv<'_, E>,
+    repo_dir: &std::path::Path,
+    steps: &mut Steps,
+    cloned: bool,
+) -> Validation {
+    let spec = &env.ctx.job.spec;
     let mut scanner = scan::ErrorScanner::new(&spec.expected_errors);
-    let mut cache = CacheInfo::default();
-    let mut built_with = None;
-    let mut gpu = None;
-    let mut agent_output = None;
-
-    // Start clean: a directory left by an earlier attempt on this instance is stale.
-    let _ = tokio::fs::remove_dir_all(&job_dir).await;
-    let t = Instant::now();
-    let cloned = match tokio::fs::create_dir_all(&io_dir).await {
-        Err(e) => StepOutcome::error(format!(
-            "cannot create the workspace {}: {e}",
-            job_dir.display()
-        )),
-        Ok(()) => clone::clone(ctx, &repo_dir, deadline, cancel, sink).await,
+    let mut v = Validation {
+        tests: None,
+        gpu_usage: None,
+        gpu: None,
+        built_with: None,
+        cache: CacheInfo::default(),
+        errors: Default::default(),
     };
-    let cloned = steps.record(StepName::Clone, t, cloned);
-
-    let env = StepEnv {
-        engine,
-        ctx,
-        deadline,
-        cancel,
-        sink,
-    };
-    let mut tests = None;
-    let mut gpu_usage = None;
     let found = if cloned {
         let t = Instant::now();
-        let (outcome, found) = preflight_step(&env, tools.gpu, &repo_dir).await;
+        let (outcome, found) = preflight_step(env, tools.gpu, repo_dir).await;
         steps
             .record(StepName::Preflight, t, outcome)
             .then_some(found)
@@ -106,12 +91,12 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         Some(d) => {
             let t = Instant::now();
             let outcome = build::build(
-                &env,
-                &repo_dir,
+                env,
+                repo_dir,
                 &d.dockerfile,
                 &tag,
-                &mut cache,
-                &mut built_with,
+                &mut v.cache,
+                &mut v.built_with,
             )
             .await;
             steps.record(StepName::Build, t, outcome)
@@ -130,16 +115,16 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     match found.as_ref().map(|d| (d, &d.plan)) {
         Some((d, discover::Plan::Server { tests: cases })) if built => {
             let t = Instant::now();
-            let tested = serve::test(&env, &tag, d, cases, tools.gpu, &mut scanner).await;
-            gpu_usage = tested.usage;
-            tests = Some(tested.report);
+            let tested = serve::test(env, &tag, d, cases, tools.gpu, &mut scanner).await;
+            v.gpu_usage = tested.usage;
+            v.tests = Some(tested.report);
             steps.record(StepName::Test, t, tested.outcome);
         }
         Some((d, discover::Plan::RunToExit)) if built => {
             let t = Instant::now();
-            let (outcome, usage) = run::run(&env, &tag, &d.env, tools.gpu, &mut scanner).await;
-            gpu_usage = usage;
-            tests = Some(TestsReport {
+            let (outcome, usage) = run::run(env, &tag, &d.env, tools.gpu, &mut scanner).await;
+            v.gpu_usage = usage;
+            v.tests = Some(TestsReport {
                 source: d.source.clone(),
                 mode: TestMode::RunToExit,
                 dockerfile: d.dockerfile.clone(),
@@ -165,11 +150,11 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         steps.not_run(StepName::Gpu, "the job was stopped");
     } else {
         let t = Instant::now();
-        let mut outcome = run::gpu(&env, &tag, &mut gpu).await;
+        let mut outcome = run::gpu(env, &tag, &mut v.gpu).await;
         // The worker's own tests must have used the GPU; a smoke command or CMD run to its
         // exit (no runpod tests) may not, so its use is said but not required.
-        let ran_tests = tests.as_ref().is_some_and(|t| t.mode == TestMode::Server);
-        if let (true, Some(usage)) = (outcome.ok(), &gpu_usage) {
+        let ran_tests = v.tests.as_ref().is_some_and(|t| t.mode == TestMode::Server);
+        if let (true, Some(usage)) = (outcome.ok(), &v.gpu_usage) {
             match gpu_usage::judge(usage, spec.gpu_must_be_used && ran_tests) {
                 Ok(said) => outcome.detail = format!("{}; {said}", outcome.detail),
                 Err(why) => outcome = StepOutcome::failed(why),
@@ -177,28 +162,104 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         }
         steps.record(StepName::Gpu, t, outcome);
     }
+    v.errors = scanner.into_lines();
+    v
+}
 
+/// Runs the job and returns its report. Never panics on the job's input; an engine that cannot
+/// be reached fails the step that needed it.
+#[tracing::instrument(name = "pipeline", skip_all, fields(job_id = %ctx.job.job_id, repo = %ctx.job.spec.repo.full_name()))]
+pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
+    tools: &Tools<'_, E, R>,
+    ctx: &JobContext,
+    cancel: &CancellationToken,
+) -> Report {
+    let recent = fix::Recent::new(tools.sink);
+    let sink: &dyn LogSink = &recent;
+    let tools = &Tools {
+        engine: tools.engine,
+        registry: tools.registry,
+        gpu: tools.gpu,
+        sink,
+    };
+    let engine = tools.engine;
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let spec = &ctx.job.spec;
+    let deadline = clock + spec.timeout;
+    let job_dir = ctx.work_root.join(&ctx.job.job_id);
+    let repo_dir = job_dir.join("repo");
+    let io_dir = job_dir.join("janitor");
+    let free_before = disk::free_bytes(&ctx.work_root);
+    let mut steps = Steps::default();
+
+    // Start clean: a directory left by an earlier attempt on this instance is stale.
+    let _ = tokio::fs::remove_dir_all(&job_dir).await;
+    let t = Instant::now();
+    let cloned = match tokio::fs::create_dir_all(&io_dir).await {
+        Err(e) => StepOutcome::error(format!(
+            "cannot create the workspace {}: {e}",
+            job_dir.display()
+        )),
+        Ok(()) => clone::clone(ctx, &repo_dir, deadline, cancel, sink).await,
+    };
+    let cloned = steps.record(StepName::Clone, t, cloned);
+
+    let env = StepEnv {
+        engine,
+        ctx,
+        deadline,
+        cancel,
+        sink,
+    };
+    let first = validate(tools, &env, &repo_dir, &mut steps, cloned).await;
+    let (mut status, mut reason) = verdict::verdict(&steps.list, &first.errors);
+
+    let mut fixed = None;
+    let mut agent_output = None;
     match &spec.agent_image {
         None => steps.skipped(StepName::Agent, "no agent image configured"),
         Some(_) if !cloned => steps.not_run(StepName::Agent, "the clone did not succeed"),
         Some(_) if steps.stopped() => steps.not_run(StepName::Agent, "the job was stopped"),
+        Some(_) if status == JobStatus::Succeeded => {
+            steps.skipped(StepName::Agent, "the validation passed: nothing to fix")
+        }
+        Some(_) if status != JobStatus::Failed => steps.not_run(
+            StepName::Agent,
+            "the failure is the instance's, not the repository's: the job is tried again",
+        ),
         Some(image) => {
             let t = Instant::now();
-            let input = agent::AgentInput {
-                image,
-                repo_dir: &repo_dir,
-                io_dir: &io_dir,
-                steps: &steps.list,
+            let failure = fix::Failure {
+                status,
+                reason: reason.clone(),
+                steps: steps.list.clone(),
+                tests: first.tests.clone(),
+                errors: first.errors.first.clone(),
             };
-            let (outcome, output) = agent::run_agent(&env, tools.registry, &input).await;
-            agent_output = output;
+            let ended = fix_loop(tools, &env, image, &repo_dir, &io_dir, failure, &recent).await;
+            agent_output = ended.report.attempts.last().and_then(|a| a.result.clone());
+            let outcome = match ended.report.attempts.last() {
+                Some(a) => StepOutcome {
+                    status: a.agent.status,
+                    exit_code: a.agent.exit_code,
+                    detail: format!(
+                        "{} attempt(s) of {}; the last {}",
+                        ended.report.attempts.len(),
+                        ended.report.max_attempts,
+                        a.agent.detail
+                    ),
+                },
+                None => StepOutcome::failed("the agent did not run"),
+            };
             steps.record(StepName::Agent, t, outcome);
+            status = ended.status;
+            reason = ended.reason;
+            fixed = Some(ended.report);
         }
     }
 
-    let errors = scanner.into_lines();
     let finished_at = OffsetDateTime::now_utc();
-    let (status, reason) = verdict::verdict(&steps.list, &errors);
     if let Err(e) = tokio::fs::remove_dir_all(&job_dir).await {
         tracing::warn!(path = %job_dir.display(), error = %e, "could not remove the job workspace");
     }
@@ -225,14 +286,14 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             ),
             duration_seconds: round_ms(Duration::from_secs_f64(duration)),
         },
-        errors,
+        errors: first.errors,
         logs: ctx.log_ref.clone(),
         instance: ctx.instance.clone(),
-        gpu,
-        tests,
-        gpu_usage,
-        build: built_with,
-        cache,
+        gpu: first.gpu,
+        tests: first.tests,
+        gpu_usage: first.gpu_usage,
+        build: first.built_with,
+        cache: first.cache,
         disk: DiskInfo {
             path: ctx.work_root.display().to_string(),
             free_before_bytes: free_before,
@@ -242,8 +303,105 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         estimated_cost_usd: janitor_model::pricing::cost_usd(&ctx.instance.instance_type, duration),
         output: None,
         agent: agent_output,
+        fix: fixed,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     }
+}
+
+/// The agent's rounds: each gets the failure, and a change it leaves is validated again.
+async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
+    tools: &Tools<'_, E, R>,
+    env: &StepEnv<'_, E>,
+    image: &str,
+    repo_dir: &std::path::Path,
+    io_dir: &std::path::Path,
+    first: fix::Failure,
+    recent: &fix::Recent<'_>,
+) -> fix::Ended {
+    let ctx = env.ctx;
+    let max = ctx.job.spec.max_fix_attempts;
+    let mut attempts: Vec<janitor_model::report::FixAttempt> = Vec::new();
+    let mut patch = None;
+    if let Err(e) = fix::baseline(repo_dir).await {
+        tracing::warn!(error = %e, "no baseline commit for the agent's changes");
+    }
+    let mut failure = first.clone();
+    for n in 1..=max {
+        if env.cancel.is_cancelled() || Instant::now() >= env.deadline {
+            break;
+        }
+        let job = fix::job_document(ctx, n, max, &failure, &recent.tail(), &attempts);
+        let input = agent::AgentInput {
+            image,
+            repo_dir,
+            io_dir,
+            job: &job,
+            attempt: n,
+        };
+        let t = Instant::now();
+        let (outcome, result) = agent::run_agent(env, tools.registry, &input).await;
+        let agent_step = janitor_model::report::StepReport {
+            name: StepName::Agent,
+            status: outcome.status,
+            duration_seconds: round_ms(t.elapsed()),
+            exit_code: outcome.exit_code,
+            detail: outcome.detail.clone(),
+            output: None,
+        };
+        let answered_unfixable = result
+            .as_ref()
+            .and_then(|r| r.get("status"))
+            .and_then(|s| s.as_str())
+            == Some("unfixable");
+        let change = if outcome.ok() {
+            match fix::change(repo_dir).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the agent's change");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut attempt = janitor_model::report::FixAttempt {
+            attempt: n,
+            agent: agent_step,
+            result,
+            changed: change.is_some(),
+            steps: Vec::new(),
+            tests: None,
+            status: None,
+            reason: None,
+        };
+        if !outcome.ok() || change.is_none() || answered_unfixable {
+            attempts.push(attempt);
+            break;
+        }
+        env.sink.line(&format!(
+            "[agent] attempt {n} of {max} changed the checkout; validating it again"
+        ));
+        let mut again = Steps::default();
+        let v = validate(tools, env, repo_dir, &mut again, true).await;
+        let (status, reason) = verdict::verdict(&again.list, &v.errors);
+        attempt.steps = again.list.clone();
+        attempt.tests = v.tests.clone();
+        attempt.status = Some(status);
+        attempt.reason = reason.clone();
+        attempts.push(attempt);
+        if status != JobStatus::Failed {
+            patch = change.filter(|_| status == JobStatus::Succeeded);
+            break;
+        }
+        failure = fix::Failure {
+            status,
+            reason,
+            steps: again.list,
+            tests: v.tests,
+            errors: v.errors.first,
+        };
+    }
+    fix::conclude(&first, attempts, max, patch)
 }
 
 /// The `preflight` step: what the repository says about its tests and needs, checked against

@@ -1,0 +1,205 @@
+//! The fix loop: a broken repository, an agent that follows the contract (`/workspace`,
+//! `/janitor/job.json`, `/janitor/result.json`), and the changed tree validated again. Agents
+//! that fix, that make things worse, and that say the failure cannot be fixed; the fix stored
+//! as a patch beside the report by the real janitord.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use janitor_model::report::{JobStatus, Report, StepName, StepStatus};
+use janitor_testkit::{build_image, ensure_base_image, git_repo, spec, Fixture, BASE_IMAGE};
+
+/// A worker that fails until `config.env` names the model the image has.
+fn broken_repo(root: &std::path::Path, name: &str) -> String {
+    git_repo(
+        root,
+        name,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM {BASE_IMAGE}\nRUN mkdir -p /models && echo weights > /models/tiny.bin\nCOPY config.env /config.env\nCOPY handler.sh /handler.sh\nCMD [\"sh\", \"/handler.sh\"]\n"
+                ),
+            ),
+            ("config.env", "MODEL=/models/large.bin\n"),
+            (
+                "handler.sh",
+                ". /config.env\nif [ -f \"$MODEL\" ]; then echo \"loaded $MODEL\"; else echo \"ERROR: model $MODEL not found\"; exit 1; fi\n",
+            ),
+        ],
+    )
+}
+
+/// An agent image running `script` (sh) with the contract's environment.
+fn agent(tag: &str, script: &str) {
+    build_image(
+        tag,
+        &[
+            ("agent.sh", &format!("#!/bin/sh\nset -eu\n{script}\n")),
+            (
+                "Dockerfile",
+                &format!("FROM {BASE_IMAGE}\nCOPY agent.sh /agent.sh\nCMD [\"/agent.sh\"]\n"),
+            ),
+        ],
+    );
+}
+
+async fn validate(name: &str, url: &str, image: &str) -> (Report, Vec<String>) {
+    let mut job = spec(name, url, Duration::from_secs(240));
+    job.agent_image = Some(image.into());
+    let work = tempfile::tempdir().unwrap();
+    let ctx = janitor_testkit::job_context(
+        &format!("{name}-1"),
+        "20261201T000000Z-fix001",
+        job,
+        "local",
+        work.path(),
+    );
+    janitor_testkit::run_in_process(&ctx).await
+}
+
+/// The agent reads the failure from job.json, fixes config.env in /workspace, and the
+/// re-validation passes: `fixed`, with the change as a patch and both validations reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_worker_is_fixed_and_revalidated() {
+    ensure_base_image();
+    agent(
+        "janitor-test-fixer:latest",
+        r#"grep -q 'ERROR: model /models/large.bin not found' "$JANITOR_JOB"
+grep -q '"attempt":1' "$JANITOR_JOB"
+grep -q '"output_tail":\[' "$JANITOR_JOB"
+sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
+echo "agent: pointed MODEL at the weights the image has"
+printf '{"status":"fixed","summary":"MODEL pointed at /models/tiny.bin","files":["config.env"]}' > "$JANITOR_RESULT""#,
+    );
+    let repos = tempfile::tempdir().unwrap();
+    let url = broken_repo(repos.path(), "fix-me");
+    let (r, out) = validate("fix-me", &url, "janitor-test-fixer:latest").await;
+    assert_eq!(r.status, JobStatus::Fixed, "{r:#?}\n{out:#?}");
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("fixed by the agent in attempt 1 of 3: MODEL pointed at /models/tiny.bin")
+    );
+    // The first validation is the report's steps; the attempt has its own.
+    assert_eq!(r.step(StepName::Run).unwrap().status, StepStatus::Failed);
+    let fix = r.fix.as_ref().unwrap();
+    assert_eq!(fix.attempts.len(), 1);
+    let a = &fix.attempts[0];
+    assert!(a.changed);
+    assert_eq!(a.status, Some(JobStatus::Succeeded));
+    assert!(a
+        .steps
+        .iter()
+        .any(|s| s.name == StepName::Run && s.status == StepStatus::Succeeded));
+    assert_eq!(
+        a.result.as_ref().unwrap()["files"][0],
+        "config.env",
+        "extra fields are kept"
+    );
+    let patch = fix.patch_text.as_deref().unwrap();
+    assert!(
+        patch.contains("-MODEL=/models/large.bin") && patch.contains("+MODEL=/models/tiny.bin"),
+        "{patch}"
+    );
+    assert!(
+        out.iter().any(|l| l == "[run] loaded /models/tiny.bin"),
+        "{out:#?}"
+    );
+    assert!(out
+        .iter()
+        .any(|l| l == "[agent] agent: pointed MODEL at the weights the image has"));
+}
+
+/// An agent whose every change still fails: `failed` after the three attempts, each with its
+/// re-validation, the last failure given to the next attempt; no patch is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_makes_things_worse_fails_after_the_attempts() {
+    ensure_base_image();
+    agent(
+        "janitor-test-worse:latest",
+        r#"n=$(sed -n 's/.*"attempt":\([0-9]*\).*/\1/p' "$JANITOR_JOB")
+echo "MODEL=/models/try-$n.bin" > /workspace/config.env
+printf '{"status":"fixed","summary":"tried %s"}' "$n" > "$JANITOR_RESULT""#,
+    );
+    let repos = tempfile::tempdir().unwrap();
+    let url = broken_repo(repos.path(), "fix-worse");
+    let (r, _) = validate("fix-worse", &url, "janitor-test-worse:latest").await;
+    assert_eq!(r.status, JobStatus::Failed, "{r:#?}");
+    let fix = r.fix.as_ref().unwrap();
+    assert_eq!(fix.attempts.len(), 3);
+    assert!(fix
+        .attempts
+        .iter()
+        .all(|a| a.changed && a.status == Some(JobStatus::Failed)));
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("not fixed after 3 attempt(s); last: run: "),
+        "{:?}",
+        r.reason
+    );
+    assert!(fix.patch_text.is_none());
+    assert_eq!(fix.pr_status, "not_applicable");
+}
+
+/// An agent that answers `unfixable` ends the job so, with its reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_says_unfixable_ends_the_job_unfixable() {
+    ensure_base_image();
+    agent(
+        "janitor-test-giveup:latest",
+        r#"printf '{"status":"unfixable","summary":"the weights are gated: needs an HF_TOKEN"}' > "$JANITOR_RESULT""#,
+    );
+    let repos = tempfile::tempdir().unwrap();
+    let url = broken_repo(repos.path(), "fix-giveup");
+    let (r, _) = validate("fix-giveup", &url, "janitor-test-giveup:latest").await;
+    assert_eq!(r.status, JobStatus::Unfixable, "{r:#?}");
+    assert!(
+        r.reason.as_deref().unwrap().ends_with(
+            "; the agent says it cannot be fixed: the weights are gated: needs an HF_TOKEN"
+        ),
+        "{:?}",
+        r.reason
+    );
+    assert_eq!(r.fix.as_ref().unwrap().pr_status, "no_changes");
+}
+
+/// Through janitord: the fix is stored as `fix.patch` beside the report, which names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn janitord_stores_the_fix_beside_the_report() {
+    const INSTANCE: &str = "i-0f1x000000000001";
+    ensure_base_image();
+    agent(
+        "janitor-test-fixer2:latest",
+        r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
+printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#,
+    );
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = broken_repo(repos.path(), "fix-daemon");
+    let mut job = spec("fix-daemon", &url, Duration::from_secs(240));
+    job.agent_image = Some("janitor-test-fixer2:latest".into());
+    let run_id = "20261201T000000Z-fix002";
+    let job_id = fx.send_job(run_id, &job).await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitor_testkit::spawn_janitord(
+        std::path::Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &["--exit-when-idle", "--stop-grace-seconds", "2"],
+    );
+    assert_eq!(d.wait(Duration::from_secs(240)), 0, "{}", d.output());
+    let report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(report["status"], "fixed", "{report:#}");
+    let key = format!("janitor-reports/runs/{run_id}/jobs/{job_id}/fix.patch");
+    assert_eq!(report["fix"]["patch"], key.as_str());
+    assert!(report["fix"].get("patch_text").is_none());
+    let patch = String::from_utf8(fx.bytes(&key).await).unwrap();
+    assert!(patch.contains("+MODEL=/models/tiny.bin"), "{patch}");
+}

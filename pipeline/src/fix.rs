@@ -1,0 +1,386 @@
+//! The fix loop: a failed validation goes to the agent with what failed; a change it leaves in
+//! the checkout is validated again, and a new failure goes back to it, up to
+//! `max_fix_attempts`. The change that passes is kept as a patch against the cloned commit.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Mutex;
+
+use janitor_model::report::{FixAttempt, FixReport, JobStatus, StepReport, TestsReport};
+use janitor_services::logs::LogSink;
+
+/// How many of the job's last output lines the agent is given.
+pub const OUTPUT_TAIL_LINES: usize = 200;
+
+/// A sink that passes lines on and keeps the last [`OUTPUT_TAIL_LINES`] of them.
+pub struct Recent<'a> {
+    inner: &'a dyn LogSink,
+    tail: Mutex<VecDeque<String>>,
+}
+
+impl<'a> Recent<'a> {
+    pub fn new(inner: &'a dyn LogSink) -> Self {
+        Recent {
+            inner,
+            tail: Mutex::new(VecDeque::with_capacity(OUTPUT_TAIL_LINES)),
+        }
+    }
+
+    /// The last lines, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl LogSink for Recent<'_> {
+    fn line(&self, line: &str) {
+        if let Ok(mut t) = self.tail.lock() {
+            if t.len() == OUTPUT_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line.to_string());
+        }
+        self.inner.line(line);
+    }
+}
+
+/// A validation's verdict and what the agent needs to know of it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub tests: Option<TestsReport>,
+    pub errors: Vec<String>,
+}
+
+/// `/janitor/job.json`: the job, the round, and the validation the agent is to fix.
+pub fn job_document(
+    ctx: &crate::JobContext,
+    attempt: u32,
+    max_attempts: u32,
+    failure: &Failure,
+    output_tail: &[String],
+    earlier: &[FixAttempt],
+) -> serde_json::Value {
+    let failing: Vec<&StepReport> = failure
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.status,
+                janitor_model::report::StepStatus::Failed
+                    | janitor_model::report::StepStatus::TimedOut
+            )
+        })
+        .collect();
+    let failing_tests: Vec<&janitor_model::report::TestResult> = failure
+        .tests
+        .iter()
+        .flat_map(|t| t.results.iter())
+        .filter(|r| r.status != janitor_model::report::TestStatus::Passed)
+        .collect();
+    serde_json::json!({
+        "job_id": ctx.job.job_id,
+        "run_id": ctx.job.run_id,
+        "repo": ctx.job.spec.repo,
+        "ref": ctx.job.spec.repo.git_ref,
+        "prompt": ctx.job.spec.prompt,
+        "attempt": attempt,
+        "max_attempts": max_attempts,
+        "validation": {
+            "status": failure.status,
+            "reason": failure.reason,
+            "failing_steps": failing,
+            "failing_tests": failing_tests,
+            "error_lines": failure.errors,
+            "steps": failure.steps,
+        },
+        "output_tail": output_tail,
+        "earlier_attempts": earlier.iter().map(|a| serde_json::json!({
+            "attempt": a.attempt,
+            "result": a.result,
+            "changed": a.changed,
+            "status": a.status,
+            "reason": a.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "-c",
+            "user.name=janitor",
+            "-c",
+            "user.email=janitor@localhost",
+        ])
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Makes sure the checkout has a commit to compare the agent's changes with (a local
+/// directory copied without git gets one of its own).
+pub async fn baseline(repo: &Path) -> Result<(), String> {
+    if git(repo, &["rev-parse", "--verify", "-q", "HEAD"])
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    git(repo, &["init", "-q"]).await?;
+    git(repo, &["add", "-A"]).await?;
+    git(
+        repo,
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "janitor: the checkout as cloned",
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The agent's change against the cloned commit, as a patch; `None` when there is none.
+pub async fn change(repo: &Path) -> Result<Option<String>, String> {
+    git(repo, &["add", "-A"]).await?;
+    let patch = git(repo, &["diff", "--cached", "--binary", "HEAD"]).await?;
+    Ok((!patch.trim().is_empty()).then_some(patch))
+}
+
+/// What the loop ended with.
+pub struct Ended {
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    pub report: FixReport,
+}
+
+/// The verdict after the attempts: `fixed` when the last re-validation passed, `unfixable`
+/// when the agent said so, else the last failure's, saying how far the agent got.
+pub fn conclude(
+    first: &Failure,
+    attempts: Vec<FixAttempt>,
+    max_attempts: u32,
+    patch: Option<String>,
+) -> Ended {
+    let last = attempts.last();
+    let summary = |a: &FixAttempt| {
+        a.result
+            .as_ref()
+            .and_then(|r| r.get("summary"))
+            .and_then(|s| s.as_str())
+            .map(|s| janitor_model::runpod::excerpt(&serde_json::Value::String(s.to_string())))
+            .unwrap_or_else(|| "no summary".to_string())
+    };
+    let answered = |a: &FixAttempt| {
+        a.result
+            .as_ref()
+            .and_then(|r| r.get("status"))
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+    };
+    let base = first.reason.clone().unwrap_or_default();
+    let (status, reason) = match last {
+        None => (first.status, first.reason.clone()),
+        Some(a) if a.status == Some(JobStatus::Succeeded) => (
+            JobStatus::Fixed,
+            Some(format!(
+                "fixed by the agent in attempt {} of {max_attempts}: {}",
+                a.attempt,
+                summary(a)
+            )),
+        ),
+        Some(a) if answered(a).as_deref() == Some("unfixable") && !a.changed => (
+            JobStatus::Unfixable,
+            Some(format!(
+                "{base}; the agent says it cannot be fixed: {}",
+                summary(a)
+            )),
+        ),
+        Some(a) if a.agent.status != janitor_model::report::StepStatus::Succeeded => (
+            first.status,
+            Some(format!(
+                "{base}; the agent's attempt {} failed: {}",
+                a.attempt, a.agent.detail
+            )),
+        ),
+        Some(a) if !a.changed => (
+            first.status,
+            Some(format!(
+                "{base}; the agent changed nothing in attempt {}: {}",
+                a.attempt,
+                summary(a)
+            )),
+        ),
+        Some(a) => match a.status {
+            // The instance failed the re-validation: the job is tried again.
+            Some(s @ (JobStatus::Error | JobStatus::TimedOut | JobStatus::Interrupted)) => {
+                (s, a.reason.clone())
+            }
+            _ => (
+                JobStatus::Failed,
+                Some(format!(
+                    "not fixed after {} attempt(s); last: {}",
+                    a.attempt,
+                    a.reason.clone().unwrap_or_default()
+                )),
+            ),
+        },
+    };
+    let fixed = status == JobStatus::Fixed;
+    let any_change = attempts.iter().any(|a| a.changed);
+    Ended {
+        status,
+        reason,
+        report: FixReport {
+            max_attempts,
+            attempts,
+            patch: None,
+            patch_error: None,
+            patch_text: patch.filter(|_| fixed),
+            pr_status: if fixed || any_change {
+                "not_applicable".to_string()
+            } else {
+                "no_changes".to_string()
+            },
+            pr_url: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use janitor_model::report::StepStatus;
+
+    fn step(status: StepStatus, detail: &str) -> StepReport {
+        StepReport {
+            name: janitor_model::report::StepName::Agent,
+            status,
+            duration_seconds: 1.0,
+            exit_code: Some(0),
+            detail: detail.into(),
+            output: None,
+        }
+    }
+
+    fn first() -> Failure {
+        Failure {
+            status: JobStatus::Failed,
+            reason: Some("test: hello: expected 4, got 5".into()),
+            steps: vec![],
+            tests: None,
+            errors: vec![],
+        }
+    }
+
+    fn attempt(n: u32, answer: &str, changed: bool, then: Option<JobStatus>) -> FixAttempt {
+        FixAttempt {
+            attempt: n,
+            agent: step(StepStatus::Succeeded, "answered"),
+            result: Some(serde_json::json!({"status": answer, "summary": format!("try {n}")})),
+            changed,
+            steps: vec![],
+            tests: None,
+            status: then,
+            reason: then.map(|_| format!("reason {n}")),
+        }
+    }
+
+    #[test]
+    fn verdicts_after_the_attempts() {
+        let fixed = conclude(
+            &first(),
+            vec![
+                attempt(1, "fixed", true, Some(JobStatus::Failed)),
+                attempt(2, "fixed", true, Some(JobStatus::Succeeded)),
+            ],
+            3,
+            Some("diff".into()),
+        );
+        assert_eq!(fixed.status, JobStatus::Fixed);
+        assert_eq!(
+            fixed.reason.as_deref(),
+            Some("fixed by the agent in attempt 2 of 3: try 2")
+        );
+        assert_eq!(fixed.report.patch_text.as_deref(), Some("diff"));
+
+        let unfixable = conclude(
+            &first(),
+            vec![attempt(1, "unfixable", false, None)],
+            3,
+            None,
+        );
+        assert_eq!(unfixable.status, JobStatus::Unfixable);
+        assert_eq!(
+            unfixable.reason.as_deref(),
+            Some("test: hello: expected 4, got 5; the agent says it cannot be fixed: try 1")
+        );
+        assert_eq!(unfixable.report.pr_status, "no_changes");
+
+        let worse = conclude(
+            &first(),
+            (1..=3)
+                .map(|n| attempt(n, "fixed", true, Some(JobStatus::Failed)))
+                .collect(),
+            3,
+            Some("diff".into()),
+        );
+        assert_eq!(worse.status, JobStatus::Failed);
+        assert_eq!(
+            worse.reason.as_deref(),
+            Some("not fixed after 3 attempt(s); last: reason 3")
+        );
+        assert_eq!(worse.report.patch_text, None, "only a fix is kept");
+
+        let idle = conclude(&first(), vec![attempt(1, "failed", false, None)], 3, None);
+        assert_eq!(idle.status, JobStatus::Failed);
+        assert!(idle
+            .reason
+            .unwrap()
+            .ends_with("the agent changed nothing in attempt 1: try 1"));
+
+        let lost = conclude(
+            &first(),
+            vec![attempt(1, "fixed", true, Some(JobStatus::Error))],
+            3,
+            None,
+        );
+        assert_eq!(
+            lost.status,
+            JobStatus::Error,
+            "the instance's failure is retried"
+        );
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines() {
+        let sink = janitor_services::logs::NullSink;
+        let recent = Recent::new(&sink);
+        for i in 0..250 {
+            recent.line(&format!("l{i}"));
+        }
+        let tail = recent.tail();
+        assert_eq!(tail.len(), OUTPUT_TAIL_LINES);
+        assert_eq!((tail[0].as_str(), tail[199].as_str()), ("l50", "l249"));
+    }
+}

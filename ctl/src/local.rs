@@ -78,6 +78,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             allow_local_repos: true,
             log_ref: None,
             secrets_dir: run.secrets_dir.clone(),
+            publish: None,
         };
         let tools = Tools {
             engine: &engine,

@@ -156,8 +156,27 @@ pub fn result_line(report: &Report) -> String {
         report.reason.as_deref(),
         report.tests.as_ref(),
     );
+    line = with_pr(line, &report.repo.name, report);
     line.push_str(&output_note(report));
     line
+}
+
+/// `✓ worker-x: fixed (PR #12)`: the pull request of a published fix.
+fn with_pr(line: String, name: &str, report: &Report) -> String {
+    let number = report
+        .fix
+        .as_ref()
+        .and_then(|f| f.pr_url.as_deref())
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| n.chars().all(|c| c.is_ascii_digit()));
+    match number {
+        Some(n) => line.replacen(
+            &format!("{name}: fixed"),
+            &format!("{name}: fixed (PR #{n})"),
+            1,
+        ),
+        None => line,
+    }
 }
 
 /// ` [N of M output events not in CloudWatch…]` when some are not, else nothing.
@@ -230,6 +249,7 @@ fn job_row(j: &JobView) -> String {
         j.tests.as_ref(),
     );
     if let Some(r) = &j.report {
+        row = with_pr(row, j.name(), r);
         row.push_str(&output_note(r));
     }
     row
@@ -623,6 +643,30 @@ pub(crate) mod tests {
         assert_eq!(json["timings"]["duration_seconds"], 61.5);
         assert!(text.contains(json["reason"].as_str().unwrap()));
         assert!(text.contains(json["repo"]["name"].as_str().unwrap()));
+    }
+
+    #[test]
+    fn a_published_fix_shows_its_pull_request() {
+        let mut r = report(
+            "worker-x",
+            JobStatus::Fixed,
+            30.0,
+            "fixed by the agent in attempt 1 of 3: MODEL",
+        );
+        r.fix = Some(janitor_model::report::FixReport {
+            max_attempts: 3,
+            attempts: vec![],
+            patch: None,
+            patch_error: None,
+            patch_text: None,
+            pr_status: "created".into(),
+            pr_url: Some("https://github.com/runpod-workers/worker-x/pull/12".into()),
+            pr_error: None,
+        });
+        assert_eq!(
+            result_line(&r),
+            "✓ worker-x: fixed (PR #12) (30s) — fixed by the agent in attempt 1 of 3: MODEL"
+        );
     }
 
     #[test]

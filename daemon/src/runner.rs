@@ -67,6 +67,7 @@ impl<X: Services> Daemon<X> {
             allow_local_repos: self.settings.allow_local_repos,
             log_ref: Some(log_ref),
             secrets_dir: self.settings.secrets_dir.clone(),
+            publish: self.settings.publish_settings(),
         };
         let setup_ms = received_at.elapsed().as_millis() as u64;
         self.status_mut(|s| {

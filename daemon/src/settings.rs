@@ -47,6 +47,16 @@ pub struct Flags {
     /// [default: /etc/janitor/secrets]
     #[arg(long, env = "JANITOR_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// GitHub's REST API, where fixes become pull requests (the token is the secrets
+    /// directory's GITHUB_TOKEN) [default: https://api.github.com]
+    #[arg(long, env = "JANITOR_GITHUB_API_URL")]
+    pub github_api_url: Option<String>,
+    /// Author of fix commits [default: janitor]
+    #[arg(long, env = "JANITOR_GIT_AUTHOR_NAME")]
+    pub git_author_name: Option<String>,
+    /// Author e-mail of fix commits [default: janitor@users.noreply.github.com]
+    #[arg(long, env = "JANITOR_GIT_AUTHOR_EMAIL")]
+    pub git_author_email: Option<String>,
     /// SQS long-poll wait, 0 to 20 seconds [default: 20]
     #[arg(long, env = "JANITOR_POLL_WAIT_SECONDS")]
     pub poll_wait_seconds: Option<u64>,
@@ -154,6 +164,9 @@ struct FileSettings {
     log_group: Option<String>,
     cache_dir: Option<PathBuf>,
     secrets_dir: Option<PathBuf>,
+    github_api_url: Option<String>,
+    git_author_name: Option<String>,
+    git_author_email: Option<String>,
     poll_wait_seconds: Option<u64>,
     visibility_timeout_seconds: Option<u64>,
     stop_grace_seconds: Option<u64>,
@@ -192,6 +205,9 @@ pub struct Settings {
     pub log_group: String,
     pub cache_dir: PathBuf,
     pub secrets_dir: PathBuf,
+    pub github_api_url: String,
+    pub git_author_name: String,
+    pub git_author_email: String,
     pub poll_wait: Duration,
     pub visibility_timeout: Duration,
     pub stop_grace: Duration,
@@ -232,6 +248,19 @@ impl Settings {
 
     pub fn spool_dir(&self) -> PathBuf {
         self.cache_dir.join("spool")
+    }
+
+    /// Where fixes are published: with the secrets directory's `GITHUB_TOKEN`, read when a job
+    /// starts (so a rotated token is used at once); `None` without one.
+    pub fn publish_settings(&self) -> Option<janitor_pipeline::publish::PublishSettings> {
+        let token = std::fs::read_to_string(self.secrets_dir.join("GITHUB_TOKEN")).ok()?;
+        let token = token.trim();
+        (!token.is_empty()).then(|| janitor_pipeline::publish::PublishSettings {
+            api_url: self.github_api_url.clone(),
+            token: token.to_string(),
+            author_name: self.git_author_name.clone(),
+            author_email: self.git_author_email.clone(),
+        })
     }
 
     /// Running jobs' output spools, read back by the log shipper and archived at the end.
@@ -506,6 +535,21 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .clone()
             .or(file.secrets_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRETS_DIR)),
+        github_api_url: flags
+            .github_api_url
+            .clone()
+            .or(file.github_api_url)
+            .unwrap_or_else(|| "https://api.github.com".to_string()),
+        git_author_name: flags
+            .git_author_name
+            .clone()
+            .or(file.git_author_name)
+            .unwrap_or_else(|| "janitor".to_string()),
+        git_author_email: flags
+            .git_author_email
+            .clone()
+            .or(file.git_author_email)
+            .unwrap_or_else(|| "janitor@users.noreply.github.com".to_string()),
         error_retry,
         interrupt_grace,
         idle_timeout,

@@ -203,3 +203,83 @@ printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#,
     let patch = String::from_utf8(fx.bytes(&key).await).unwrap();
     assert!(patch.contains("+MODEL=/models/tiny.bin"), "{patch}");
 }
+
+/// A fix is committed on `janitor/{run_id}`, pushed to the repository's remote, and proposed
+/// as one pull request whose body has the validation before and after; the job run again
+/// (a retry) updates that pull request instead of opening a second, and a 502 is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fix_is_pushed_and_proposed_once_even_when_the_job_is_retried() {
+    ensure_base_image();
+    agent(
+        "janitor-test-fixer3:latest",
+        r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
+printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JANITOR_RESULT""#,
+    );
+    let gh = janitor_testkit::github::GitHubFixture::start().await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = broken_repo(repos.path(), "fix-pr");
+    let origin = repos.path().join("fix-pr");
+    let run_id = "20261201T000000Z-fixpr1";
+    gh.fail_next(&[502]);
+    for round in 1..=2 {
+        let mut job = spec("fix-pr", &url, Duration::from_secs(240));
+        job.agent_image = Some("janitor-test-fixer3:latest".into());
+        let work = tempfile::tempdir().unwrap();
+        let mut ctx = janitor_testkit::job_context(
+            &format!("fix-pr-{round}"),
+            run_id,
+            job,
+            "local",
+            work.path(),
+        );
+        ctx.publish = Some(janitor_pipeline::publish::PublishSettings {
+            api_url: gh.url.clone(),
+            token: "t0ken-value".into(),
+            author_name: "janitor-test".into(),
+            author_email: "janitor@test".into(),
+        });
+        let (r, _) = janitor_testkit::run_in_process(&ctx).await;
+        assert_eq!(r.status, JobStatus::Fixed, "{r:#?}");
+        let fix = r.fix.as_ref().unwrap();
+        let want = if round == 1 { "created" } else { "updated" };
+        assert_eq!(fix.pr_status, want, "{fix:#?}");
+        assert_eq!(fix.pr_url.as_deref(), Some("https://github.example/pull/1"));
+    }
+    let seen = gh.seen();
+    let posts: Vec<_> = seen.iter().filter(|s| s.method == "POST").collect();
+    assert_eq!(posts.len(), 1, "one pull request: {seen:#?}");
+    let gets = seen.iter().filter(|s| s.method == "GET").count();
+    assert_eq!(
+        gets, 3,
+        "the first answered 502 and retried, then one per round: {seen:#?}"
+    );
+    assert!(seen
+        .iter()
+        .any(|s| s.method == "PATCH" && s.path == "/repos/local/fix-pr/pulls/1"));
+    assert!(seen.iter().all(|s| s.authorization == "Bearer t0ken-value"));
+    let created = &posts[0].body;
+    assert_eq!(created["head"], format!("janitor/{run_id}"));
+    assert_eq!(
+        created["title"],
+        "janitor: point MODEL at the baked weights"
+    );
+    let body = created["body"].as_str().unwrap();
+    assert!(body.contains("**Before:** run: "), "{body}");
+    assert!(body.contains("**After:** every step passed"), "{body}");
+    // The branch is on the remote, with the change and the configured author.
+    let log = janitor_testkit::git(
+        &origin,
+        &[
+            "log",
+            "-1",
+            "--format=%an <%ae>%n%s",
+            &format!("janitor/{run_id}"),
+        ],
+    );
+    assert!(
+        log.starts_with("janitor-test <janitor@test>\njanitor: point MODEL at the baked weights"),
+        "{log}"
+    );
+    let file = janitor_testkit::git(&origin, &["show", &format!("janitor/{run_id}:config.env")]);
+    assert_eq!(file.trim(), "MODEL=/models/tiny.bin");
+}

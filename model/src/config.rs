@@ -70,6 +70,9 @@ pub struct JobSpec {
     pub build: BuildOptions,
     /// How many rounds the agent gets to fix a failure (`max_fix_attempts:`).
     pub max_fix_attempts: u32,
+    /// Whether a fix is pushed and proposed as a pull request (`publish:`), else only kept
+    /// as a patch.
+    pub publish: bool,
 }
 
 /// The agent's rounds unless a repository says otherwise (as runpod's janitor agent does).
@@ -129,6 +132,7 @@ impl JobSpec {
             env: Vec::new(),
             build: BuildOptions::default(),
             max_fix_attempts: DEFAULT_MAX_FIX_ATTEMPTS,
+            publish: true,
         }
     }
 }
@@ -236,6 +240,7 @@ const REPO_FIELDS: &[&str] = &[
     "build_args",
     "build_secrets",
     "max_fix_attempts",
+    "publish",
 ];
 
 /// A multi-stage build's stage name, as the Dockerfile's `FROM … AS name` spells it.
@@ -629,6 +634,10 @@ fn repo_entry(
                 }
                 _ => c.err(value.line, f, format!("must be a mapping of NAME: value, found {}", value.kind())),
             },
+            "publish" => match value.as_bool() {
+                Some(b) => spec.publish = b,
+                None => c.err(value.line, f, format!("must be true or false, found {}", value.kind())),
+            },
             "max_fix_attempts" => {
                 if let Some(n) = c.positive(value, f, i64::from(MAX_FIX_ATTEMPTS)) {
                     spec.max_fix_attempts = u32::try_from(n).unwrap_or(DEFAULT_MAX_FIX_ATTEMPTS);
@@ -825,7 +834,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, publish",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -54,6 +54,9 @@ pub struct JobMessage {
     /// Absent means 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fix_attempts: Option<u32>,
+    /// Absent means true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<bool>,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
 }
@@ -108,6 +111,7 @@ impl JobMessage {
             build_secrets: spec.build.secrets.clone(),
             max_fix_attempts: (spec.max_fix_attempts != config::DEFAULT_MAX_FIX_ATTEMPTS)
                 .then_some(spec.max_fix_attempts),
+            publish: (!spec.publish).then_some(false),
             enqueued_at,
         }
     }
@@ -281,6 +285,7 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             max_fix_attempts: msg
                 .max_fix_attempts
                 .unwrap_or(config::DEFAULT_MAX_FIX_ATTEMPTS),
+            publish: msg.publish.unwrap_or(true),
         },
     })
 }
@@ -334,6 +339,7 @@ mod tests {
                 secrets: vec!["HF_TOKEN".into()],
             },
             max_fix_attempts: 2,
+            publish: false,
             env: vec![("K".into(), "v".into())],
         };
         JobMessage::new("j1".into(), "r1".into(), &spec, OffsetDateTime::UNIX_EPOCH)

@@ -277,6 +277,9 @@ pub struct FixReport {
     pub pr_status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
+    /// Why publishing failed, when it did (the patch is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_error: Option<String>,
 }
 
 /// One round: the agent, then the changed tree validated again.

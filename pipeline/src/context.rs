@@ -22,6 +22,8 @@ pub struct JobContext {
     pub log_ref: Option<LogRef>,
     /// Build secrets, a file per id.
     pub secrets_dir: PathBuf,
+    /// Where fixes are published; `None` without a GitHub token (the patch is kept).
+    pub publish: Option<crate::publish::PublishSettings>,
 }
 
 /// Labels on a job's containers: restart recovery reads them to record the crashed attempt.

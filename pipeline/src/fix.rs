@@ -263,6 +263,7 @@ pub fn conclude(
                 "no_changes".to_string()
             },
             pr_url: None,
+            pr_error: None,
         },
     }
 }

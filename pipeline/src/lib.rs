@@ -14,6 +14,7 @@ pub mod fix;
 pub mod gpu_usage;
 pub mod http;
 pub mod preflight;
+pub mod publish;
 pub mod run;
 pub mod scan;
 pub mod serve;
@@ -237,7 +238,39 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
                 tests: first.tests.clone(),
                 errors: first.errors.first.clone(),
             };
-            let ended = fix_loop(tools, &env, image, &repo_dir, &io_dir, failure, &recent).await;
+            let before = failure.reason.clone().unwrap_or_default();
+            let mut ended =
+                fix_loop(tools, &env, image, &repo_dir, &io_dir, failure, &recent).await;
+            if ended.status == JobStatus::Fixed {
+                match (&ctx.publish, spec.publish) {
+                    (Some(settings), true) => {
+                        let after = ended
+                            .report
+                            .attempts
+                            .last()
+                            .and_then(|a| a.tests.as_ref())
+                            .filter(|t| t.total > 0)
+                            .map_or("every step passed".to_string(), |t| {
+                                format!("passed {}/{} tests", t.passed, t.total)
+                            });
+                        publish::publish(
+                            settings,
+                            ctx,
+                            &repo_dir,
+                            &mut ended.report,
+                            &before,
+                            &after,
+                        )
+                        .await;
+                    }
+                    (None, true) => {
+                        ended.report.pr_error = Some(
+                            "no GitHub token on this instance: the fix is kept as a patch".into(),
+                        );
+                    }
+                    (_, false) => {}
+                }
+            }
             agent_output = ended.report.attempts.last().and_then(|a| a.result.clone());
             let outcome = match ended.report.attempts.last() {
                 Some(a) => StepOutcome {

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+pub mod github;
 pub mod gpu;
 pub mod imds;
 pub mod logs;

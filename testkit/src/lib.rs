@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod engine;
+pub mod github;
 
 use janitor_model::config::{JobSpec, RepoRef};
 use janitor_model::job::JobMessage;
@@ -151,6 +152,23 @@ pub fn git_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> String {
     format!("file://{}", dir.display())
 }
 
+/// `git -C dir ARGS`'s output; panics when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} failed in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A Dockerfile on the base image whose default command runs `script` with sh.
 pub fn dockerfile(script: &str) -> String {
     format!(
@@ -225,6 +243,7 @@ pub fn job_context(
         allow_local_repos: true,
         log_ref: None,
         secrets_dir: work_root.join("secrets"),
+        publish: None,
     }
 }
 

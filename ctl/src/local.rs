@@ -66,6 +66,18 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             janitor_model::duration::format(spec.timeout)
         );
         let sink = FileSink::create(&log_path, run.verbose).map_err(CtlError::io(&log_path))?;
+        // `secrets:` are read with the machine's AWS credentials, as janitord reads them with
+        // the instance role's.
+        let (secrets, unreadable) = if spec.secrets.is_empty() {
+            (Default::default(), None)
+        } else {
+            let config = janitor_services::aws::sdk_config().await;
+            let source = janitor_services::secrets::AwsSecrets::new(&config);
+            match janitor_services::secrets::resolve(&source, &spec.secrets).await {
+                Ok(v) => (v, None),
+                Err(why) => (Default::default(), Some(why)),
+            }
+        };
         let ctx = JobContext {
             job,
             attempt: 1,
@@ -79,6 +91,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             log_ref: None,
             secrets_dir: run.secrets_dir.clone(),
             publish: None,
+            secrets,
         };
         let tools = Tools {
             engine: &engine,
@@ -86,7 +99,10 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             gpu: &gpu,
             sink: &sink,
         };
-        let mut report = pipeline::run_job(&tools, &ctx, &cancel).await;
+        let mut report = match unreadable {
+            Some(why) => pipeline::bare_report(&ctx, janitor_model::report::JobStatus::Error, why),
+            None => pipeline::run_job(&tools, &ctx, &cancel).await,
+        };
         sink.flush();
         // Offline, the agent's fix is written beside the report.
         if let Some(fix) = report.fix.as_mut() {

@@ -64,6 +64,7 @@ pub trait Services: 'static {
     type Registry: RegistryAuth + Clone + 'static;
     type Metadata: Metadata;
     type Metrics: Metrics + 'static;
+    type Secrets: janitor_services::secrets::SecretSource + 'static;
 }
 
 /// Everything a daemon is made of.
@@ -75,6 +76,8 @@ pub struct Parts<X: Services> {
     pub engine: X::Engine,
     pub registry: X::Registry,
     pub metrics: X::Metrics,
+    /// Where the jobs' `secrets:` are read from.
+    pub secrets: X::Secrets,
     pub instance: InstanceInfo,
     /// This instance in its Auto Scaling group; `None` off a group (tests, a lone machine).
     pub fleet: Option<X::Fleet>,
@@ -94,6 +97,7 @@ pub struct Daemon<X: Services> {
     pub(crate) engine: X::Engine,
     pub(crate) registry: X::Registry,
     pub(crate) metrics: X::Metrics,
+    pub(crate) secrets: X::Secrets,
     pub(crate) instance: InstanceInfo,
     pub(crate) fleet: Option<X::Fleet>,
     pub(crate) metadata: Option<X::Metadata>,
@@ -173,6 +177,7 @@ impl<X: Services> Daemon<X> {
             logs: p.logs,
             engine: p.engine,
             registry: p.registry,
+            secrets: p.secrets,
             metrics: p.metrics,
             instance: p.instance,
             fleet: p.fleet,

@@ -61,6 +61,7 @@ impl Services for Aws {
     type Registry = EcrAuth;
     type Metadata = Imds;
     type Metrics = EmfMetrics<CloudWatchLogs>;
+    type Secrets = janitor_services::secrets::AwsSecrets;
 }
 
 fn main() -> ExitCode {
@@ -338,6 +339,7 @@ async fn run(settings: settings::Settings) -> anyhow::Result<()> {
         registry: EcrAuth {
             config: config.clone(),
         },
+        secrets: janitor_services::secrets::AwsSecrets::new(&config),
         instance,
         fleet: membership,
         metadata,

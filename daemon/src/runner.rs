@@ -55,6 +55,21 @@ impl<X: Services> Daemon<X> {
             log_ref.stream.clone(),
             spool.clone(),
         );
+        // The job's secrets, just in time; one that cannot be read makes the job an `error`.
+        let (secrets, unreadable) =
+            match janitor_services::secrets::resolve(&self.secrets, &job.spec.secrets).await {
+                Ok(values) => (values, None),
+                Err(why) => (Default::default(), Some(why)),
+            };
+        let mut publish = self.settings.publish_settings();
+        if let Some(token) = secrets.get("GITHUB_TOKEN") {
+            publish = Some(janitor_pipeline::publish::PublishSettings {
+                api_url: self.settings.github_api_url.clone(),
+                token: token.to_string(),
+                author_name: self.settings.git_author_name.clone(),
+                author_email: self.settings.git_author_email.clone(),
+            });
+        }
         let ctx = JobContext {
             job: job.clone(),
             attempt,
@@ -67,7 +82,8 @@ impl<X: Services> Daemon<X> {
             allow_local_repos: self.settings.allow_local_repos,
             log_ref: Some(log_ref),
             secrets_dir: self.settings.secrets_dir.clone(),
-            publish: self.settings.publish_settings(),
+            publish,
+            secrets,
         };
         let setup_ms = received_at.elapsed().as_millis() as u64;
         self.status_mut(|s| {
@@ -94,7 +110,10 @@ impl<X: Services> Daemon<X> {
                         gpu: gpu.as_ref(),
                         sink: sink.as_ref(),
                     };
-                    pipeline::run_job(&tools, &ctx, &cancel).await
+                    match unreadable {
+                        Some(why) => pipeline::bare_report(&ctx, JobStatus::Error, why),
+                        None => pipeline::run_job(&tools, &ctx, &cancel).await,
+                    }
                 }
                 .in_current_span(),
             )

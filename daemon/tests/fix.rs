@@ -283,3 +283,105 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
     let file = janitor_testkit::git(&origin, &["show", &format!("janitor/{run_id}:config.env")]);
     assert_eq!(file.trim(), "MODEL=/models/tiny.bin");
 }
+
+/// Job secrets from Secrets Manager and SSM reach the build (as secret mounts) and the agent
+/// (as its environment), and nothing of their values reaches CloudWatch or the report, even
+/// when the repository's code and the agent print them; a secret that is not there is an
+/// `error` naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_the_build_and_the_agent_and_are_redacted_everywhere() {
+    const INSTANCE: &str = "i-0f1x000000000002";
+    const KEY: &str = "sk-ant-api03-Zm9vYmFyYmF6";
+    const TOKEN: &str = "ghp_s3cretT0kenValue";
+    ensure_base_image();
+    agent(
+        "janitor-test-secretive:latest",
+        r#"echo "agent key: $ANTHROPIC_API_KEY token: $GITHUB_TOKEN"
+printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API_KEY" > "$JANITOR_RESULT""#,
+    );
+    let fx = Fixture::start(&[INSTANCE]).await;
+    fx.put_secret("janitor/anthropic", KEY).await;
+    fx.put_parameter("/janitor/github-token", TOKEN).await;
+    let repos = tempfile::tempdir().unwrap();
+    // A repository that leaks what its build was given, and then fails quoting it.
+    let url = git_repo(
+        repos.path(),
+        "fix-secrets",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {BASE_IMAGE}\nRUN --mount=type=secret,id=ANTHROPIC_API_KEY echo \"build sees $(cat /run/secrets/ANTHROPIC_API_KEY)\" && cat /run/secrets/ANTHROPIC_API_KEY > /leaked\nCMD [\"sh\", \"-c\", \"echo ERROR: bad key $(cat /leaked); exit 1\"]\n"
+            ),
+        )],
+    );
+    let mut job = spec("fix-secrets", &url, Duration::from_secs(240));
+    job.agent_image = Some("janitor-test-secretive:latest".into());
+    job.build.secrets = vec!["ANTHROPIC_API_KEY".into()];
+    job.secrets = vec![
+        (
+            "ANTHROPIC_API_KEY".into(),
+            "secretsmanager:janitor/anthropic".into(),
+        ),
+        ("GITHUB_TOKEN".into(), "ssm:/janitor/github-token".into()),
+    ];
+    let mut missing = spec("fix-nosecret", &url, Duration::from_secs(60));
+    missing.secrets = vec![("HF_TOKEN".into(), "secretsmanager:janitor/hf".into())];
+    let run_id = "20261201T000000Z-fix003";
+    let job_id = fx.send_job(run_id, &job).await;
+    let missing_id = fx.send_job(run_id, &missing).await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut d = janitor_testkit::spawn_janitord(
+        std::path::Path::new(env!("CARGO_BIN_EXE_janitord")),
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &[
+            "--exit-when-idle",
+            "--stop-grace-seconds",
+            "2",
+            "--error-retry-seconds",
+            "0",
+        ],
+    );
+    assert_eq!(d.wait(Duration::from_secs(300)), 0, "{}", d.output());
+    let report_key = |id: &str| format!("janitor-reports/runs/{run_id}/jobs/{id}/report.json");
+    let r = fx.json(&report_key(&job_id)).await;
+    assert_eq!(r["status"], "unfixable", "{r:#}");
+    assert_eq!(r["errors"]["first"][0], "ERROR: bad key ***", "{r:#}");
+    assert_eq!(r["agent"]["summary"], "key *** does not help", "{r:#}");
+    let text = r.to_string();
+    assert!(!text.contains(KEY) && !text.contains(TOKEN), "{text}");
+    let lines = fx.log_lines(&format!("{INSTANCE}/{job_id}")).await;
+    assert!(
+        lines.iter().any(|l| l.ends_with("build sees ***")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "[agent] agent key: *** token: ***"),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(KEY) || l.contains(TOKEN)),
+        "{lines:#?}"
+    );
+    let archive = janitor_services::logs::read_archive(
+        &fx.bytes(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/output.log.gz"
+        ))
+        .await,
+    )
+    .unwrap();
+    assert!(!archive.contains(KEY), "the archive is redacted too");
+
+    let m = fx.json(&report_key(&missing_id)).await;
+    assert_eq!(m["status"], "error", "{m:#}");
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("secret `HF_TOKEN` (secretsmanager:janitor/hf) could not be read: "),
+        "{m:#}"
+    );
+}

@@ -35,6 +35,7 @@ impl Services for Refusing {
     type Registry = Anonymous;
     type Metadata = Imds;
     type Metrics = NoMetrics;
+    type Secrets = janitor_services::secrets::AwsSecrets;
 }
 
 #[derive(Clone)]
@@ -157,6 +158,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
         logs: CloudWatchLogs { client: fx.logs() },
         engine: DockerEngine::connect().await.unwrap(),
         registry: Anonymous,
+        secrets: janitor_services::secrets::AwsSecrets::new(&fx.sdk),
         metrics: NoMetrics,
         instance: InstanceInfo {
             id: "i-0spool0000000001".into(),

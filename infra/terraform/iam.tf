@@ -42,6 +42,31 @@ data "aws_iam_policy_document" "janitord" {
     ]
   }
 
+  # Job secrets (workers-config `secrets:`), fetched just in time: only the janitor/ names.
+  statement {
+    sid       = "JobSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = ["arn:${data.aws_partition.current.partition}:secretsmanager:${var.region}:${local.account_id}:secret:janitor/*"]
+  }
+
+  statement {
+    sid       = "JobParameters"
+    actions   = ["ssm:GetParameter"]
+    resources = ["arn:${data.aws_partition.current.partition}:ssm:${var.region}:${local.account_id}:parameter/janitor/*"]
+  }
+
+  # SecureString parameters under the account's default aws/ssm key, decrypted through SSM only.
+  statement {
+    sid       = "JobParametersDecrypt"
+    actions   = ["kms:Decrypt"]
+    resources = ["arn:${data.aws_partition.current.partition}:kms:${var.region}:${local.account_id}:alias/aws/ssm"]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.region}.amazonaws.com"]
+    }
+  }
+
   statement {
     sid       = "JobOutput"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]

@@ -27,6 +27,7 @@ JANITORD_ACTIONS = {
     "autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
     "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLifecycleHooks",
+    "secretsmanager:GetSecretValue", "ssm:GetParameter", "kms:Decrypt",
 }
 # Actions without resource-level permissions: the only ones allowed a "*" resource.
 STAR_ALLOWED = {
@@ -90,6 +91,14 @@ def test_instance_role_allows_exactly_the_documented_actions():
     # Every "*" statement says why, in a comment.
     text = open(os.path.join(TF_DIR, "iam.tf")).read()
     assert text.count('resources = ["*"]') == text.count('# AWS requires "*"') == 2
+
+
+def test_job_secrets_are_the_janitor_names_only():
+    doc = terraform()[("data", "aws_iam_policy_document", "janitord")]
+    by_sid = {first(st.get("sid")): st for st in doc["statement"]}
+    assert str(by_sid["JobSecrets"]["resources"]).count(":secret:janitor/*") == 1
+    assert str(by_sid["JobParameters"]["resources"]).count(":parameter/janitor/*") == 1
+    assert "kms:ViaService" in str(by_sid["JobParametersDecrypt"]["condition"])
 
 
 def test_ssm_through_the_managed_policy_not_ssm_star():

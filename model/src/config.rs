@@ -73,6 +73,41 @@ pub struct JobSpec {
     /// Whether a fix is pushed and proposed as a pull request (`publish:`), else only kept
     /// as a patch.
     pub publish: bool,
+    /// The job's secrets: an environment name and where its value is kept
+    /// (`secretsmanager:janitor/…` or `ssm:/janitor/…`), the file's global `secrets:` under
+    /// the repository's own.
+    pub secrets: Vec<(String, String)>,
+}
+
+/// Where a job secret's value is kept; only the `janitor/` names (the instance role's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// An AWS Secrets Manager secret's name (`janitor/anthropic`).
+    SecretsManager(String),
+    /// An SSM parameter's name (`/janitor/github-token`), a SecureString or not.
+    Ssm(String),
+}
+
+/// Reads `secretsmanager:janitor/NAME` or `ssm:/janitor/NAME`.
+pub fn parse_secret_ref(text: &str) -> Result<SecretRef, String> {
+    let valid = "write `secretsmanager:janitor/NAME` or `ssm:/janitor/NAME`";
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+    };
+    match text.split_once(':') {
+        Some(("secretsmanager", name)) if name.starts_with("janitor/") && name_ok(&name[8..]) => {
+            Ok(SecretRef::SecretsManager(name.to_string()))
+        }
+        Some(("ssm", name)) if name.starts_with("/janitor/") && name_ok(&name[9..]) => {
+            Ok(SecretRef::Ssm(name.to_string()))
+        }
+        Some(("secretsmanager" | "ssm", _)) => Err(format!(
+            "`{text}` is outside the janitor/ names the instance role may read; {valid}"
+        )),
+        _ => Err(format!("`{text}` is not a secret reference; {valid}")),
+    }
 }
 
 /// The agent's rounds unless a repository says otherwise (as runpod's janitor agent does).
@@ -133,6 +168,7 @@ impl JobSpec {
             build: BuildOptions::default(),
             max_fix_attempts: DEFAULT_MAX_FIX_ATTEMPTS,
             publish: true,
+            secrets: Vec::new(),
         }
     }
 }
@@ -216,6 +252,7 @@ const TOP_FIELDS: &[&str] = &[
     "repositories",
     "default_timeout_minutes",
     "max_concurrent_instances",
+    "secrets",
 ];
 const REPO_FIELDS: &[&str] = &[
     "name",
@@ -241,7 +278,37 @@ const REPO_FIELDS: &[&str] = &[
     "build_secrets",
     "max_fix_attempts",
     "publish",
+    "secrets",
 ];
+
+/// A `secrets:` mapping of environment names to secret references, each checked.
+fn secrets_map(c: &mut Checker<'_>, value: &Node, field: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match &value.value {
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                let Some(name) = k.as_str() else { continue };
+                let fk = join(field, name);
+                if let Err(e) = runpod::check_env_key(name) {
+                    c.err(k.line, &fk, e);
+                } else if let Some(text) = c.string(v, &fk) {
+                    if c.check(v, &fk, parse_secret_ref(&text)).is_some() {
+                        out.push((name.to_string(), text));
+                    }
+                }
+            }
+        }
+        _ => c.err(
+            value.line,
+            field,
+            format!(
+                "must be a mapping of NAME: secretsmanager:janitor/… or ssm:/janitor/…, found {}",
+                value.kind()
+            ),
+        ),
+    }
+    out
+}
 
 /// A multi-stage build's stage name, as the Dockerfile's `FROM … AS name` spells it.
 pub fn check_target(s: &str) -> Result<(), String> {
@@ -376,6 +443,7 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
     };
     let mut default_timeout = Duration::from_secs(DEFAULT_TIMEOUT_MINUTES * 60);
     let mut max_instances = DEFAULT_MAX_CONCURRENT_INSTANCES;
+    let mut global_secrets: Vec<(String, String)> = Vec::new();
     let repos_node = match &root.value {
         // `infra/repos.yaml` may be a plain list of `org/name` strings.
         Value::Seq(_) => Some(&root),
@@ -395,6 +463,7 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
                             max_instances = n as u32;
                         }
                     }
+                    "secrets" => global_secrets = secrets_map(&mut c, value, key),
                     _ => {}
                 }
             }
@@ -450,6 +519,14 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
     if !c.errors.is_empty() {
         c.errors.sort_by_key(|e| e.line);
         return Err(ConfigErrors(c.errors));
+    }
+    // The file's secrets, under each repository's own.
+    for spec in &mut repositories {
+        for (name, reference) in &global_secrets {
+            if !spec.secrets.iter().any(|(n, _)| n == name) {
+                spec.secrets.push((name.clone(), reference.clone()));
+            }
+        }
     }
     Ok(WorkersConfig {
         path: path.to_path_buf(),
@@ -634,6 +711,12 @@ fn repo_entry(
                 }
                 _ => c.err(value.line, f, format!("must be a mapping of NAME: value, found {}", value.kind())),
             },
+            "secrets" => {
+                for (name, reference) in secrets_map(c, value, f) {
+                    spec.secrets.retain(|(n, _)| *n != name);
+                    spec.secrets.push((name, reference));
+                }
+            }
             "publish" => match value.as_bool() {
                 Some(b) => spec.publish = b,
                 None => c.err(value.line, f, format!("must be true or false, found {}", value.kind())),
@@ -808,6 +891,34 @@ mod tests {
     }
 
     #[test]
+    fn secrets_global_and_per_repository() {
+        let text = "secrets:\n  ANTHROPIC_API_KEY: secretsmanager:janitor/anthropic\n  GITHUB_TOKEN: ssm:/janitor/github-token\nrepositories:\n  - name: w\n    organization: o\n    secrets:\n      GITHUB_TOKEN: ssm:/janitor/other-token\n  - name: v\n    organization: o\n";
+        let cfg = parse(Path::new("x.yaml"), text, &ParseOptions::default()).unwrap();
+        let w = &cfg.repositories[0].secrets;
+        assert_eq!(w.len(), 2);
+        assert!(w.contains(&(
+            "GITHUB_TOKEN".to_string(),
+            "ssm:/janitor/other-token".to_string()
+        )));
+        assert!(w.contains(&(
+            "ANTHROPIC_API_KEY".to_string(),
+            "secretsmanager:janitor/anthropic".to_string()
+        )));
+        assert!(cfg.repositories[1].secrets.contains(&(
+            "GITHUB_TOKEN".to_string(),
+            "ssm:/janitor/github-token".to_string()
+        )));
+        check(
+            "secrets:\n  A: secretsmanager:prod/db\nrepositories:\n  - name: w\n    organization: o\n    secrets:\n      B: vault:x\n      1C: ssm:/janitor/c\n",
+            &[
+                "cfg.yaml:2: secrets.A: `secretsmanager:prod/db` is outside the janitor/ names the instance role may read; write `secretsmanager:janitor/NAME` or `ssm:/janitor/NAME`",
+                "cfg.yaml:7: repositories[0].secrets.B: `vault:x` is not a secret reference; write `secretsmanager:janitor/NAME` or `ssm:/janitor/NAME`",
+                "cfg.yaml:8: repositories[0].secrets.1C: `1C` is not an environment variable name (letters, digits and _, not starting with a digit)",
+            ],
+        );
+    }
+
+    #[test]
     fn plain_list_form() {
         let cfg = parse(
             Path::new("repos.yaml"),
@@ -834,7 +945,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, publish",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, publish, secrets",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -57,6 +57,9 @@ pub struct JobMessage {
     /// Absent means true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<bool>,
+    /// `[name, reference]` pairs: where each secret is kept, never its value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<(String, String)>,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
 }
@@ -112,6 +115,7 @@ impl JobMessage {
             max_fix_attempts: (spec.max_fix_attempts != config::DEFAULT_MAX_FIX_ATTEMPTS)
                 .then_some(spec.max_fix_attempts),
             publish: (!spec.publish).then_some(false),
+            secrets: spec.secrets.clone(),
             enqueued_at,
         }
     }
@@ -252,6 +256,13 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             );
         }
     }
+    for (i, (name, reference)) in msg.secrets.iter().enumerate() {
+        note(&format!("secrets[{i}]"), runpod::check_env_key(name));
+        note(
+            &format!("secrets[{i}]"),
+            config::parse_secret_ref(reference).map(|_| ()),
+        );
+    }
     for (i, id) in msg.build_secrets.iter().enumerate() {
         note(&format!("build_secrets[{i}]"), names::check_secret_id(id));
     }
@@ -286,6 +297,7 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
                 .max_fix_attempts
                 .unwrap_or(config::DEFAULT_MAX_FIX_ATTEMPTS),
             publish: msg.publish.unwrap_or(true),
+            secrets: msg.secrets,
         },
     })
 }
@@ -340,6 +352,7 @@ mod tests {
             },
             max_fix_attempts: 2,
             publish: false,
+            secrets: vec![("GITHUB_TOKEN".into(), "ssm:/janitor/github-token".into())],
             env: vec![("K".into(), "v".into())],
         };
         JobMessage::new("j1".into(), "r1".into(), &spec, OffsetDateTime::UNIX_EPOCH)

@@ -83,7 +83,7 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
     let container = ContainerSpec {
         name: format!("janitor-{}-agent-{}", ctx.job.job_id, input.attempt),
         image: image.to_string(),
-        env: vec![
+        env: [
             format!("JANITOR_PROMPT={}", ctx.job.spec.prompt),
             format!("JANITOR_REPO={}", ctx.job.spec.repo.full_name()),
             format!("JANITOR_JOB_ID={}", ctx.job.job_id),
@@ -91,7 +91,11 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
             "JANITOR_WORKSPACE=/workspace".to_string(),
             format!("JANITOR_JOB=/janitor/{AGENT_INPUT}"),
             format!("JANITOR_RESULT=/janitor/{AGENT_OUTPUT}"),
-        ],
+        ]
+        .into_iter()
+        // The job's secrets (an LLM's API key, a GitHub token) are the agent's environment.
+        .chain(ctx.secrets.env())
+        .collect(),
         binds: vec![
             format!("{}:/workspace", input.repo_dir.display()),
             format!("{}:/janitor", input.io_dir.display()),

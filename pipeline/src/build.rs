@@ -71,7 +71,7 @@ pub async fn build<E: ContainerEngine>(
     ) {
         return why;
     }
-    let (secrets, values) = match read_secrets(&ctx.secrets_dir, &opts.secrets) {
+    let (secrets, values) = match read_secrets(&ctx.secrets_dir, &opts.secrets, &ctx.secrets) {
         Ok(found) => found,
         Err(why) => return StepOutcome::error(why),
     };
@@ -136,12 +136,22 @@ fn unbuildable(
     })
 }
 
-/// The build's secrets from `dir`, a file per id (one trailing newline dropped), and their
-/// values for redaction; a missing one is the instance's problem, named with its path.
-fn read_secrets(dir: &Path, ids: &[String]) -> Result<(SecretStore, Vec<String>), String> {
+/// The build's secrets: the job's own (`secrets:`) by name, else a file per id in `dir` (one
+/// trailing newline dropped); with their values for redaction. A missing one is the
+/// instance's problem, named with its path.
+fn read_secrets(
+    dir: &Path,
+    ids: &[String],
+    job: &janitor_services::secrets::SecretValues,
+) -> Result<(SecretStore, Vec<String>), String> {
     let mut found = HashMap::new();
     let mut values = Vec::new();
     for id in ids {
+        if let Some(v) = job.get(id) {
+            values.push(v.to_string());
+            found.insert(id.clone(), v.as_bytes().to_vec());
+            continue;
+        }
         let path = dir.join(id);
         let mut data = std::fs::read(&path).map_err(|e| {
             format!(
@@ -238,11 +248,12 @@ mod tests {
     fn secrets_are_read_by_id_and_redacted() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("HF_TOKEN"), "hf_abc123\n").unwrap();
-        let (store, values) = read_secrets(dir.path(), &["HF_TOKEN".into()]).unwrap();
+        let (store, values) =
+            read_secrets(dir.path(), &["HF_TOKEN".into()], &Default::default()).unwrap();
         assert_eq!(values, ["hf_abc123"]);
         assert!(!format!("{store:?}").contains("hf_abc123"));
         assert_eq!(redact("token=hf_abc123 ok", &values), "token=*** ok");
-        let missing = read_secrets(dir.path(), &["NOPE".into()]).unwrap_err();
+        let missing = read_secrets(dir.path(), &["NOPE".into()], &Default::default()).unwrap_err();
         assert!(
             missing.contains("build secret `NOPE` is not on this instance: cannot read"),
             "{missing}"

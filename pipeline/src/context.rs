@@ -24,6 +24,9 @@ pub struct JobContext {
     pub secrets_dir: PathBuf,
     /// Where fixes are published; `None` without a GitHub token (the patch is kept).
     pub publish: Option<crate::publish::PublishSettings>,
+    /// The job's secrets (`secrets:`), fetched when it started; redacted from everything it
+    /// writes and reports.
+    pub secrets: janitor_services::secrets::SecretValues,
 }
 
 /// Labels on a job's containers: restart recovery reads them to record the crashed attempt.

@@ -47,6 +47,22 @@ impl LogSink for Recent<'_> {
     }
 }
 
+/// A sink that redacts the job's secrets from every line before passing it on.
+pub struct Redacted<'a> {
+    pub inner: &'a dyn LogSink,
+    pub secrets: &'a janitor_services::secrets::SecretValues,
+}
+
+impl LogSink for Redacted<'_> {
+    fn line(&self, line: &str) {
+        if self.secrets.is_empty() {
+            self.inner.line(line);
+        } else {
+            self.inner.line(&self.secrets.redact(line, &[]));
+        }
+    }
+}
+
 /// A validation's verdict and what the agent needs to know of it.
 #[derive(Debug, Clone)]
 pub struct Failure {

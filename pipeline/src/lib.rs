@@ -175,7 +175,11 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     ctx: &JobContext,
     cancel: &CancellationToken,
 ) -> Report {
-    let recent = fix::Recent::new(tools.sink);
+    let redacted = fix::Redacted {
+        inner: tools.sink,
+        secrets: &ctx.secrets,
+    };
+    let recent = fix::Recent::new(&redacted);
     let sink: &dyn LogSink = &recent;
     let tools = &Tools {
         engine: tools.engine,
@@ -241,7 +245,18 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             let before = failure.reason.clone().unwrap_or_default();
             let mut ended =
                 fix_loop(tools, &env, image, &repo_dir, &io_dir, failure, &recent).await;
-            if ended.status == JobStatus::Fixed {
+            let leaks = ended
+                .report
+                .patch_text
+                .as_deref()
+                .is_some_and(|p| !ctx.secrets.is_empty() && ctx.secrets.redact(p, &[]) != p);
+            if leaks {
+                ended.report.patch_text = None;
+                ended.report.patch_error = Some(
+                    "the change contains a secret's value: it is neither kept nor published".into(),
+                );
+            }
+            if ended.status == JobStatus::Fixed && !leaks {
                 match (&ctx.publish, spec.publish) {
                     (Some(settings), true) => {
                         let after = ended
@@ -297,7 +312,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         tracing::warn!(path = %job_dir.display(), error = %e, "could not remove the job workspace");
     }
     let duration = (finished_at - started_at).as_seconds_f64().max(0.0);
-    Report {
+    let report = Report {
         schema: REPORT_SCHEMA,
         job_id: ctx.job.job_id.clone(),
         run_id: ctx.job.run_id.clone(),
@@ -338,6 +353,33 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         agent: agent_output,
         fix: fixed,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    redact_report(report, &ctx.secrets)
+}
+
+/// The report with the job's secrets redacted from every text in it (an error line, a test's
+/// output, the agent's answer); the patch is not in it.
+fn redact_report(report: Report, secrets: &janitor_services::secrets::SecretValues) -> Report {
+    if secrets.is_empty() {
+        return report;
+    }
+    let Ok(text) = serde_json::to_string(&report) else {
+        return report;
+    };
+    // A value is redacted as it appears inside JSON text, escaped.
+    let redacted = secrets.redact(&text, &[]);
+    if redacted == text {
+        return report;
+    }
+    match serde_json::from_str::<Report>(&redacted) {
+        Ok(mut clean) => {
+            clean.fix = clean.fix.map(|mut f| {
+                f.patch_text = report.fix.as_ref().and_then(|r| r.patch_text.clone());
+                f
+            });
+            clean
+        }
+        Err(_) => report,
     }
 }
 

@@ -17,5 +17,6 @@ pub mod imds;
 pub mod logs;
 pub mod metrics;
 pub mod registry;
+pub mod secrets;
 
 pub use error::{ErrorKind, ServiceError};

@@ -244,6 +244,7 @@ pub fn job_context(
         log_ref: None,
         secrets_dir: work_root.join("secrets"),
         publish: None,
+        secrets: Default::default(),
     }
 }
 
@@ -461,6 +462,29 @@ impl Fixture {
         }
         keys.sort();
         keys
+    }
+
+    /// Stores a Secrets Manager secret.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Stores an SSM SecureString parameter.
+    pub async fn put_parameter(&self, name: &str, value: &str) {
+        aws_sdk_ssm::Client::new(&self.sdk)
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
     }
 
     /// An object's bytes.

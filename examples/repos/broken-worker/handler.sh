@@ -1,3 +1,6 @@
+#!/bin/sh
+# The worker's handler: loads the model config.env names, and fails when it is not there.
+# shellcheck source=/dev/null
 . /config.env
 if [ -f "$MODEL" ]; then
   echo "loaded $MODEL"

@@ -310,7 +310,12 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
         &[(
             "Dockerfile",
             &format!(
-                "FROM {BASE_IMAGE}\nRUN --mount=type=secret,id=ANTHROPIC_API_KEY echo \"build sees $(cat /run/secrets/ANTHROPIC_API_KEY)\" && cat /run/secrets/ANTHROPIC_API_KEY > /leaked\nCMD [\"sh\", \"-c\", \"echo ERROR: bad key $(cat /leaked); exit 1\"]\n"
+                "FROM {BASE_IMAGE}\nARG NONCE={}\nRUN --mount=type=secret,id=ANTHROPIC_API_KEY echo \"build sees $(cat /run/secrets/ANTHROPIC_API_KEY)\" && cat /run/secrets/ANTHROPIC_API_KEY > /leaked\nCMD [\"sh\", \"-c\", \"echo ERROR: bad key $(cat /leaked); exit 1\"]\n",
+                // A fresh layer each run: a cached one would print nothing.
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
             ),
         )],
     );

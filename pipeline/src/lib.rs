@@ -488,10 +488,13 @@ async fn preflight_step<E: ContainerEngine>(
     repo_dir: &std::path::Path,
 ) -> (StepOutcome, Option<discover::Discovered>) {
     let spec = &env.ctx.job.spec;
-    let found = match discover::discover(repo_dir, spec) {
+    let mut found = match discover::discover(repo_dir, spec) {
         Ok(d) => d,
         Err(e) => return (StepOutcome::failed(e), None),
     };
+    if let Err(e) = fill_secrets(&mut found.env, &env.ctx.secrets) {
+        return (StepOutcome::failed(e), None);
+    }
     for note in &found.notes {
         env.sink.line(&format!("[preflight] {note}"));
     }
@@ -519,6 +522,28 @@ async fn preflight_step<E: ContainerEngine>(
     }
 }
 
+/// The worker's environment with each `NAME=secret:SECRET` value replaced by the job's
+/// secret of that name; one the job's `secrets:` do not name is the configuration's error.
+fn fill_secrets(
+    env: &mut [String],
+    secrets: &janitor_services::secrets::SecretValues,
+) -> Result<(), String> {
+    for entry in env.iter_mut() {
+        let Some((key, value)) = entry.split_once('=') else {
+            continue;
+        };
+        if let Some(name) = value.strip_prefix("secret:") {
+            let Some(v) = secrets.get(name) else {
+                return Err(format!(
+                    "env `{key}` asks for the secret `{name}`, which the job's `secrets:` do not name"
+                ));
+            };
+            *entry = format!("{key}={v}");
+        }
+    }
+    Ok(())
+}
+
 /// A report for a job whose pipeline could not produce one (its task panicked).
 pub fn bare_report(ctx: &JobContext, status: JobStatus, reason: String) -> Report {
     let job = JobIdentity {
@@ -539,4 +564,23 @@ pub fn bare_report(ctx: &JobContext, status: JobStatus, reason: String) -> Repor
     );
     report.logs = ctx.log_ref.clone();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn env_values_name_secrets() {
+        let secrets = janitor_services::secrets::SecretValues::new(vec![(
+            "HF_TOKEN".into(),
+            "hf_value".into(),
+        )]);
+        let mut env = vec!["A=1".to_string(), "HF_TOKEN=secret:HF_TOKEN".to_string()];
+        super::fill_secrets(&mut env, &secrets).unwrap();
+        assert_eq!(env, ["A=1", "HF_TOKEN=hf_value"]);
+        let mut bad = vec!["K=secret:NOPE".to_string()];
+        assert_eq!(
+            super::fill_secrets(&mut bad, &secrets).unwrap_err(),
+            "env `K` asks for the secret `NOPE`, which the job's `secrets:` do not name"
+        );
+    }
 }

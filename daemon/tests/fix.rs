@@ -9,6 +9,24 @@ use std::time::Duration;
 use janitor_model::report::{JobStatus, Report, StepName, StepStatus};
 use janitor_testkit::{build_image, ensure_base_image, git_repo, spec, Fixture, BASE_IMAGE};
 
+/// The real janitord on the fixture, leaving when the queue is empty.
+fn janitord(
+    fx: &Fixture,
+    instance: &str,
+    cache: &std::path::Path,
+    extra: &[&str],
+) -> janitor_testkit::Proc {
+    let mut args = vec!["--exit-when-idle", "--stop-grace-seconds", "2"];
+    args.extend_from_slice(extra);
+    janitor_testkit::spawn_janitord(
+        std::path::Path::new(env!("CARGO_BIN_EXE_janitord")),
+        fx,
+        instance,
+        cache,
+        &args,
+    )
+}
+
 /// A worker that fails until `config.env` names the model the image has.
 fn broken_repo(root: &std::path::Path, name: &str) -> String {
     git_repo(
@@ -183,13 +201,7 @@ printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#,
     let run_id = "20261201T000000Z-fix002";
     let job_id = fx.send_job(run_id, &job).await;
     let cache = tempfile::tempdir().unwrap();
-    let mut d = janitor_testkit::spawn_janitord(
-        std::path::Path::new(env!("CARGO_BIN_EXE_janitord")),
-        &fx,
-        INSTANCE,
-        cache.path(),
-        &["--exit-when-idle", "--stop-grace-seconds", "2"],
-    );
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &[]);
     assert_eq!(d.wait(Duration::from_secs(240)), 0, "{}", d.output());
     let report = fx
         .json(&format!(
@@ -335,19 +347,7 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
     let job_id = fx.send_job(run_id, &job).await;
     let missing_id = fx.send_job(run_id, &missing).await;
     let cache = tempfile::tempdir().unwrap();
-    let mut d = janitor_testkit::spawn_janitord(
-        std::path::Path::new(env!("CARGO_BIN_EXE_janitord")),
-        &fx,
-        INSTANCE,
-        cache.path(),
-        &[
-            "--exit-when-idle",
-            "--stop-grace-seconds",
-            "2",
-            "--error-retry-seconds",
-            "0",
-        ],
-    );
+    let mut d = janitord(&fx, INSTANCE, cache.path(), &["--error-retry-seconds", "0"]);
     assert_eq!(d.wait(Duration::from_secs(300)), 0, "{}", d.output());
     let report_key = |id: &str| format!("janitor-reports/runs/{run_id}/jobs/{id}/report.json");
     let r = fx.json(&report_key(&job_id)).await;

@@ -842,27 +842,16 @@ impl ContainerEngine for DockerEngine {
                     bytes: bytes(r.space_reclaimed),
                 })
             }
-            Prune::BuildCache(age) => {
-                let opts = match age {
-                    Some(age) => PruneBuildOptionsBuilder::default()
+            Prune::BuildCache(_) | Prune::BuildCacheKeep(_) => {
+                let opts = match what {
+                    Prune::BuildCache(Some(age)) => PruneBuildOptionsBuilder::default()
                         .filters(&until(age))
                         .build(),
-                    None => PruneBuildOptionsBuilder::default().all(true).build(),
+                    Prune::BuildCacheKeep(keep) => PruneBuildOptionsBuilder::default()
+                        .keep_storage(i64::try_from(keep).unwrap_or(i64::MAX))
+                        .build(),
+                    _ => PruneBuildOptionsBuilder::default().all(true).build(),
                 };
-                let r = self
-                    .docker
-                    .prune_build(Some(opts))
-                    .await
-                    .map_err(api("prune build cache"))?;
-                Ok(Pruned {
-                    items: r.caches_deleted.map_or(0, |v| v.len()),
-                    bytes: bytes(r.space_reclaimed),
-                })
-            }
-            Prune::BuildCacheKeep(keep) => {
-                let opts = PruneBuildOptionsBuilder::default()
-                    .keep_storage(i64::try_from(keep).unwrap_or(i64::MAX))
-                    .build();
                 let r = self
                     .docker
                     .prune_build(Some(opts))

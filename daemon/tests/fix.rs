@@ -390,3 +390,55 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
         "{m:#}"
     );
 }
+
+/// Through janitord: the instance's GitHub token (the secrets directory's `GITHUB_TOKEN`)
+/// and `--github-api-url` publish the fix; the report names the pull request.
+#[tokio::test(flavor = "multi_thread")]
+async fn janitord_publishes_the_fix_with_the_instance_token() {
+    const INSTANCE: &str = "i-0f1x000000000003";
+    ensure_base_image();
+    agent(
+        "janitor-test-fixer4:latest",
+        r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
+printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#,
+    );
+    let gh = janitor_testkit::github::GitHubFixture::start().await;
+    let fx = Fixture::start(&[INSTANCE]).await;
+    let repos = tempfile::tempdir().unwrap();
+    let url = broken_repo(repos.path(), "fix-publish");
+    let mut job = spec("fix-publish", &url, Duration::from_secs(240));
+    job.agent_image = Some("janitor-test-fixer4:latest".into());
+    let run_id = "20261201T000000Z-fix004";
+    let job_id = fx.send_job(run_id, &job).await;
+    let cache = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("GITHUB_TOKEN"), "ghp_instanceToken1\n").unwrap();
+    let mut d = janitord(
+        &fx,
+        INSTANCE,
+        cache.path(),
+        &[
+            "--secrets-dir",
+            secrets.path().to_str().unwrap(),
+            "--github-api-url",
+            &gh.url,
+        ],
+    );
+    assert_eq!(d.wait(Duration::from_secs(240)), 0, "{}", d.output());
+    let report = fx
+        .json(&format!(
+            "janitor-reports/runs/{run_id}/jobs/{job_id}/report.json"
+        ))
+        .await;
+    assert_eq!(report["status"], "fixed", "{report:#}");
+    assert_eq!(report["fix"]["pr_status"], "created", "{report:#}");
+    assert_eq!(report["fix"]["pr_url"], "https://github.example/pull/1");
+    let seen = gh.seen();
+    let post = seen
+        .iter()
+        .find(|s| s.method == "POST")
+        .expect("a pull request was opened");
+    assert_eq!(post.authorization, "Bearer ghp_instanceToken1");
+    assert_eq!(post.path, "/repos/local/fix-publish/pulls");
+    assert!(!report.to_string().contains("ghp_instanceToken1"));
+}

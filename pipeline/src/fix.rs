@@ -51,14 +51,16 @@ impl LogSink for Recent<'_> {
 pub struct Redacted<'a> {
     pub inner: &'a dyn LogSink,
     pub secrets: &'a janitor_services::secrets::SecretValues,
+    /// Other values to hide (the instance's GitHub token).
+    pub also: Vec<String>,
 }
 
 impl LogSink for Redacted<'_> {
     fn line(&self, line: &str) {
-        if self.secrets.is_empty() {
+        if self.secrets.is_empty() && self.also.is_empty() {
             self.inner.line(line);
         } else {
-            self.inner.line(&self.secrets.redact(line, &[]));
+            self.inner.line(&self.secrets.redact(line, &self.also));
         }
     }
 }
@@ -387,6 +389,22 @@ mod tests {
             JobStatus::Error,
             "the instance's failure is retried"
         );
+    }
+
+    #[test]
+    fn the_instance_token_is_redacted_with_the_job_secrets() {
+        let seen = Recent::new(&janitor_services::logs::NullSink);
+        let secrets = janitor_services::secrets::SecretValues::new(vec![(
+            "KEY".into(),
+            "sk-job-secret".into(),
+        )]);
+        let redacted = Redacted {
+            inner: &seen,
+            secrets: &secrets,
+            also: vec!["ghp_instance".into()],
+        };
+        redacted.line("push ghp_instance with sk-job-secret");
+        assert_eq!(seen.tail(), ["push *** with ***"]);
     }
 
     #[test]

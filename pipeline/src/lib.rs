@@ -178,6 +178,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let redacted = fix::Redacted {
         inner: tools.sink,
         secrets: &ctx.secrets,
+        also: ctx.publish.iter().map(|p| p.token.clone()).collect(),
     };
     let recent = fix::Recent::new(&redacted);
     let sink: &dyn LogSink = &recent;
@@ -354,20 +355,24 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         fix: fixed,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    redact_report(report, &ctx.secrets)
+    redact_report(report, &ctx.secrets, &redacted.also)
 }
 
 /// The report with the job's secrets redacted from every text in it (an error line, a test's
 /// output, the agent's answer); the patch is not in it.
-fn redact_report(report: Report, secrets: &janitor_services::secrets::SecretValues) -> Report {
-    if secrets.is_empty() {
+fn redact_report(
+    report: Report,
+    secrets: &janitor_services::secrets::SecretValues,
+    also: &[String],
+) -> Report {
+    if secrets.is_empty() && also.is_empty() {
         return report;
     }
     let Ok(text) = serde_json::to_string(&report) else {
         return report;
     };
     // A value is redacted as it appears inside JSON text, escaped.
-    let redacted = secrets.redact(&text, &[]);
+    let redacted = secrets.redact(&text, also);
     if redacted == text {
         return report;
     }

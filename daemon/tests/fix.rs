@@ -48,6 +48,10 @@ fn broken_repo(root: &std::path::Path, name: &str) -> String {
     )
 }
 
+/// An agent that points config.env at the weights the image has.
+const FIX_MODEL: &str = r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
+printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#;
+
 /// An agent image running `script` (sh) with the contract's environment.
 fn agent(tag: &str, script: &str) {
     build_image(
@@ -188,11 +192,7 @@ async fn an_agent_that_says_unfixable_ends_the_job_unfixable() {
 async fn janitord_stores_the_fix_beside_the_report() {
     const INSTANCE: &str = "i-0f1x000000000001";
     ensure_base_image();
-    agent(
-        "janitor-test-fixer2:latest",
-        r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
-printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#,
-    );
+    agent("janitor-test-fixer2:latest", FIX_MODEL);
     let fx = Fixture::start(&[INSTANCE]).await;
     let repos = tempfile::tempdir().unwrap();
     let url = broken_repo(repos.path(), "fix-daemon");
@@ -397,11 +397,7 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
 async fn janitord_publishes_the_fix_with_the_instance_token() {
     const INSTANCE: &str = "i-0f1x000000000003";
     ensure_base_image();
-    agent(
-        "janitor-test-fixer4:latest",
-        r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
-printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#,
-    );
+    agent("janitor-test-fixer4:latest", FIX_MODEL);
     let gh = janitor_testkit::github::GitHubFixture::start().await;
     let fx = Fixture::start(&[INSTANCE]).await;
     let repos = tempfile::tempdir().unwrap();

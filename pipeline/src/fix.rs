@@ -128,17 +128,18 @@ pub fn job_document(
     })
 }
 
-async fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
+/// `git -C repo -c CONFIG… ARGS`: its output as written, or a sentence with git's error.
+pub(crate) async fn git_with(
+    repo: &Path,
+    config: &[String],
+    args: &[&str],
+) -> Result<String, String> {
     let out = tokio::process::Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args([
-            "-c",
-            "user.name=janitor",
-            "-c",
-            "user.email=janitor@localhost",
-        ])
+        .args(config)
         .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;
@@ -147,10 +148,21 @@ async fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
     } else {
         Err(format!(
             "git {} failed: {}",
-            args.join(" "),
+            args.first().copied().unwrap_or(""),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// git as janitord itself, for the baseline commit and the agent's change.
+async fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
+    let me = [
+        "-c".to_string(),
+        "user.name=janitor".to_string(),
+        "-c".to_string(),
+        "user.email=janitor@localhost".to_string(),
+    ];
+    git_with(repo, &me, args).await
 }
 
 /// Makes sure the checkout has a commit to compare the agent's changes with (a local

@@ -32,25 +32,11 @@ pub fn branch(run_id: &str) -> String {
     format!("janitor/{run_id}")
 }
 
-async fn git(repo: &Path, args: &[&str], extra: &[String]) -> Result<String, String> {
-    let out = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(extra)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
+/// One line of git's output (a branch, a URL), or a sentence with its error.
+async fn git(repo: &Path, args: &[&str], config: &[String]) -> Result<String, String> {
+    crate::fix::git_with(repo, config, args)
         .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+        .map(|out| out.trim().to_string())
 }
 
 /// `Authorization` for git over HTTPS with a token, as a config value (never in a URL).

@@ -77,12 +77,6 @@ impl<S: LogSink> Counting<S> {
         }
     }
 
-    /// (lines, bytes) so far.
-    pub fn counts(&self) -> (u64, u64) {
-        let t = self.total();
-        (t.lines, t.bytes)
-    }
-
     pub fn total(&self) -> Tally {
         self.tallies.lock().map(|t| t.total).unwrap_or_default()
     }
@@ -470,7 +464,6 @@ impl LogSink for SpoolSink {
 /// in order, in a background task.
 pub struct Shipper {
     sink: Arc<SpoolSink>,
-    spool: std::path::PathBuf,
     done: tokio::sync::watch::Sender<bool>,
     progress: Arc<Progress>,
     task: tokio::task::JoinHandle<ShipStats>,
@@ -492,14 +485,13 @@ impl Shipper {
             api,
             group,
             stream,
-            spool: spool.clone(),
+            spool,
             sink: sink.clone(),
             done: done_rx,
             progress: progress.clone(),
         }));
         Shipper {
             sink,
-            spool,
             done,
             progress,
             task,
@@ -508,11 +500,6 @@ impl Shipper {
 
     pub fn sink(&self) -> Arc<SpoolSink> {
         self.sink.clone()
-    }
-
-    /// The spool file: every line of the job, `{unix ms} {line}`.
-    pub fn spool(&self) -> &std::path::Path {
-        &self.spool
     }
 
     /// Writes out what the sink buffers: once the job writes no more, the spool is whole.

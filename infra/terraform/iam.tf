@@ -1,5 +1,7 @@
 # The instance role: exactly the actions janitord uses, each scoped as tightly as AWS allows.
-# SSM Session Manager comes from the managed AmazonSSMManagedInstanceCore policy, not ssm:*.
+# SSM Session Manager gets its own five actions (SessionManager below), not the managed
+# AmazonSSMManagedInstanceCore policy, whose ssm:GetParameter(s) on "*" would let the
+# instance read every parameter of the account, not only the janitor/ names.
 
 locals {
   asg_arn = "arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.name}"
@@ -103,6 +105,26 @@ data "aws_iam_policy_document" "janitord" {
     resources = [local.asg_arn]
   }
 
+  # The SSM agent registers its own instance; no ssm:GetParameter(s) here: parameters are
+  # JobParameters' janitor/ names only.
+  statement {
+    sid       = "SsmAgent"
+    actions   = ["ssm:UpdateInstanceInformation"]
+    resources = ["arn:${data.aws_partition.current.partition}:ec2:${var.region}:${local.account_id}:instance/*"]
+  }
+
+  statement {
+    sid = "SessionManager"
+    # AWS requires "*": Session Manager's channels have no resource-level permissions.
+    actions = [
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:CreateDataChannel",
+      "ssmmessages:OpenControlChannel",
+      "ssmmessages:OpenDataChannel",
+    ]
+    resources = ["*"]
+  }
+
   statement {
     sid = "DescribeGroup"
     # AWS requires "*": the Describe* actions have no resource-level permissions.
@@ -124,11 +146,6 @@ resource "aws_iam_role_policy" "janitord" {
   name   = "janitord"
   role   = aws_iam_role.instance.id
   policy = data.aws_iam_policy_document.janitord.json
-}
-
-resource "aws_iam_role_policy_attachment" "ssm" {
-  role       = aws_iam_role.instance.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "instance" {

@@ -28,12 +28,18 @@ JANITORD_ACTIONS = {
     "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLifecycleHooks",
     "secretsmanager:GetSecretValue", "ssm:GetParameter", "kms:Decrypt",
+    "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
 }
 # Actions without resource-level permissions: the only ones allowed a "*" resource.
 STAR_ALLOWED = {
     "ecr:GetAuthorizationToken",
     "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLifecycleHooks",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
 }
 
 
@@ -90,7 +96,7 @@ def test_instance_role_allows_exactly_the_documented_actions():
     assert stars <= STAR_ALLOWED, f'"*" resource for {stars - STAR_ALLOWED}'
     # Every "*" statement says why, in a comment.
     text = open(os.path.join(TF_DIR, "iam.tf")).read()
-    assert text.count('resources = ["*"]') == text.count('# AWS requires "*"') == 2
+    assert text.count('resources = ["*"]') == text.count('# AWS requires "*"') == 3
 
 
 def test_job_secrets_are_the_janitor_names_only():
@@ -101,12 +107,19 @@ def test_job_secrets_are_the_janitor_names_only():
     assert "kms:ViaService" in str(by_sid["JobParametersDecrypt"]["condition"])
 
 
-def test_ssm_through_the_managed_policy_not_ssm_star():
+def test_session_manager_without_reading_every_parameter():
+    # No managed policy (AmazonSSMManagedInstanceCore grants ssm:GetParameter(s) on "*"):
+    # Session Manager's own actions, and parameters only under janitor/.
     tf = terraform()
-    attach = tf[("resource", "aws_iam_role_policy_attachment", "ssm")]
-    assert first(attach["policy_arn"]).endswith(":iam::aws:policy/AmazonSSMManagedInstanceCore")
+    assert not [k for k in tf if k[:2] == ("resource", "aws_iam_role_policy_attachment")]
+    doc = tf[("data", "aws_iam_policy_document", "janitord")]
+    for st in doc["statement"]:
+        acts = set(first(st["actions"]))
+        if acts & {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"}:
+            resources = first(st["resources"])
+            assert all(r.endswith(":parameter/janitor/*") for r in resources), st
     text = "".join(open(p).read() for p in glob.glob(os.path.join(TF_DIR, "*.tf")))
-    assert '"ssm:*"' not in text
+    assert '"ssm:*"' not in text and "ManagedInstanceCore\"" not in text
 
 
 def test_launch_template_requires_imdsv2_and_encrypts_every_volume():

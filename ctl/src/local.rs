@@ -92,6 +92,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             secrets_dir: run.secrets_dir.clone(),
             publish: None,
             secrets,
+            agent_limits: Default::default(),
         };
         let tools = Tools {
             engine: &engine,

@@ -65,6 +65,7 @@ impl<X: Services> Daemon<X> {
         if let Some(token) = secrets.get("GITHUB_TOKEN") {
             publish = Some(janitor_pipeline::publish::PublishSettings {
                 api_url: self.settings.github_api_url.clone(),
+                git_url: self.settings.github_git_url.clone(),
                 token: token.to_string(),
                 author_name: self.settings.git_author_name.clone(),
                 author_email: self.settings.git_author_email.clone(),
@@ -84,6 +85,7 @@ impl<X: Services> Daemon<X> {
             secrets_dir: self.settings.secrets_dir.clone(),
             publish,
             secrets,
+            agent_limits: self.settings.agent_limits.clone(),
         };
         let setup_ms = received_at.elapsed().as_millis() as u64;
         self.status_mut(|s| {

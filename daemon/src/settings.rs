@@ -51,6 +51,22 @@ pub struct Flags {
     /// directory's GITHUB_TOKEN) [default: https://api.github.com]
     #[arg(long, env = "JANITOR_GITHUB_API_URL")]
     pub github_api_url: Option<String>,
+    /// Where fixes are pushed: a fix for org/name goes to {this}/org/name, and the token is
+    /// sent to no other URL [default: https://github.com]
+    #[arg(long, env = "JANITOR_GITHUB_GIT_URL")]
+    pub github_git_url: Option<String>,
+    /// The agent container's user, uid:gid (never root) [default: 10001:10001]
+    #[arg(long, env = "JANITOR_AGENT_USER")]
+    pub agent_user: Option<String>,
+    /// The agent container's memory limit in MiB [default: 8192]
+    #[arg(long, env = "JANITOR_AGENT_MEMORY_MIB")]
+    pub agent_memory_mib: Option<u64>,
+    /// The agent container's CPU limit, in CPUs [default: 2]
+    #[arg(long, env = "JANITOR_AGENT_CPUS")]
+    pub agent_cpus: Option<f64>,
+    /// The agent container's process and thread limit [default: 4096]
+    #[arg(long, env = "JANITOR_AGENT_PIDS")]
+    pub agent_pids: Option<u64>,
     /// Author of fix commits [default: janitor]
     #[arg(long, env = "JANITOR_GIT_AUTHOR_NAME")]
     pub git_author_name: Option<String>,
@@ -165,6 +181,11 @@ struct FileSettings {
     cache_dir: Option<PathBuf>,
     secrets_dir: Option<PathBuf>,
     github_api_url: Option<String>,
+    github_git_url: Option<String>,
+    agent_user: Option<String>,
+    agent_memory_mib: Option<u64>,
+    agent_cpus: Option<f64>,
+    agent_pids: Option<u64>,
     git_author_name: Option<String>,
     git_author_email: Option<String>,
     poll_wait_seconds: Option<u64>,
@@ -197,6 +218,54 @@ struct FileSettings {
     log_format: Option<LogFormat>,
 }
 
+/// The agent container's user and limits, each checked; a bad one is a problem naming it.
+fn agent_limits(
+    flags: &Flags,
+    file: &FileSettings,
+    problems: &mut Vec<String>,
+) -> janitor_pipeline::agent::AgentLimits {
+    let mut limits = janitor_pipeline::agent::AgentLimits::default();
+    if let Some(user) = flags.agent_user.clone().or(file.agent_user.clone()) {
+        let parsed = user
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
+        match parsed {
+            Some((uid, gid)) if uid != 0 && gid != 0 => (limits.uid, limits.gid) = (uid, gid),
+            _ => problems.push(format!(
+                "setting `agent_user` is `{user}`; it must be uid:gid with numbers other than 0 (root), such as 10001:10001"
+            )),
+        }
+    }
+    if let Some(mib) = flags.agent_memory_mib.or(file.agent_memory_mib) {
+        if (256..=1 << 22).contains(&mib) {
+            limits.memory_bytes = (mib as i64) << 20;
+        } else {
+            problems.push(format!(
+                "setting `agent_memory_mib` is {mib}; it must be 256 to 4194304"
+            ));
+        }
+    }
+    if let Some(cpus) = flags.agent_cpus.or(file.agent_cpus) {
+        if cpus > 0.0 && cpus <= 256.0 {
+            limits.cpus = cpus;
+        } else {
+            problems.push(format!(
+                "setting `agent_cpus` is {cpus}; it must be above 0 and at most 256"
+            ));
+        }
+    }
+    if let Some(pids) = flags.agent_pids.or(file.agent_pids) {
+        if (64..=1 << 22).contains(&pids) {
+            limits.pids = pids as i64;
+        } else {
+            problems.push(format!(
+                "setting `agent_pids` is {pids}; it must be 64 to 4194304"
+            ));
+        }
+    }
+    limits
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -206,6 +275,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub secrets_dir: PathBuf,
     pub github_api_url: String,
+    pub github_git_url: String,
+    pub agent_limits: janitor_pipeline::agent::AgentLimits,
     pub git_author_name: String,
     pub git_author_email: String,
     pub poll_wait: Duration,
@@ -257,6 +328,7 @@ impl Settings {
         let token = token.trim();
         (!token.is_empty()).then(|| janitor_pipeline::publish::PublishSettings {
             api_url: self.github_api_url.clone(),
+            git_url: self.github_git_url.clone(),
             token: token.to_string(),
             author_name: self.git_author_name.clone(),
             author_email: self.git_author_email.clone(),
@@ -322,6 +394,7 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
         .as_ref()
         .map_or(DEFAULT_CONFIG_FILE.to_string(), |p| p.display().to_string());
     let mut problems = Vec::new();
+    let agent_limits = agent_limits(flags, &file, &mut problems);
     let mut required = |flag: Option<&String>, file: Option<String>, name: &str, var: &str| {
         match flag.cloned().or(file).filter(|s| !s.trim().is_empty()) {
             Some(v) => v,
@@ -540,6 +613,14 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .clone()
             .or(file.github_api_url)
             .unwrap_or_else(|| "https://api.github.com".to_string()),
+        github_git_url: flags
+            .github_git_url
+            .clone()
+            .or(file.github_git_url)
+            .unwrap_or_else(|| "https://github.com".to_string())
+            .trim_end_matches('/')
+            .to_string(),
+        agent_limits,
         git_author_name: flags
             .git_author_name
             .clone()

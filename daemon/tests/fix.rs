@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use janitor_model::report::{JobStatus, Report, StepName, StepStatus};
-use janitor_testkit::{build_image, ensure_base_image, git_repo, spec, Fixture, BASE_IMAGE};
+use janitor_testkit::{ensure_base_image, git_repo, spec, Fixture, BASE_IMAGE};
 
 /// The real janitord on the fixture, leaving when the queue is empty.
 fn janitord(
@@ -27,44 +27,7 @@ fn janitord(
     )
 }
 
-/// A worker that fails until `config.env` names the model the image has.
-fn broken_repo(root: &std::path::Path, name: &str) -> String {
-    git_repo(
-        root,
-        name,
-        &[
-            (
-                "Dockerfile",
-                &format!(
-                    "FROM {BASE_IMAGE}\nRUN mkdir -p /models && echo weights > /models/tiny.bin\nCOPY config.env /config.env\nCOPY handler.sh /handler.sh\nCMD [\"sh\", \"/handler.sh\"]\n"
-                ),
-            ),
-            ("config.env", "MODEL=/models/large.bin\n"),
-            (
-                "handler.sh",
-                ". /config.env\nif [ -f \"$MODEL\" ]; then echo \"loaded $MODEL\"; else echo \"ERROR: model $MODEL not found\"; exit 1; fi\n",
-            ),
-        ],
-    )
-}
-
-/// An agent that points config.env at the weights the image has.
-const FIX_MODEL: &str = r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
-printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#;
-
-/// An agent image running `script` (sh) with the contract's environment.
-fn agent(tag: &str, script: &str) {
-    build_image(
-        tag,
-        &[
-            ("agent.sh", &format!("#!/bin/sh\nset -eu\n{script}\n")),
-            (
-                "Dockerfile",
-                &format!("FROM {BASE_IMAGE}\nCOPY agent.sh /agent.sh\nCMD [\"/agent.sh\"]\n"),
-            ),
-        ],
-    );
-}
+use janitor_testkit::{agent_image as agent, broken_worker as broken_repo, FIX_MODEL};
 
 async fn validate(name: &str, url: &str, image: &str) -> (Report, Vec<String>) {
     let mut job = spec(name, url, Duration::from_secs(240));
@@ -229,8 +192,9 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
     );
     let gh = janitor_testkit::github::GitHubFixture::start().await;
     let repos = tempfile::tempdir().unwrap();
-    let url = broken_repo(repos.path(), "fix-pr");
-    let origin = repos.path().join("fix-pr");
+    // The fix goes to {git_url}/{organization}/{name}: the repository's home on that host.
+    let url = broken_repo(&repos.path().join("local"), "fix-pr");
+    let origin = repos.path().join("local/fix-pr");
     let run_id = "20261201T000000Z-fixpr1";
     gh.fail_next(&[502]);
     for round in 1..=2 {
@@ -246,6 +210,7 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
         );
         ctx.publish = Some(janitor_pipeline::publish::PublishSettings {
             api_url: gh.url.clone(),
+            git_url: format!("file://{}", repos.path().display()),
             token: "t0ken-value".into(),
             author_name: "janitor-test".into(),
             author_email: "janitor@test".into(),
@@ -296,24 +261,27 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
     assert_eq!(file.trim(), "MODEL=/models/tiny.bin");
 }
 
-/// Job secrets from Secrets Manager and SSM reach the build (as secret mounts) and the agent
-/// (as its environment), and nothing of their values reaches CloudWatch or the report, even
-/// when the repository's code and the agent print them; a secret that is not there is an
-/// `error` naming it.
+/// Job secrets from Secrets Manager and SSM reach their audiences only — the build's as a
+/// secret mount, the agent's (named only under `secrets:`) as its environment, the publish
+/// token neither — and nothing of their values reaches CloudWatch or the report, even when
+/// the repository's code and the agent print them; a secret that is not there is an `error`
+/// naming it.
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_reach_the_build_and_the_agent_and_are_redacted_everywhere() {
     const INSTANCE: &str = "i-0f1x000000000002";
     const KEY: &str = "sk-ant-api03-Zm9vYmFyYmF6";
     const TOKEN: &str = "ghp_s3cretT0kenValue";
+    const HF: &str = "hf_buildOnlyValue77";
     ensure_base_image();
     agent(
         "janitor-test-secretive:latest",
-        r#"echo "agent key: $ANTHROPIC_API_KEY token: $GITHUB_TOKEN"
+        r#"echo "agent key: $ANTHROPIC_API_KEY token: ${GITHUB_TOKEN:-none} hf: ${HF_TOKEN:-none}"
 printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API_KEY" > "$JANITOR_RESULT""#,
     );
     let fx = Fixture::start(&[INSTANCE]).await;
     fx.put_secret("janitor/anthropic", KEY).await;
     fx.put_parameter("/janitor/github-token", TOKEN).await;
+    fx.put_secret("janitor/hf", HF).await;
     let repos = tempfile::tempdir().unwrap();
     // A repository that leaks what its build was given, and then fails quoting it.
     let url = git_repo(
@@ -322,7 +290,7 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
         &[(
             "Dockerfile",
             &format!(
-                "FROM {BASE_IMAGE}\nARG NONCE={}\nRUN --mount=type=secret,id=ANTHROPIC_API_KEY echo \"build sees $(cat /run/secrets/ANTHROPIC_API_KEY)\" && cat /run/secrets/ANTHROPIC_API_KEY > /leaked\nCMD [\"sh\", \"-c\", \"echo ERROR: bad key $(cat /leaked); exit 1\"]\n",
+                "FROM {BASE_IMAGE}\nARG NONCE={}\nRUN --mount=type=secret,id=HF_TOKEN echo \"build sees $(cat /run/secrets/HF_TOKEN)\" && cat /run/secrets/HF_TOKEN > /leaked\nCMD [\"sh\", \"-c\", \"echo ERROR: bad key $(cat /leaked); exit 1\"]\n",
                 // A fresh layer each run: a cached one would print nothing.
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -333,16 +301,17 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
     );
     let mut job = spec("fix-secrets", &url, Duration::from_secs(240));
     job.agent_image = Some("janitor-test-secretive:latest".into());
-    job.build.secrets = vec!["ANTHROPIC_API_KEY".into()];
+    job.build.secrets = vec!["HF_TOKEN".into()];
     job.secrets = vec![
         (
             "ANTHROPIC_API_KEY".into(),
             "secretsmanager:janitor/anthropic".into(),
         ),
         ("GITHUB_TOKEN".into(), "ssm:/janitor/github-token".into()),
+        ("HF_TOKEN".into(), "secretsmanager:janitor/hf".into()),
     ];
     let mut missing = spec("fix-nosecret", &url, Duration::from_secs(60));
-    missing.secrets = vec![("HF_TOKEN".into(), "secretsmanager:janitor/hf".into())];
+    missing.secrets = vec![("HF_TOKEN".into(), "secretsmanager:janitor/hf-gone".into())];
     let run_id = "20261201T000000Z-fix003";
     let job_id = fx.send_job(run_id, &job).await;
     let missing_id = fx.send_job(run_id, &missing).await;
@@ -355,7 +324,10 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
     assert_eq!(r["errors"]["first"][0], "ERROR: bad key ***", "{r:#}");
     assert_eq!(r["agent"]["summary"], "key *** does not help", "{r:#}");
     let text = r.to_string();
-    assert!(!text.contains(KEY) && !text.contains(TOKEN), "{text}");
+    assert!(
+        !text.contains(KEY) && !text.contains(TOKEN) && !text.contains(HF),
+        "{text}"
+    );
     let lines = fx.log_lines(&format!("{INSTANCE}/{job_id}")).await;
     assert!(
         lines.iter().any(|l| l.ends_with("build sees ***")),
@@ -364,11 +336,13 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
     assert!(
         lines
             .iter()
-            .any(|l| l == "[agent] agent key: *** token: ***"),
+            .any(|l| l == "[agent] agent key: *** token: none hf: none"),
         "{lines:#?}"
     );
     assert!(
-        !lines.iter().any(|l| l.contains(KEY) || l.contains(TOKEN)),
+        !lines
+            .iter()
+            .any(|l| l.contains(KEY) || l.contains(TOKEN) || l.contains(HF)),
         "{lines:#?}"
     );
     let archive = janitor_services::logs::read_archive(
@@ -386,7 +360,7 @@ printf '{"status":"unfixable","summary":"key %s does not help"}' "$ANTHROPIC_API
         m["reason"]
             .as_str()
             .unwrap()
-            .starts_with("secret `HF_TOKEN` (secretsmanager:janitor/hf) could not be read: "),
+            .starts_with("secret `HF_TOKEN` (secretsmanager:janitor/hf-gone) could not be read: "),
         "{m:#}"
     );
 }
@@ -401,7 +375,8 @@ async fn janitord_publishes_the_fix_with_the_instance_token() {
     let gh = janitor_testkit::github::GitHubFixture::start().await;
     let fx = Fixture::start(&[INSTANCE]).await;
     let repos = tempfile::tempdir().unwrap();
-    let url = broken_repo(repos.path(), "fix-publish");
+    let url = broken_repo(&repos.path().join("local"), "fix-publish");
+    let git_url = format!("file://{}", repos.path().display());
     let mut job = spec("fix-publish", &url, Duration::from_secs(240));
     job.agent_image = Some("janitor-test-fixer4:latest".into());
     let run_id = "20261201T000000Z-fix004";
@@ -418,6 +393,8 @@ async fn janitord_publishes_the_fix_with_the_instance_token() {
             secrets.path().to_str().unwrap(),
             "--github-api-url",
             &gh.url,
+            "--github-git-url",
+            &git_url,
         ],
     );
     assert_eq!(d.wait(Duration::from_secs(240)), 0, "{}", d.output());

@@ -1,5 +1,6 @@
 //! Shared wire types and config schema for `janitord` and `janitorctl`.
 
+pub mod audience;
 pub mod config;
 pub mod duration;
 pub mod job;

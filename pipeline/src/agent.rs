@@ -1,10 +1,15 @@
 //! The `agent` step's container: the agent image (pulled with the registry login when it is
-//! not present) runs with the checkout read-write at `/workspace` and `/janitor/job.json` (the
-//! prompt, the repository and the failed validation); it answers in `/janitor/result.json`.
+//! not present) runs confined (a non-root user, no capabilities, no new privileges, a
+//! read-only root with a tmpfs `/tmp`, memory, CPU and process limits) with the checkout
+//! read-write at `/workspace` (no `.git` in it) and a fresh `/janitor` per attempt holding
+//! `job.json`; it answers in `/janitor/result.json`, read without following links and bounded.
+//! It gets only the secrets whose audience is the agent.
 
-use std::path::Path;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
-use janitor_services::engine::{ContainerEngine, ContainerSpec};
+use janitor_model::audience::{may_see, Audience};
+use janitor_services::engine::{Confinement, ContainerEngine, ContainerSpec};
 use janitor_services::registry::RegistryAuth;
 
 use crate::context::job_labels;
@@ -19,11 +24,56 @@ pub const AGENT_STATUSES: &[&str] = &["passed", "fixed", "failed", "unfixable"];
 /// At most this much agent output is merged into the report.
 const AGENT_OUTPUT_LIMIT: u64 = 1024 * 1024;
 
+/// The agent container's user and limits (janitord's settings; these are the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLimits {
+    pub uid: u32,
+    pub gid: u32,
+    pub memory_bytes: i64,
+    pub cpus: f64,
+    pub pids: i64,
+    /// The size of its `/tmp` (and `HOME`).
+    pub tmp_bytes: u64,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            uid: 10001,
+            gid: 10001,
+            memory_bytes: 8 << 30,
+            cpus: 2.0,
+            pids: 4096,
+            tmp_bytes: 2 << 30,
+        }
+    }
+}
+
+impl AgentLimits {
+    /// The engine's options for these limits.
+    pub fn confinement(&self) -> Confinement {
+        Confinement {
+            user: Some(format!("{}:{}", self.uid, self.gid)),
+            drop_all_capabilities: true,
+            no_new_privileges: true,
+            read_only_root: true,
+            tmpfs: vec![(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}", self.tmp_bytes),
+            )],
+            memory_bytes: Some(self.memory_bytes),
+            nano_cpus: Some((self.cpus * 1e9) as i64),
+            pids_limit: Some(self.pids),
+        }
+    }
+}
+
 /// Where the agent works and what it is told.
 pub struct AgentInput<'a> {
     pub image: &'a str,
     pub repo_dir: &'a Path,
-    pub io_dir: &'a Path,
+    /// Each attempt gets a fresh directory under here as its `/janitor`.
+    pub io_root: &'a Path,
     /// `/janitor/job.json`.
     pub job: &'a serde_json::Value,
     /// The round: 1 for the first attempt.
@@ -53,6 +103,50 @@ async fn ensure_image<E: ContainerEngine, R: RegistryAuth>(
         .map_err(|e| format!("agent image {image} is not present and could not be pulled: {e}"))
 }
 
+/// Gives the tree under `dir` (links not followed) to `uid:gid`, so the non-root agent can
+/// change the checkout.
+fn hand_over(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            hand_over(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh `/janitor` for this attempt with `job.json` in it, created anew (never through a
+/// link or over a file an earlier attempt left).
+fn prepare_io(input: &AgentInput<'_>, limits: &AgentLimits) -> Result<PathBuf, String> {
+    let dir = input.io_root.join(format!("attempt-{}", input.attempt));
+    std::fs::create_dir_all(input.io_root)
+        .map_err(|e| format!("cannot create {}: {e}", input.io_root.display()))?;
+    std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags_nofollow()
+        .open(dir.join(AGENT_INPUT))
+        .map_err(|e| format!("cannot write the agent's input: {e}"))?;
+    std::io::Write::write_all(&mut file, input.job.to_string().as_bytes())
+        .map_err(|e| format!("cannot write the agent's input: {e}"))?;
+    hand_over(&dir, limits.uid, limits.gid)
+        .map_err(|e| format!("cannot give {} to the agent's user: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `O_NOFOLLOW` on open.
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+    }
+}
+
 /// Runs the agent; returns the step's outcome and the agent's JSON output, if it wrote any.
 pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
     env: &StepEnv<'_, E>,
@@ -67,41 +161,55 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
         sink,
     } = *env;
     let image = input.image;
+    let limits = &ctx.agent_limits;
     if let Err(e) = ensure_image(engine, registry, image).await {
         return (StepOutcome::failed(e), None);
-    }
-    let _ = tokio::fs::remove_file(input.io_dir.join(AGENT_OUTPUT)).await;
-    if let Err(e) = tokio::fs::write(input.io_dir.join(AGENT_INPUT), input.job.to_string()).await {
-        return (
-            StepOutcome::failed(format!("cannot write the agent's input: {e}")),
-            None,
-        );
     }
     if !input.repo_dir.exists() {
         let _ = tokio::fs::create_dir_all(input.repo_dir).await;
     }
+    let io_dir = match prepare_io(input, limits) {
+        Ok(d) => d,
+        Err(e) => return (StepOutcome::error(e), None),
+    };
+    if let Err(e) = hand_over(input.repo_dir, limits.uid, limits.gid) {
+        return (
+            StepOutcome::error(format!(
+                "cannot give the checkout to the agent's user {}: {e}",
+                limits.uid
+            )),
+            None,
+        );
+    }
+    let spec = &ctx.job.spec;
     let container = ContainerSpec {
         name: format!("janitor-{}-agent-{}", ctx.job.job_id, input.attempt),
         image: image.to_string(),
         env: [
-            format!("JANITOR_PROMPT={}", ctx.job.spec.prompt),
-            format!("JANITOR_REPO={}", ctx.job.spec.repo.full_name()),
+            format!("JANITOR_PROMPT={}", spec.prompt),
+            format!("JANITOR_REPO={}", spec.repo.full_name()),
             format!("JANITOR_JOB_ID={}", ctx.job.job_id),
             format!("JANITOR_ATTEMPT={}", input.attempt),
             "JANITOR_WORKSPACE=/workspace".to_string(),
             format!("JANITOR_JOB=/janitor/{AGENT_INPUT}"),
             format!("JANITOR_RESULT=/janitor/{AGENT_OUTPUT}"),
+            // The root is read-only: HOME is the tmpfs.
+            "HOME=/tmp".to_string(),
         ]
         .into_iter()
-        // The job's secrets (an LLM's API key, a GitHub token) are the agent's environment.
-        .chain(ctx.secrets.env())
+        // Only the secrets meant for the agent (its model key); never the publish token.
+        .chain(
+            ctx.secrets
+                .env_for(|name| may_see(name, spec, Audience::Agent)),
+        )
         .collect(),
         binds: vec![
             format!("{}:/workspace", input.repo_dir.display()),
-            format!("{}:/janitor", input.io_dir.display()),
+            format!("{}:/janitor", io_dir.display()),
         ],
         labels: job_labels(ctx),
-        gpu: ctx.job.spec.gpu_required,
+        gpu: spec.gpu_required,
+        confine: limits.confinement(),
         ..Default::default()
     };
     let mut on_line = |l: &str| sink.line(&format!("[agent] {l}"));
@@ -114,11 +222,24 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
     };
     if let Some(reason) = outcome.stopped {
         return (
-            StepOutcome::stopped(reason, ctx.job.spec.timeout).with_code(outcome.exit_code),
+            StepOutcome::stopped(reason, spec.timeout).with_code(outcome.exit_code),
             None,
         );
     }
-    let output = read_output(&input.io_dir.join(AGENT_OUTPUT)).await;
+    // janitord keeps the repository's history outside the workspace: a `.git` there was
+    // planted (a gitfile or a config with hooks, fsmonitor, drivers or push URLs).
+    if crate::git::planted_git(input.repo_dir) {
+        let _ = std::fs::remove_dir_all(input.repo_dir.join(".git"))
+            .or_else(|_| std::fs::remove_file(input.repo_dir.join(".git")));
+        return (
+            StepOutcome::failed(
+                "the agent left a .git in /workspace; janitord keeps the repository's history outside the workspace and does not use one written there",
+            )
+            .with_code(outcome.exit_code),
+            None,
+        );
+    }
+    let output = read_output(&io_dir.join(AGENT_OUTPUT));
     match (outcome.exit_code, output) {
         (code, Err(e)) => (StepOutcome::failed(e).with_code(code), None),
         (Some(0), Ok(None)) => (
@@ -168,19 +289,85 @@ pub fn answer(result: &serde_json::Value) -> Result<(String, String), String> {
     ))
 }
 
-/// The agent's JSON output: `Ok(None)` when it wrote none.
-async fn read_output(path: &Path) -> Result<Option<serde_json::Value>, String> {
-    match tokio::fs::metadata(path).await {
-        Err(_) => Ok(None),
-        Ok(m) if m.len() > AGENT_OUTPUT_LIMIT => Err(format!(
-            "{AGENT_OUTPUT} is {} bytes, over the {AGENT_OUTPUT_LIMIT}-byte limit",
-            m.len()
-        )),
-        Ok(_) => match tokio::fs::read_to_string(path).await {
-            Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
-                .map(Some)
-                .map_err(|e| format!("{AGENT_OUTPUT} is not JSON: {e}")),
-            Err(e) => Err(format!("cannot read {AGENT_OUTPUT}: {e}")),
-        },
+/// The agent's JSON output: `Ok(None)` when it wrote none. Opened without following a link
+/// (one planted there would point at a host file), only a regular file, at most
+/// [`AGENT_OUTPUT_LIMIT`] bytes read.
+fn read_output(path: &Path) -> Result<Option<serde_json::Value>, String> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags_nofollow()
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(format!(
+                "{AGENT_OUTPUT} is a symbolic link; the agent must write a regular file"
+            ))
+        }
+        Err(e) => return Err(format!("cannot read {AGENT_OUTPUT}: {e}")),
+        Ok(f) => f,
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {AGENT_OUTPUT}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{AGENT_OUTPUT} is not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(AGENT_OUTPUT_LIMIT + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {AGENT_OUTPUT}: {e}"))?;
+    if text.len() as u64 > AGENT_OUTPUT_LIMIT {
+        return Err(format!(
+            "{AGENT_OUTPUT} is over the {AGENT_OUTPUT_LIMIT}-byte limit"
+        ));
+    }
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map(Some)
+        .map_err(|e| format!("{AGENT_OUTPUT} is not JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planted_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-file");
+        std::fs::write(&host, r#"{"status":"fixed","summary":"host"}"#).unwrap();
+        let link = dir.path().join(AGENT_OUTPUT);
+        std::os::unix::fs::symlink(&host, &link).unwrap();
+        let e = read_output(&link).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::write(dir.path().join("big"), vec![b' '; 2 << 20]).unwrap();
+        assert!(read_output(&dir.path().join("big"))
+            .unwrap_err()
+            .contains("limit"));
+    }
+
+    #[test]
+    fn each_attempt_gets_a_fresh_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let job = serde_json::json!({"attempt": 1});
+        let limits = AgentLimits {
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            ..Default::default()
+        };
+        let input = AgentInput {
+            image: "x",
+            repo_dir: root.path(),
+            io_root: &root.path().join("io"),
+            job: &job,
+            attempt: 1,
+        };
+        let dir = prepare_io(&input, &limits).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(AGENT_INPUT)).unwrap(),
+            r#"{"attempt":1}"#
+        );
+        // A second preparation of the same attempt is refused, never written through.
+        assert!(prepare_io(&input, &limits).is_err());
     }
 }

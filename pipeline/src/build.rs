@@ -71,13 +71,24 @@ pub async fn build<E: ContainerEngine>(
     ) {
         return why;
     }
+    if opts
+        .secrets
+        .iter()
+        .any(|id| id == janitor_model::audience::PUBLISH_TOKEN)
+    {
+        return StepOutcome::failed(format!(
+            "`build_secrets` names {}, the token that publishes fixes: it is never given to a build (name another secret for what the build needs)",
+            janitor_model::audience::PUBLISH_TOKEN
+        ));
+    }
     let (secrets, values) = match read_secrets(&ctx.secrets_dir, &opts.secrets, &ctx.secrets) {
         Ok(found) => found,
         Err(why) => return StepOutcome::error(why),
     };
     // Only stable labels: a per-job label would make the last build step miss the cache.
     let labels = HashMap::from([("janitor.repo".to_string(), spec.repo.full_name())]);
-    let mut on_line = |l: &str| sink.line(&format!("[build] {}", redact(l, &values)));
+    let redactor = janitor_services::secrets::Redactor::new(values);
+    let mut on_line = |l: &str| sink.line(&format!("[build] {}", redactor.redact(l)));
     let build = BuildSpec {
         context_dir: repo_dir,
         dockerfile,
@@ -95,7 +106,7 @@ pub async fn build<E: ContainerEngine>(
     cache.hits = b.cache_hits;
     cache.steps = b.steps;
     let cached = format!("{} of {} steps from the layer cache", b.cache_hits, b.steps);
-    match (b.stopped, b.error.map(|e| redact(&e, &values))) {
+    match (b.stopped, b.error.map(|e| redactor.redact(&e))) {
         (Some(reason), _) => StepOutcome::stopped(reason, spec.timeout),
         (None, Some(err)) if is_instance_failure(&err) => {
             StepOutcome::error(format!("{err} ({cached})"))
@@ -172,13 +183,6 @@ fn read_secrets(
     Ok((SecretStore::new(found), values))
 }
 
-/// `line` with every secret value replaced by `***`.
-fn redact(line: &str, values: &[String]) -> String {
-    values
-        .iter()
-        .fold(line.to_string(), |l, v| l.replace(v.as_str(), "***"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,7 +256,10 @@ mod tests {
             read_secrets(dir.path(), &["HF_TOKEN".into()], &Default::default()).unwrap();
         assert_eq!(values, ["hf_abc123"]);
         assert!(!format!("{store:?}").contains("hf_abc123"));
-        assert_eq!(redact("token=hf_abc123 ok", &values), "token=*** ok");
+        assert_eq!(
+            janitor_services::secrets::Redactor::new(values).redact("token=hf_abc123 ok"),
+            "token=*** ok"
+        );
         let missing = read_secrets(dir.path(), &["NOPE".into()], &Default::default()).unwrap_err();
         assert!(
             missing.contains("build secret `NOPE` is not on this instance: cannot read"),

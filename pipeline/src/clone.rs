@@ -1,8 +1,8 @@
-//! The `clone` step: a shallow `git clone` of the repository at its ref, or a copy of a local
-//! directory that is not a git repository (local runs), bounded by the job's deadline.
+//! The `clone` step: a shallow `git clone` of the repository at its ref (through the isolated
+//! runner of [`crate::git`], its git directory beside the work tree, never in it), or a copy of
+//! a local directory that is not a git repository (local runs), bounded by the job's deadline.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use janitor_model::names::{self, CloneSource};
 use janitor_services::engine::StopReason;
@@ -47,20 +47,25 @@ pub async fn clone(
             };
         }
     }
-    let mut cmd = tokio::process::Command::new("git");
+    let repo_git = crate::git::Repo::for_job(dest.parent().unwrap_or(dest), deadline);
+    // The git directory is kept apart from the work tree (which the agent gets): nothing
+    // written into the checkout can configure the host's git.
+    let transport = if ctx.allow_local_repos {
+        crate::git::Transport::RemoteAndLocal
+    } else {
+        crate::git::Transport::Remote
+    };
+    let mut cmd = crate::git::isolated(transport);
     cmd.arg("clone")
         .arg("--depth=1")
         .arg("--single-branch")
-        .arg("--no-tags");
+        .arg("--no-tags")
+        .arg("--no-recurse-submodules")
+        .arg(format!("--separate-git-dir={}", repo_git.git_dir.display()));
     if let Some(r) = &repo.git_ref {
         cmd.arg("--branch").arg(r);
     }
     cmd.arg("--").arg(&url).arg(dest);
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return StepOutcome::error(format!("cannot start git: {e} (is git installed?)")),
@@ -75,11 +80,12 @@ pub async fn clone(
     let status = loop {
         tokio::select! {
             line = out.next_line(), if out_open => match line {
-                Ok(Some(l)) => sink.line(&format!("[clone] {l}")),
+                Ok(Some(l)) => sink.line(&format!("[clone] {}", bounded(&l))),
                 _ => out_open = false,
             },
             line = err.next_line(), if err_open => match line {
                 Ok(Some(l)) => {
+                    let l = bounded(&l);
                     sink.line(&format!("[clone] {l}"));
                     tail.push(l);
                     if tail.len() > 3 { tail.remove(0); }
@@ -99,18 +105,14 @@ pub async fn clone(
     };
     match status {
         Ok(s) if s.success() => {
-            let head = tokio::process::Command::new("git")
-                .arg("-C")
-                .arg(dest)
-                .arg("rev-parse")
-                .arg("HEAD")
-                .stdin(Stdio::null())
-                .output()
+            // The `.git` file clone leaves in the work tree points at the git directory: it
+            // goes, so the agent's workspace has no way back to it.
+            let _ = std::fs::remove_file(dest.join(".git"));
+            let head = repo_git
+                .run(&["rev-parse", "HEAD"])
                 .await
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_else(|| "unknown".to_string());
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".to_string());
             StepOutcome::succeeded(format!("cloned {url} at {head}"))
         }
         Ok(s) => {
@@ -124,6 +126,19 @@ pub async fn clone(
         }
         Err(e) => StepOutcome::error(format!("git clone {url} failed: {e}")),
     }
+}
+
+/// One line of git's output, cut to a length a log line can hold.
+fn bounded(line: &str) -> String {
+    const MAX: usize = 4096;
+    if line.len() <= MAX {
+        return line.to_string();
+    }
+    let mut end = MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
 }
 
 /// What git prints when the network, not the repository, is the problem.

@@ -27,6 +27,35 @@ pub struct JobContext {
     /// The job's secrets (`secrets:`), fetched when it started; redacted from everything it
     /// writes and reports.
     pub secrets: janitor_services::secrets::SecretValues,
+    /// The agent container's user and limits.
+    pub agent_limits: crate::agent::AgentLimits,
+}
+
+/// The largest file of the secrets directory read for redaction.
+const SECRET_FILE_LIMIT: u64 = 64 * 1024;
+
+impl JobContext {
+    /// Everything that must not leave the instance, for this job: its secrets, the publish
+    /// token (and its HTTP basic form), and every value in the secrets directory.
+    pub fn redactor(&self) -> janitor_services::secrets::Redactor {
+        let mut also = Vec::new();
+        if let Some(p) = &self.publish {
+            also.push(p.token.clone());
+            also.push(crate::git::basic_credentials(&p.token));
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.secrets_dir) {
+            for entry in entries.flatten() {
+                let regular = entry.file_type().is_ok_and(|t| t.is_file());
+                let small = entry.metadata().is_ok_and(|m| m.len() <= SECRET_FILE_LIMIT);
+                if regular && small {
+                    if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                        also.push(text.trim_end_matches('\n').to_string());
+                    }
+                }
+            }
+        }
+        self.secrets.redactor(&also)
+    }
 }
 
 /// Labels on a job's containers: restart recovery reads them to record the crashed attempt.

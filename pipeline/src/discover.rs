@@ -36,6 +36,14 @@ pub struct Discovered {
 
 fn read(repo: &Path, rel: &str) -> Result<Option<String>, String> {
     let path = repo.join(rel);
+    // A link anywhere on the way may point out of the checkout, at a host file.
+    if let (Ok(real), Ok(root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(repo)) {
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "{rel} is a link out of the repository; a tests file must be in the repository"
+            ));
+        }
+    }
     let meta = match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => m,
         Ok(_) => return Err(format!("{rel} is not a regular file")),

@@ -3,7 +3,6 @@
 //! `max_fix_attempts`. The change that passes is kept as a patch against the cloned commit.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::Mutex;
 
 use janitor_model::report::{FixAttempt, FixReport, JobStatus, StepReport, TestsReport};
@@ -47,20 +46,19 @@ impl LogSink for Recent<'_> {
     }
 }
 
-/// A sink that redacts the job's secrets from every line before passing it on.
+/// A sink that redacts the job's secrets from every line before passing it on. It wraps every
+/// other sink of the job (the tail the agent is given included), so no line is kept raw.
 pub struct Redacted<'a> {
     pub inner: &'a dyn LogSink,
-    pub secrets: &'a janitor_services::secrets::SecretValues,
-    /// Other values to hide (the instance's GitHub token).
-    pub also: Vec<String>,
+    pub redactor: &'a janitor_services::secrets::Redactor,
 }
 
 impl LogSink for Redacted<'_> {
     fn line(&self, line: &str) {
-        if self.secrets.is_empty() && self.also.is_empty() {
+        if self.redactor.is_empty() {
             self.inner.line(line);
         } else {
-            self.inner.line(&self.secrets.redact(line, &self.also));
+            self.inner.line(&self.redactor.redact(line));
         }
     }
 }
@@ -128,72 +126,53 @@ pub fn job_document(
     })
 }
 
-/// `git -C repo -c CONFIG… ARGS`: its output as written, or a sentence with git's error.
-pub(crate) async fn git_with(
-    repo: &Path,
-    config: &[String],
-    args: &[&str],
-) -> Result<String, String> {
-    let out = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(config)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// git as janitord itself, for the baseline commit and the agent's change.
-async fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
-    let me = [
-        "-c".to_string(),
-        "user.name=janitor".to_string(),
-        "-c".to_string(),
-        "user.email=janitor@localhost".to_string(),
-    ];
-    git_with(repo, &me, args).await
-}
+/// janitord's own identity for the baseline commit.
+const JANITOR_IDENTITY: [&str; 4] = [
+    "-c",
+    "user.name=janitor",
+    "-c",
+    "user.email=janitor@localhost",
+];
 
 /// Makes sure the checkout has a commit to compare the agent's changes with (a local
-/// directory copied without git gets one of its own).
-pub async fn baseline(repo: &Path) -> Result<(), String> {
-    if git(repo, &["rev-parse", "--verify", "-q", "HEAD"])
-        .await
-        .is_ok()
-    {
+/// directory copied without git gets one of its own, its git directory beside the tree).
+pub async fn baseline(repo: &crate::git::Repo) -> Result<(), String> {
+    let git = |args: &'static [&'static str]| async move {
+        repo.run(args).await.map_err(|e| e.to_string())
+    };
+    if git(&["rev-parse", "--verify", "-q", "HEAD"]).await.is_ok() {
         return Ok(());
     }
-    git(repo, &["init", "-q"]).await?;
-    git(repo, &["add", "-A"]).await?;
-    git(
-        repo,
-        &[
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "janitor: the checkout as cloned",
-        ],
-    )
-    .await
-    .map(|_| ())
+    git(&["init", "-q"]).await?;
+    git(&["add", "-A"]).await?;
+    let mut args = JANITOR_IDENTITY.to_vec();
+    args.extend([
+        "commit",
+        "-q",
+        "--no-verify",
+        "--allow-empty",
+        "-m",
+        "janitor: the checkout as cloned",
+    ]);
+    repo.run(&args).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// The agent's change against the cloned commit, as a patch; `None` when there is none.
-pub async fn change(repo: &Path) -> Result<Option<String>, String> {
-    git(repo, &["add", "-A"]).await?;
-    let patch = git(repo, &["diff", "--cached", "--binary", "HEAD"]).await?;
+/// The agent's change against the cloned commit, as a patch; `None` when there is none. No
+/// external diff or textconv driver runs, whatever the tree's attributes say.
+pub async fn change(repo: &crate::git::Repo) -> Result<Option<String>, String> {
+    repo.run(&["add", "-A"]).await.map_err(|e| e.to_string())?;
+    let patch = repo
+        .run(&[
+            "diff",
+            "--cached",
+            "--binary",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-color",
+            "HEAD",
+        ])
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((!patch.trim().is_empty()).then_some(patch))
 }
 
@@ -404,16 +383,16 @@ mod tests {
     }
 
     #[test]
-    fn the_instance_token_is_redacted_with_the_job_secrets() {
+    fn the_tail_the_agent_gets_is_redacted() {
         let seen = Recent::new(&janitor_services::logs::NullSink);
         let secrets = janitor_services::secrets::SecretValues::new(vec![(
             "KEY".into(),
             "sk-job-secret".into(),
         )]);
+        let redactor = secrets.redactor(&["ghp_instance".into()]);
         let redacted = Redacted {
             inner: &seen,
-            secrets: &secrets,
-            also: vec!["ghp_instance".into()],
+            redactor: &redactor,
         };
         redacted.line("push ghp_instance with sk-job-secret");
         assert_eq!(seen.tail(), ["push *** with ***"]);

@@ -11,6 +11,7 @@ pub mod clone;
 pub mod context;
 pub mod discover;
 pub mod fix;
+pub mod git;
 pub mod gpu_usage;
 pub mod http;
 pub mod preflight;
@@ -175,13 +176,14 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     ctx: &JobContext,
     cancel: &CancellationToken,
 ) -> Report {
+    // Every line is redacted first; the tail the agent is given is kept after that.
+    let redactor = ctx.redactor();
+    let recent = fix::Recent::new(tools.sink);
     let redacted = fix::Redacted {
-        inner: tools.sink,
-        secrets: &ctx.secrets,
-        also: ctx.publish.iter().map(|p| p.token.clone()).collect(),
+        inner: &recent,
+        redactor: &redactor,
     };
-    let recent = fix::Recent::new(&redacted);
-    let sink: &dyn LogSink = &recent;
+    let sink: &dyn LogSink = &redacted;
     let tools = &Tools {
         engine: tools.engine,
         registry: tools.registry,
@@ -194,7 +196,9 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let spec = &ctx.job.spec;
     let deadline = clock + spec.timeout;
     let job_dir = ctx.work_root.join(&ctx.job.job_id);
-    let repo_dir = job_dir.join("repo");
+    // The work tree and its git directory side by side: only the tree is ever mounted.
+    let checkout = git::Repo::for_job(&job_dir, deadline);
+    let repo_dir = checkout.work_tree.clone();
     let io_dir = job_dir.join("janitor");
     let free_before = disk::free_bytes(&ctx.work_root);
     let mut steps = Steps::default();
@@ -245,12 +249,12 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             };
             let before = failure.reason.clone().unwrap_or_default();
             let mut ended =
-                fix_loop(tools, &env, image, &repo_dir, &io_dir, failure, &recent).await;
+                fix_loop(tools, &env, image, &checkout, &io_dir, failure, &recent).await;
             let leaks = ended
                 .report
                 .patch_text
                 .as_deref()
-                .is_some_and(|p| !ctx.secrets.is_empty() && ctx.secrets.redact(p, &[]) != p);
+                .is_some_and(|p| redactor.leaks(p));
             if leaks {
                 ended.report.patch_text = None;
                 ended.report.patch_error = Some(
@@ -272,7 +276,8 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
                         publish::publish(
                             settings,
                             ctx,
-                            &repo_dir,
+                            &checkout,
+                            &redactor,
                             &mut ended.report,
                             &before,
                             &after,
@@ -355,36 +360,37 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         fix: fixed,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    redact_report(report, &ctx.secrets, &redacted.also)
+    redact_report(report, &redactor, ctx)
 }
 
-/// The report with the job's secrets redacted from every text in it (an error line, a test's
-/// output, the agent's answer); the patch is not in it.
+/// The report with the job's secrets redacted from every string in it (an error line, a
+/// test's output, the agent's answer), string by string on its value tree; the patch was
+/// checked before and is kept as it is. Fails closed: a report that cannot be redacted is
+/// replaced by a bare one that says so.
 fn redact_report(
     report: Report,
-    secrets: &janitor_services::secrets::SecretValues,
-    also: &[String],
+    redactor: &janitor_services::secrets::Redactor,
+    ctx: &JobContext,
 ) -> Report {
-    if secrets.is_empty() && also.is_empty() {
+    if redactor.is_empty() {
         return report;
     }
-    let Ok(text) = serde_json::to_string(&report) else {
-        return report;
-    };
-    // A value is redacted as it appears inside JSON text, escaped.
-    let redacted = secrets.redact(&text, also);
-    if redacted == text {
-        return report;
-    }
-    match serde_json::from_str::<Report>(&redacted) {
+    let patch = report.fix.as_ref().and_then(|f| f.patch_text.clone());
+    match redactor.redact_document(&report) {
         Ok(mut clean) => {
-            clean.fix = clean.fix.map(|mut f| {
-                f.patch_text = report.fix.as_ref().and_then(|r| r.patch_text.clone());
-                f
-            });
+            if let Some(f) = clean.fix.as_mut() {
+                f.patch_text = patch;
+            }
             clean
         }
-        Err(_) => report,
+        Err(e) => {
+            tracing::error!(error = %e, "the report could not be redacted; a bare one is stored");
+            bare_report(
+                ctx,
+                JobStatus::Error,
+                format!("the report could not be redacted and was withheld: {e}"),
+            )
+        }
     }
 }
 
@@ -393,16 +399,17 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
     tools: &Tools<'_, E, R>,
     env: &StepEnv<'_, E>,
     image: &str,
-    repo_dir: &std::path::Path,
+    checkout: &git::Repo,
     io_dir: &std::path::Path,
     first: fix::Failure,
     recent: &fix::Recent<'_>,
 ) -> fix::Ended {
     let ctx = env.ctx;
+    let repo_dir = checkout.work_tree.as_path();
     let max = ctx.job.spec.max_fix_attempts;
     let mut attempts: Vec<janitor_model::report::FixAttempt> = Vec::new();
     let mut patch = None;
-    if let Err(e) = fix::baseline(repo_dir).await {
+    if let Err(e) = fix::baseline(checkout).await {
         tracing::warn!(error = %e, "no baseline commit for the agent's changes");
     }
     let mut failure = first.clone();
@@ -414,12 +421,25 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
         let input = agent::AgentInput {
             image,
             repo_dir,
-            io_dir,
+            io_root: io_dir,
             job: &job,
             attempt: n,
         };
         let t = Instant::now();
-        let (outcome, result) = agent::run_agent(env, tools.registry, &input).await;
+        let (mut outcome, result) = agent::run_agent(env, tools.registry, &input).await;
+        if outcome.ok() {
+            // What the agent left is bounded before git reads it (a sparse 64 GB file is a
+            // refusal naming it, not hours of hashing).
+            let dir = repo_dir.to_path_buf();
+            let size =
+                tokio::task::spawn_blocking(move || disk::tree_bytes(&dir, disk::MAX_TREE_BYTES))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(e) = size {
+                outcome = StepOutcome::failed(format!("the agent's workspace is too large: {e}"))
+                    .with_code(outcome.exit_code);
+            }
+        }
         let agent_step = janitor_model::report::StepReport {
             name: StepName::Agent,
             status: outcome.status,
@@ -434,7 +454,7 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             .and_then(|s| s.as_str())
             == Some("unfixable");
         let change = if outcome.ok() {
-            match fix::change(repo_dir).await {
+            match fix::change(checkout).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the agent's change");
@@ -497,7 +517,7 @@ async fn preflight_step<E: ContainerEngine>(
         Ok(d) => d,
         Err(e) => return (StepOutcome::failed(e), None),
     };
-    if let Err(e) = fill_secrets(&mut found.env, &env.ctx.secrets) {
+    if let Err(e) = fill_secrets(&mut found.env, spec, &env.ctx.secrets) {
         return (StepOutcome::failed(e), None);
     }
     for note in &found.notes {
@@ -527,24 +547,42 @@ async fn preflight_step<E: ContainerEngine>(
     }
 }
 
-/// The worker's environment with each `NAME=secret:SECRET` value replaced by the job's
-/// secret of that name; one the job's `secrets:` do not name is the configuration's error.
+/// The worker's environment with each `NAME=secret:SECRET` value of the config's `env:`
+/// replaced by the job's secret of that name; one the job's `secrets:` do not name, or the
+/// publish token, is the configuration's error. A `secret:` value from a repository file
+/// (tests.json, hub.json) is not a reference: the repository cannot ask for secrets, and the
+/// worker gets the text as written.
 fn fill_secrets(
     env: &mut [String],
+    spec: &janitor_model::config::JobSpec,
     secrets: &janitor_services::secrets::SecretValues,
 ) -> Result<(), String> {
+    use janitor_model::audience::{may_see, Audience, PUBLISH_TOKEN};
     for entry in env.iter_mut() {
         let Some((key, value)) = entry.split_once('=') else {
             continue;
         };
-        if let Some(name) = value.strip_prefix("secret:") {
-            let Some(v) = secrets.get(name) else {
-                return Err(format!(
-                    "env `{key}` asks for the secret `{name}`, which the job's `secrets:` do not name"
-                ));
-            };
-            *entry = format!("{key}={v}");
+        let Some(name) = value.strip_prefix("secret:") else {
+            continue;
+        };
+        let from_config = spec.env.iter().any(|(k, v)| k == key && v == value);
+        if !from_config {
+            continue;
         }
+        if name == PUBLISH_TOKEN {
+            return Err(format!(
+                "env `{key}` asks for {PUBLISH_TOKEN}, the token that publishes fixes: it is never given to the worker"
+            ));
+        }
+        let Some(v) = secrets
+            .get(name)
+            .filter(|_| may_see(name, spec, Audience::Worker))
+        else {
+            return Err(format!(
+                "env `{key}` asks for the secret `{name}`, which the job's `secrets:` do not name"
+            ));
+        };
+        *entry = format!("{key}={v}");
     }
     Ok(())
 }
@@ -579,13 +617,42 @@ mod tests {
             "HF_TOKEN".into(),
             "hf_value".into(),
         )]);
-        let mut env = vec!["A=1".to_string(), "HF_TOKEN=secret:HF_TOKEN".to_string()];
-        super::fill_secrets(&mut env, &secrets).unwrap();
-        assert_eq!(env, ["A=1", "HF_TOKEN=hf_value"]);
+        let repo = janitor_model::config::RepoRef {
+            organization: "o".into(),
+            name: "w".into(),
+            url: None,
+            git_ref: None,
+        };
+        let mut spec =
+            janitor_model::config::JobSpec::new(repo, std::time::Duration::from_secs(60));
+        spec.secrets = vec![
+            ("HF_TOKEN".into(), "ssm:/janitor/hf".into()),
+            ("GITHUB_TOKEN".into(), "ssm:/janitor/gh".into()),
+        ];
+        spec.env = vec![
+            ("HF_TOKEN".into(), "secret:HF_TOKEN".into()),
+            ("K".into(), "secret:NOPE".into()),
+            ("T".into(), "secret:GITHUB_TOKEN".into()),
+        ];
+        // From the config: filled. From a repository file (not in the config's env): as written.
+        let mut env = vec![
+            "A=1".to_string(),
+            "HF_TOKEN=secret:HF_TOKEN".to_string(),
+            "FROM_REPO=secret:HF_TOKEN".to_string(),
+        ];
+        super::fill_secrets(&mut env, &spec, &secrets).unwrap();
+        assert_eq!(
+            env,
+            ["A=1", "HF_TOKEN=hf_value", "FROM_REPO=secret:HF_TOKEN"]
+        );
         let mut bad = vec!["K=secret:NOPE".to_string()];
         assert_eq!(
-            super::fill_secrets(&mut bad, &secrets).unwrap_err(),
+            super::fill_secrets(&mut bad, &spec, &secrets).unwrap_err(),
             "env `K` asks for the secret `NOPE`, which the job's `secrets:` do not name"
         );
+        let mut publish = vec!["T=secret:GITHUB_TOKEN".to_string()];
+        assert!(super::fill_secrets(&mut publish, &spec, &secrets)
+            .unwrap_err()
+            .contains("never given to the worker"));
     }
 }

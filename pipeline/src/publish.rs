@@ -1,17 +1,30 @@
-//! Publishing a fix: the change committed on `janitor/{run_id}`, pushed to the repository's
-//! remote with the GitHub token, and one pull request for that branch, opened or, when a
-//! retried job finds it open, updated. Its body carries the validation before and after.
-
-use std::path::Path;
+//! Publishing a fix: the change committed on `janitor/{run_id}`, pushed to the URL built from
+//! the job's validated organization and name on the configured GitHub host (never to a URL
+//! the checkout names), the token given to git through its environment for that host only;
+//! then one pull request for that branch, opened or, when a retried job finds it open,
+//! updated. Title, body and commit message are redacted and capped.
 
 use janitor_model::report::FixReport;
 use janitor_services::github::GitHub;
+use janitor_services::secrets::Redactor;
+
+use crate::git::{Repo, Transport};
+
+/// The longest pull request title sent.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The longest pull request body sent (GitHub's own limit is 65,536).
+pub const MAX_BODY_CHARS: usize = 60_000;
+/// The longest commit message written.
+pub const MAX_MESSAGE_CHARS: usize = 8_000;
 
 /// Where and as whom fixes are published.
 #[derive(Clone)]
 pub struct PublishSettings {
     /// `https://api.github.com`, or a test's.
     pub api_url: String,
+    /// Where repositories are pushed: `https://github.com` (or a test's); a fix for `org/name`
+    /// goes to `{git_url}/org/name`, and the token is sent nowhere else.
+    pub git_url: String,
     pub token: String,
     pub author_name: String,
     pub author_email: String,
@@ -22,6 +35,7 @@ impl std::fmt::Debug for PublishSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublishSettings")
             .field("api_url", &self.api_url)
+            .field("git_url", &self.git_url)
             .field("author_name", &self.author_name)
             .finish()
     }
@@ -32,18 +46,67 @@ pub fn branch(run_id: &str) -> String {
     format!("janitor/{run_id}")
 }
 
-/// One line of git's output (a branch, a URL), or a sentence with its error.
-async fn git(repo: &Path, args: &[&str], config: &[String]) -> Result<String, String> {
-    crate::fix::git_with(repo, config, args)
+/// One git call on the checkout, its output trimmed, or a sentence with its error.
+async fn git(repo: &Repo, args: &[&str]) -> Result<String, String> {
+    repo.run(args)
         .await
-        .map(|out| out.trim().to_string())
+        .map(|o| o.trim().to_string())
+        .map_err(|e| e.to_string())
 }
 
-/// `Authorization` for git over HTTPS with a token, as a config value (never in a URL).
-fn auth_header(token: &str) -> String {
-    use base64::Engine as _;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-    format!("http.extraHeader=Authorization: Basic {basic}")
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn capped(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Where `org/name` is pushed: built from the validated names on the configured host. `Err`
+/// when the job's repository comes from somewhere else (a `url:` on another host): a fix
+/// is never pushed anywhere but the repository's home on the configured host.
+pub fn push_target(git_url: &str, repo: &janitor_model::config::RepoRef) -> Result<String, String> {
+    let target = format!(
+        "{}/{}/{}",
+        git_url.trim_end_matches('/'),
+        repo.organization,
+        repo.name
+    );
+    let normal = |u: &str| {
+        let u = u.trim_end_matches('/');
+        let u = u.strip_suffix(".git").unwrap_or(u);
+        if u.starts_with('/') {
+            format!("file://{u}")
+        } else if u.starts_with("file://") {
+            u.to_string()
+        } else {
+            u.to_ascii_lowercase()
+        }
+    };
+    let from = repo.clone_url();
+    if normal(&from) != normal(&target) {
+        return Err(format!(
+            "the repository is cloned from {from}, not from {target} on the configured GitHub host: a fix is published only there (it is kept as a patch)"
+        ));
+    }
+    Ok(target)
+}
+
+/// The transports and environment a push to `target` gets: the token only over HTTPS (or
+/// plain HTTP to this machine's loopback, for tests), scoped to `git_url`.
+fn push_access(git_url: &str, target: &str, token: &str) -> (Transport, Vec<(String, String)>) {
+    let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .any(|p| target.starts_with(p));
+    if target.starts_with("https://") || loopback {
+        (Transport::Remote, crate::git::token_env(git_url, token))
+    } else if target.starts_with("file://") {
+        (Transport::RemoteAndLocal, Vec::new())
+    } else {
+        (Transport::Remote, Vec::new())
+    }
 }
 
 /// Commits the staged change, pushes the branch and opens or updates its pull request;
@@ -51,12 +114,13 @@ fn auth_header(token: &str) -> String {
 pub async fn publish(
     settings: &PublishSettings,
     ctx: &crate::JobContext,
-    repo_dir: &Path,
+    repo: &Repo,
+    redactor: &Redactor,
     fix: &mut FixReport,
     before: &str,
     after: &str,
 ) {
-    match publish_inner(settings, ctx, repo_dir, fix, before, after).await {
+    match publish_inner(settings, ctx, repo, redactor, fix, before, after).await {
         Ok((status, url)) => {
             fix.pr_status = status.to_string();
             fix.pr_url = Some(url);
@@ -72,65 +136,77 @@ pub async fn publish(
 async fn publish_inner(
     settings: &PublishSettings,
     ctx: &crate::JobContext,
-    repo_dir: &Path,
+    repo: &Repo,
+    redactor: &Redactor,
     fix: &FixReport,
     before: &str,
     after: &str,
 ) -> Result<(&'static str, String), String> {
     let spec = &ctx.job.spec;
     let (owner, name) = (&spec.repo.organization, &spec.repo.name);
+    let target = push_target(&settings.git_url, &spec.repo)?;
     let branch = branch(&ctx.job.run_id);
     let base = match &spec.repo.git_ref {
         Some(r) => r.clone(),
-        None => git(repo_dir, &["rev-parse", "--abbrev-ref", "HEAD"], &[]).await?,
+        None => git(repo, &["rev-parse", "--abbrev-ref", "HEAD"]).await?,
     };
+    // What the agent and the worker wrote reaches GitHub only redacted and capped.
+    let clean = |text: &str, max: usize| capped(&redactor.redact(text), max);
     let summary = fix
         .attempts
         .last()
         .and_then(|a| a.result.as_ref())
         .and_then(|r| r.get("summary"))
         .and_then(|s| s.as_str())
-        .unwrap_or("the agent's fix");
+        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "the agent's fix".to_string());
+    let summary = clean(&summary, MAX_TITLE_CHARS - "janitor: ".len());
     let report = janitor_model::ledger::report_key(&ctx.job.run_id, &ctx.job.job_id);
-    let message = format!(
-        "janitor: {summary}\n\nValidated by janitord, run {} (job {}): it failed, then passed with this change.\nReport: {report}\n",
-        ctx.job.run_id, ctx.job.job_id
+    let message = clean(
+        &format!(
+            "janitor: {summary}\n\nValidated by janitord, run {} (job {}): it failed, then passed with this change.\nReport: {report}\n",
+            ctx.job.run_id, ctx.job.job_id
+        ),
+        MAX_MESSAGE_CHARS,
     );
-    let author = [
-        "-c".to_string(),
-        format!("user.name={}", settings.author_name),
-        "-c".to_string(),
-        format!("user.email={}", settings.author_email),
-    ];
-    git(repo_dir, &["checkout", "-q", "-B", &branch], &[]).await?;
-    git(repo_dir, &["commit", "-q", "-m", &message], &author).await?;
-    let remote = git(repo_dir, &["remote", "get-url", "origin"], &[])
-        .await
-        .map_err(|_| "the checkout has no remote to push to".to_string())?;
-    let auth = if remote.starts_with("https://") {
-        vec!["-c".to_string(), auth_header(&settings.token)]
-    } else {
-        Vec::new()
-    };
+    git(repo, &["checkout", "-q", "-B", &branch]).await?;
+    let author_name = format!("user.name={}", settings.author_name);
+    let author_email = format!("user.email={}", settings.author_email);
     git(
-        repo_dir,
+        repo,
         &[
-            "push",
+            "-c",
+            &author_name,
+            "-c",
+            &author_email,
+            "commit",
             "-q",
-            "--force",
-            "origin",
-            &format!("HEAD:refs/heads/{branch}"),
+            "--no-verify",
+            "-m",
+            &message,
         ],
-        &auth,
     )
     .await?;
+    let (transport, env) = push_access(&settings.git_url, &target, &settings.token);
+    let refspec = format!("HEAD:refs/heads/{branch}");
+    repo.run_with(
+        &["push", "-q", "--force", "--no-verify", &target, &refspec],
+        transport,
+        &env,
+    )
+    .await
+    .map_err(|e| redactor.redact(&e.to_string()))?;
     let gh = GitHub::new(&settings.api_url, &settings.token).map_err(|e| e.to_string())?;
-    let body = format!(
-        "janitord found this repository failing and its agent fixed it.\n\n**Before:** {before}\n\n**After:** {after}\n\n**The fix:** {summary} ({} attempt(s) of {})\n\nRun `{}`, job `{}`; the full report is at `{report}`.\n",
-        fix.attempts.len(),
-        fix.max_attempts,
-        ctx.job.run_id,
-        ctx.job.job_id
+    let body = clean(
+        &format!(
+            "janitord found this repository failing and its agent fixed it.\n\n**Before:** {before}\n\n**After:** {after}\n\n**The fix:** {summary} ({} attempt(s) of {})\n\nRun `{}`, job `{}`; the full report is at `{report}`.\n",
+            fix.attempts.len(),
+            fix.max_attempts,
+            ctx.job.run_id,
+            ctx.job.job_id
+        ),
+        MAX_BODY_CHARS,
     );
     let open = gh
         .open_pull(owner, name, &branch)
@@ -157,5 +233,72 @@ async fn publish_inner(
                 .map_err(|e| e.to_string())?;
             Ok(("created", created.html_url))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use janitor_model::config::RepoRef;
+
+    fn repo(url: Option<&str>) -> RepoRef {
+        RepoRef {
+            organization: "runpod-workers".into(),
+            name: "worker-basic".into(),
+            url: url.map(str::to_string),
+            git_ref: None,
+        }
+    }
+
+    #[test]
+    fn the_push_goes_only_to_the_repository_on_the_configured_host() {
+        let gh = "https://github.com";
+        let want = "https://github.com/runpod-workers/worker-basic";
+        assert_eq!(push_target(gh, &repo(None)).unwrap(), want);
+        assert_eq!(
+            push_target(
+                gh,
+                &repo(Some("https://github.com/runpod-workers/worker-basic.git"))
+            )
+            .unwrap(),
+            want
+        );
+        let elsewhere = push_target(
+            gh,
+            &repo(Some("https://evil.example/runpod-workers/worker-basic")),
+        )
+        .unwrap_err();
+        assert!(
+            elsewhere.contains("not from https://github.com/runpod-workers/worker-basic"),
+            "{elsewhere}"
+        );
+        assert!(push_target(gh, &repo(Some("https://github.com/other/worker-basic"))).is_err());
+        assert_eq!(
+            push_target(
+                "file:///srv/git",
+                &repo(Some("/srv/git/runpod-workers/worker-basic"))
+            )
+            .unwrap(),
+            "file:///srv/git/runpod-workers/worker-basic"
+        );
+    }
+
+    #[test]
+    fn the_token_goes_over_https_or_loopback_only() {
+        let (_, env) = push_access("https://github.com", "https://github.com/o/n", "t");
+        assert_eq!(env.len(), 3);
+        let (_, env) = push_access("http://127.0.0.1:9", "http://127.0.0.1:9/o/n", "t");
+        assert_eq!(env.len(), 3);
+        let (_, env) = push_access("http://git.example", "http://git.example/o/n", "t");
+        assert!(env.is_empty(), "never in clear over a network");
+        let (t, env) = push_access("file:///srv", "file:///srv/o/n", "t");
+        assert!(env.is_empty());
+        assert_eq!(t, Transport::RemoteAndLocal);
+    }
+
+    #[test]
+    fn long_texts_are_capped() {
+        assert_eq!(capped("abcdef", 4), "abc…");
+        assert_eq!(capped("abc", 4), "abc");
     }
 }

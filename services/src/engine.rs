@@ -170,21 +170,88 @@ pub struct ContainerSpec {
     /// A TCP port of the container to publish on the host's loopback (an ephemeral port; see
     /// [`ContainerEngine::published`]).
     pub publish: Option<u16>,
+    /// What the container may do and use; the default confines nothing.
+    pub confine: Confinement,
 }
 
-/// Splits a byte stream into lines, holding back a partial last line.
+/// Privileges and limits of a container whose code is not trusted (the agent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// `uid:gid` to run as instead of the image's user.
+    pub user: Option<String>,
+    /// `--cap-drop ALL`.
+    pub drop_all_capabilities: bool,
+    /// `--security-opt no-new-privileges`.
+    pub no_new_privileges: bool,
+    /// `--read-only`.
+    pub read_only_root: bool,
+    /// tmpfs mounts: path and options (`/tmp` → `rw,nosuid,nodev,size=1g`).
+    pub tmpfs: Vec<(String, String)>,
+    /// Memory limit in bytes (swap included: none beyond it).
+    pub memory_bytes: Option<i64>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Most processes and threads at once.
+    pub pids_limit: Option<i64>,
+}
+
+/// The longest the engine may take to open a BuildKit session or accept a build (the build
+/// itself runs to the job's deadline).
+pub const BUILDKIT_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The largest status message of a build's progress stream held in memory.
+const MAX_STATUS_BYTES: usize = 64 * 1024 * 1024;
+
+/// The longest line passed on whole; a longer one is passed on in pieces of this size, so a
+/// stream with no newline never grows memory.
+pub const MAX_LINE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Splits a byte stream into lines, holding back a partial last line of at most
+/// [`MAX_LINE_BYTES`]; each byte is looked at once.
 #[derive(Default)]
 pub struct LineSplitter {
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no newline.
+    scanned: usize,
 }
 
 impl LineSplitter {
     pub fn push(&mut self, bytes: &[u8], out: &mut dyn FnMut(&str)) {
-        self.pending.extend_from_slice(bytes);
-        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            out(text.trim_end_matches('\r'));
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = MAX_LINE_BYTES - self.pending.len();
+            let take = rest.len().min(room);
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            let mut start = 0;
+            while let Some(off) = self.pending[self.scanned..]
+                .iter()
+                .position(|b| *b == b'\n')
+            {
+                let end = self.scanned + off;
+                let text = String::from_utf8_lossy(&self.pending[start..end]);
+                out(text.trim_end_matches('\r'));
+                start = end + 1;
+                self.scanned = start;
+            }
+            self.pending.drain(..start);
+            self.scanned = self.pending.len();
+            if self.pending.len() >= MAX_LINE_BYTES {
+                // Cut at a character boundary: back over at most three continuation bytes.
+                let mut cut = self.pending.len();
+                while cut > self.pending.len() - 3 && (self.pending[cut - 1] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                if cut > 0 && self.pending[cut - 1] >= 0xC0 {
+                    cut -= 1;
+                }
+                if cut == 0 {
+                    cut = self.pending.len();
+                }
+                let text = String::from_utf8_lossy(&self.pending[..cut]).into_owned();
+                out(&text);
+                self.pending.drain(..cut);
+                self.scanned = self.pending.len();
+            }
         }
     }
 
@@ -192,6 +259,7 @@ impl LineSplitter {
         if !self.pending.is_empty() {
             let text = String::from_utf8_lossy(&self.pending).into_owned();
             self.pending.clear();
+            self.scanned = 0;
             out(text.trim_end_matches('\r'));
         }
     }
@@ -422,10 +490,25 @@ impl DockerEngine {
         let bk = |action: &'static str| {
             move |e: buildkit::BuildKitError| EngineError::BuildKit { action, source: e }
         };
-        let session =
-            buildkit::Session::open(&self.socket, &self.versions.api, spec.secrets.clone())
-                .await
-                .map_err(bk("open a build session"))?;
+        let late = |action: &'static str| {
+            move |_| EngineError::BuildKit {
+                action,
+                source: buildkit::BuildKitError::Http {
+                    action,
+                    message: format!(
+                        "the engine did not answer within {} s",
+                        BUILDKIT_CALL_LIMIT.as_secs()
+                    ),
+                },
+            }
+        };
+        let session = tokio::time::timeout(
+            BUILDKIT_CALL_LIMIT,
+            buildkit::Session::open(&self.socket, &self.versions.api, spec.secrets.clone()),
+        )
+        .await
+        .map_err(late("open a build session"))?
+        .map_err(bk("open a build session"))?;
         let query = buildkit::BuildQuery {
             dockerfile: spec.dockerfile.to_string(),
             tag: spec.tag.to_string(),
@@ -435,9 +518,13 @@ impl DockerEngine {
             session: session.id.clone(),
         };
         let mut outcome = BuildOutcome::default();
-        let mut body = buildkit::start_build(&self.socket, &self.versions.api, &query, context)
-            .await
-            .map_err(bk("build"))?;
+        let mut body = tokio::time::timeout(
+            BUILDKIT_CALL_LIMIT,
+            buildkit::start_build(&self.socket, &self.versions.api, &query, context),
+        )
+        .await
+        .map_err(late("build"))?
+        .map_err(bk("build"))?;
         let mut progress = buildkit::Progress::default();
         let mut pending: Vec<u8> = Vec::new();
         let mut handle =
@@ -462,6 +549,12 @@ impl DockerEngine {
                     None => break,
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
+                            if pending.len() + data.len() > MAX_STATUS_BYTES {
+                                outcome.error = Some(format!(
+                                    "the engine sent a build status message over {MAX_STATUS_BYTES} bytes"
+                                ));
+                                break;
+                            }
                             pending.extend_from_slice(data);
                             while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
                                 let line: Vec<u8> = pending.drain(..=pos).collect();
@@ -501,19 +594,24 @@ async fn stop_signal(deadline: Instant, cancel: &CancellationToken) -> StopReaso
     }
 }
 
-/// The build context as a tar, packed off the async threads.
+/// The build context as a tar, packed off the async threads, after its size is checked
+/// against [`crate::disk::MAX_TREE_BYTES`] (a context is held in memory while it is sent).
 async fn context_tar(context_dir: &Path) -> Result<Vec<u8>, EngineError> {
     let dir = context_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || pack_context(&dir))
-        .await
-        .map_err(|e| EngineError::Context {
-            path: context_dir.display().to_string(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|source| EngineError::Context {
-            path: context_dir.display().to_string(),
-            source,
-        })
+    tokio::task::spawn_blocking(move || {
+        crate::disk::tree_bytes(&dir, crate::disk::MAX_TREE_BYTES)
+            .map_err(|e| std::io::Error::other(format!("the build context is too large: {e}")))?;
+        pack_context(&dir)
+    })
+    .await
+    .map_err(|e| EngineError::Context {
+        path: context_dir.display().to_string(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(|source| EngineError::Context {
+        path: context_dir.display().to_string(),
+        source,
+    })
 }
 
 impl ContainerEngine for DockerEngine {
@@ -608,8 +706,10 @@ impl ContainerEngine for DockerEngine {
             }]
         });
         let port_key = spec.publish.map(|p| format!("{p}/tcp"));
+        let c = &spec.confine;
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            user: c.user.clone(),
             exposed_ports: port_key
                 .clone()
                 .map(|k| HashMap::from([(k, HashMap::new())])),
@@ -631,6 +731,16 @@ impl ContainerEngine for DockerEngine {
                     )])
                 }),
                 init: Some(true),
+                cap_drop: c.drop_all_capabilities.then(|| vec!["ALL".to_string()]),
+                security_opt: c
+                    .no_new_privileges
+                    .then(|| vec!["no-new-privileges:true".to_string()]),
+                readonly_rootfs: c.read_only_root.then_some(true),
+                tmpfs: (!c.tmpfs.is_empty()).then(|| c.tmpfs.iter().cloned().collect()),
+                memory: c.memory_bytes,
+                memory_swap: c.memory_bytes,
+                nano_cpus: c.nano_cpus,
+                pids_limit: c.pids_limit,
                 // The engine's own copy of the output is bounded (the job's output is read
                 // through the attach stream, not from this file), so no job fills the disk.
                 log_config: Some(HostConfigLogConfig {
@@ -1085,6 +1195,35 @@ mod tests {
         s.push(b"c\r\n\nd", &mut |l| got.push(l.to_string()));
         s.finish(&mut |l| got.push(l.to_string()));
         assert_eq!(got, ["a", "bc", "", "d"]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_split_never_grown() {
+        let mut s = LineSplitter::default();
+        let mut pieces = 0usize;
+        let mut total = 0usize;
+        let chunk = vec![b'x'; 64 * 1024];
+        // 100 MiB with no newline: memory stays at one line's worth.
+        for _ in 0..1600 {
+            s.push(&chunk, &mut |l| {
+                assert!(l.len() <= MAX_LINE_BYTES);
+                pieces += 1;
+                total += l.len();
+            });
+            assert!(s.pending.len() < MAX_LINE_BYTES);
+        }
+        s.finish(&mut |l| total += l.len());
+        assert_eq!(total, 1600 * 64 * 1024, "nothing lost");
+        assert_eq!(pieces, 50);
+        // A multi-byte character is never cut in two.
+        let mut s = LineSplitter::default();
+        let mut text = vec![b'a'; MAX_LINE_BYTES - 1];
+        text.extend_from_slice("é".as_bytes());
+        let mut got = Vec::new();
+        s.push(&text, &mut |l| got.push(l.to_string()));
+        s.finish(&mut |l| got.push(l.to_string()));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], "é");
     }
 
     #[test]

@@ -15,6 +15,10 @@ use crate::error::{ErrorKind, ServiceError};
 
 /// Attempts per call before it is given up on.
 pub const GITHUB_ATTEMPTS: u32 = 5;
+/// The longest one request (and its answer) may take.
+pub const GITHUB_CALL_LIMIT: Duration = Duration::from_secs(30);
+/// The most of an answer read.
+const GITHUB_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -82,24 +86,31 @@ impl GitHub {
                     body.map(|b| b.to_string()).unwrap_or_default(),
                 )))
                 .map_err(|e| error(&url, ErrorKind::Rejected, e.to_string()))?;
-            let (status, retry_after, text) = match self.client.request(request).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                        .unwrap_or_default();
-                    (status, retry_after, text)
-                }
-                Err(e) => (0, None, e.to_string()),
+            let answer = tokio::time::timeout(GITHUB_CALL_LIMIT, async {
+                let response = self.client.request(request).await?;
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body = http_body_util::Limited::new(response.into_body(), GITHUB_BODY_LIMIT)
+                    .collect()
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
+            })
+            .await;
+            let (status, retry_after, text) = match answer {
+                Err(_) => (
+                    0,
+                    None,
+                    format!("no answer within {} s", GITHUB_CALL_LIMIT.as_secs()),
+                ),
+                Ok(Err(e)) => (0, None, e.to_string()),
+                Ok(Ok(answered)) => answered,
             };
             let limited = status == 429
                 || (status == 403 && text.to_ascii_lowercase().contains("rate limit"));

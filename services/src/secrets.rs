@@ -46,15 +46,212 @@ impl SecretValues {
         self.0.is_empty()
     }
 
+    /// `NAME=value` for a container's environment, only for the names `allowed` says may see them.
+    pub fn env_for(&self, allowed: impl Fn(&str) -> bool) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| allowed(n))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect()
+    }
+
+    /// A redactor for these values and any extra `also`.
+    pub fn redactor(&self, also: &[String]) -> Redactor {
+        Redactor::new(
+            self.0
+                .iter()
+                .map(|(_, v)| v.clone())
+                .chain(also.iter().cloned()),
+        )
+    }
+
     /// `text` with every value (and any extra `also`) replaced by `***`.
     pub fn redact(&self, text: &str, also: &[String]) -> String {
-        let mut out = text.to_string();
-        for v in self.0.iter().map(|(_, v)| v).chain(also) {
-            if v.len() >= MIN_REDACTED_LEN && out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), "***");
+        self.redactor(also).redact(text)
+    }
+}
+
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "***";
+/// What replaces a whole text that could not be redacted in place.
+pub const REDACTION_NOTE: &str = "[withheld: this text held a secret and could not be redacted]";
+
+/// Replaces secret values in text and in JSON value trees. Each secret is matched as given,
+/// and also line by line (a multi-line value printed a line at a time), by the string values
+/// inside it when it is a JSON object (a Secrets Manager key/value secret), and in its
+/// JSON-escaped form; the longest candidates are replaced first, and none shorter than
+/// [`MIN_REDACTED_LEN`] (an empty secret never blanks out text).
+#[derive(Clone, Default)]
+pub struct Redactor {
+    needles: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    /// How many, never which.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} values)", self.needles.len())
+    }
+}
+
+/// Keys of a JSON secret whose values name an identity or an address rather than a secret
+/// (the fields of an RDS secret besides its password): not redacted on their own, or every
+/// `janitor` or `postgres` in every text would be.
+const PUBLIC_JSON_KEYS: &[&str] = &[
+    "username",
+    "user",
+    "engine",
+    "host",
+    "hostname",
+    "port",
+    "dbname",
+    "database",
+    "dbinstanceidentifier",
+    "dbclusteridentifier",
+    "region",
+];
+
+fn json_leaves(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_leaves(x, out)),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| !PUBLIC_JSON_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+            .for_each(|(_, x)| json_leaves(x, out)),
+        _ => {}
+    }
+}
+
+impl Redactor {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
+        let mut needles = Vec::new();
+        for v in values {
+            if v.len() < MIN_REDACTED_LEN {
+                continue;
+            }
+            needles.push(v.clone());
+            let mut forms = Vec::new();
+            if v.contains('\n') {
+                forms.extend(v.lines().map(|l| l.trim_end_matches('\r').to_string()));
+            }
+            if let Ok(parsed @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) =
+                serde_json::from_str::<serde_json::Value>(&v)
+            {
+                json_leaves(&parsed, &mut forms);
+            }
+            forms.push(v.clone());
+            for f in forms {
+                // Each form also as it appears inside JSON text, escaped.
+                let escaped = serde_json::Value::String(f.clone()).to_string();
+                let escaped = escaped[1..escaped.len() - 1].to_string();
+                for g in [f, escaped] {
+                    if g.trim().len() >= MIN_REDACTED_LEN {
+                        needles.push(g);
+                    }
+                }
             }
         }
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.dedup();
+        Redactor { needles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// Whether any secret appears in `text`.
+    pub fn leaks(&self, text: &str) -> bool {
+        self.needles.iter().any(|n| text.contains(n.as_str()))
+    }
+
+    /// `text` with every secret replaced by `***`, longest first.
+    pub fn redact(&self, text: &str) -> String {
+        if !self.leaks(text) {
+            return text.to_string();
+        }
+        let mut out = text.to_string();
+        for n in &self.needles {
+            if out.contains(n.as_str()) {
+                out = out.replace(n.as_str(), REDACTED);
+            }
+        }
+        // A replacement can join fragments into a value again (`s***ecret` cases); a text
+        // that still holds one is withheld whole.
+        if self.leaks(&out) {
+            return REDACTION_NOTE.to_string();
+        }
         out
+    }
+
+    /// Redacts every string (and every object key) of a JSON value tree in place; true when
+    /// anything changed.
+    pub fn redact_value(&self, v: &mut serde_json::Value) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        match v {
+            serde_json::Value::String(s) => {
+                let r = self.redact(s);
+                let changed = r != *s;
+                *s = r;
+                changed
+            }
+            serde_json::Value::Array(a) => {
+                // Every element, never short-circuited.
+                let mut changed = false;
+                for x in a.iter_mut() {
+                    changed |= self.redact_value(x);
+                }
+                changed
+            }
+            serde_json::Value::Object(o) => {
+                let mut changed = false;
+                let entries: Vec<(String, serde_json::Value)> =
+                    std::mem::take(o).into_iter().collect();
+                for (k, mut x) in entries {
+                    changed |= self.redact_value(&mut x);
+                    let key = self.redact(&k);
+                    changed |= key != k;
+                    o.insert(key, x);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    /// Redacts a serializable document through its value tree and reads it back. When the
+    /// redacted tree no longer fits the type (a secret inside a field with fixed values), the
+    /// changed strings are replaced by [`REDACTION_NOTE`] instead; `Err` only when even that does
+    /// not fit, so the caller never keeps the unredacted document by accident.
+    pub fn redact_document<T>(&self, doc: &T) -> Result<T, String>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut tree = serde_json::to_value(doc).map_err(|e| e.to_string())?;
+        if !self.redact_value(&mut tree) {
+            return serde_json::from_value(tree).map_err(|e| e.to_string());
+        }
+        match serde_json::from_value::<T>(tree.clone()) {
+            Ok(clean) => Ok(clean),
+            Err(_) => {
+                let mut noted = serde_json::to_value(doc).map_err(|e| e.to_string())?;
+                self.withhold(&mut noted);
+                serde_json::from_value(noted)
+                    .map_err(|e| format!("the document cannot be redacted and was not kept: {e}"))
+            }
+        }
+    }
+
+    /// Every string holding a secret replaced by the note.
+    fn withhold(&self, v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if self.leaks(s) => *s = REDACTION_NOTE.to_string(),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| self.withhold(x)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|x| self.withhold(x)),
+            _ => {}
+        }
     }
 }
 
@@ -151,6 +348,100 @@ pub async fn resolve<S: SecretSource>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlapping_multiline_json_and_empty_secrets() {
+        let pem = "-----BEGIN KEY-----\nAAAAbbbbCCCC\nddddEEEE\n-----END KEY-----";
+        let json = r#"{"username":"admin","password":"pa55-w0rd\"x"}"#;
+        let r = SecretValues::new(vec![
+            ("SHORT".into(), "abcd".into()),
+            ("LONG".into(), "abcdefgh".into()),
+            ("EMPTY".into(), String::new()),
+            ("PEM".into(), pem.into()),
+            ("JSON".into(), json.into()),
+        ])
+        .redactor(&[]);
+        // Longest first: the longer value is not left half-shown.
+        assert_eq!(r.redact("x abcdefgh y abcd"), "x *** y ***");
+        // An empty secret blanks nothing out.
+        assert_eq!(r.redact("plain text"), "plain text");
+        // A key printed line by line, and one line of it alone.
+        assert_eq!(r.redact("line: AAAAbbbbCCCC"), "line: ***");
+        // A key/value secret's password on its own, raw and JSON-escaped; not its username.
+        assert_eq!(r.redact(r#"pw=pa55-w0rd"x"#), "pw=***");
+        assert_eq!(r.redact("user admin"), "user admin");
+        assert_eq!(r.redact(r#"{"p":"pa55-w0rd\"x"}"#), r#"{"p":"***"}"#);
+        let mut tree = serde_json::json!({"a": [format!("k {pem} k")], "abcdefgh": 1});
+        assert!(r.redact_value(&mut tree));
+        assert!(!tree.to_string().contains("AAAA"), "{tree}");
+        assert!(tree.get("***").is_some(), "keys are redacted too: {tree}");
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        Succeeded,
+        Failed,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug)]
+    struct Doc {
+        status: Kind,
+        reason: String,
+    }
+
+    #[test]
+    fn a_document_that_cannot_take_the_mark_is_withheld_not_kept() {
+        // A secret equal to a fixed value: `***` no longer parses as the enum.
+        let r = Redactor::new(["failed".to_string(), "hunter22".to_string()]);
+        let doc = Doc {
+            status: Kind::Failed,
+            reason: "password hunter22".into(),
+        };
+        match r.redact_document(&doc) {
+            Ok(d) => assert!(!format!("{d:?}").contains("hunter22"), "{d:?}"),
+            Err(e) => assert!(e.contains("not kept"), "{e}"),
+        }
+        let fine = Redactor::new(["hunter22".to_string()])
+            .redact_document(&doc)
+            .unwrap();
+        assert_eq!(fine.reason, "password ***");
+        assert_eq!(fine.status, Kind::Failed);
+    }
+
+    proptest::proptest! {
+        /// No secret survives in any string of a redacted document, whatever the secrets
+        /// (quotes, backslashes, newlines, overlaps) and wherever they are embedded.
+        #[test]
+        fn no_secret_survives(
+            secrets in proptest::collection::vec("[a-z\"\\\n{}:]{4,24}", 1..4),
+            pads in proptest::collection::vec("[ -~\n]{0,12}", 1..6),
+        ) {
+            let r = Redactor::new(secrets.clone());
+            let texts: Vec<String> = pads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{p}{}{p}", secrets[i % secrets.len()]))
+                .collect();
+            let mut tree = serde_json::json!({"lines": texts.clone(), "nested": {"t": texts.join("\n")}});
+            r.redact_value(&mut tree);
+            fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+                match v {
+                    serde_json::Value::String(s) => out.push(s.clone()),
+                    serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                    serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| { out.push(k.clone()); strings(x, out) }),
+                    _ => {}
+                }
+            }
+            let mut all = Vec::new();
+            strings(&tree, &mut all);
+            for s in &all {
+                for secret in &secrets {
+                    proptest::prop_assert!(!s.contains(secret.as_str()), "{secret:?} in {s:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn values_are_redacted_and_never_printed() {

@@ -212,6 +212,46 @@ pub async fn run_in_process(
     (report, lines.take())
 }
 
+/// A worker that fails (`ERROR: model … not found`) until its `config.env` names the
+/// weights its image has (`/models/tiny.bin`); returns its `file://` URL.
+pub fn broken_worker(root: &Path, name: &str) -> String {
+    git_repo(
+        root,
+        name,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM {BASE_IMAGE}\nRUN mkdir -p /models && echo weights > /models/tiny.bin\nCOPY config.env /config.env\nCOPY handler.sh /handler.sh\nCMD [\"sh\", \"/handler.sh\"]\n"
+                ),
+            ),
+            ("config.env", "MODEL=/models/large.bin\n"),
+            (
+                "handler.sh",
+                ". /config.env\nif [ -f \"$MODEL\" ]; then echo \"loaded $MODEL\"; else echo \"ERROR: model $MODEL not found\"; exit 1; fi\n",
+            ),
+        ],
+    )
+}
+
+/// An agent script that fixes [`broken_worker`]: it points config.env at the baked weights.
+pub const FIX_MODEL: &str = r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
+printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#;
+
+/// An agent image running `script` (sh, `set -eu`) with the contract's environment.
+pub fn agent_image(tag: &str, script: &str) {
+    build_image(
+        tag,
+        &[
+            ("agent.sh", &format!("#!/bin/sh\nset -eu\n{script}\n")),
+            (
+                "Dockerfile",
+                &format!("FROM {BASE_IMAGE}\nCOPY agent.sh /agent.sh\nCMD [\"/agent.sh\"]\n"),
+            ),
+        ],
+    );
+}
+
 /// One job's context for running the pipeline in-process: attempt 1 on a g5.xlarge of
 /// `instance`, workspaces under `work_root`, 2 s graces, local repositories allowed.
 pub fn job_context(
@@ -245,6 +285,7 @@ pub fn job_context(
         secrets_dir: work_root.join("secrets"),
         publish: None,
         secrets: Default::default(),
+        agent_limits: Default::default(),
     }
 }
 

@@ -96,3 +96,51 @@ fn ctl_uses_docker_only_for_local_runs() {
         }
     }
 }
+
+/// Every `.rs` file under the given directories, relative to the workspace root.
+fn sources(dirs: &[&str]) -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = janitor_testkit::workspace_root();
+    let mut files = Vec::new();
+    for d in dirs {
+        walk(&root.join(d), &mut files);
+    }
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&root).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// Host-side git reads untrusted checkouts: one door, `pipeline/src/git.rs`, with its
+/// isolation (SECURITY.md). No other shipped code starts git.
+#[test]
+fn only_the_git_runner_runs_git() {
+    for (file, text) in sources(&[
+        "model/src",
+        "services/src",
+        "pipeline/src",
+        "daemon/src",
+        "ctl/src",
+    ]) {
+        if file == "pipeline/src/git.rs" {
+            continue;
+        }
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        assert!(
+            !code.contains("Command::new(\"git\")"),
+            "{file} runs git itself: use janitor_pipeline::git (isolated config, deadlines)"
+        );
+    }
+}

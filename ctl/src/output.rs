@@ -158,10 +158,19 @@ pub fn result_line(report: &Report) -> String {
     );
     line = with_pr(line, &report.repo.name, report);
     line.push_str(&output_note(report));
+    line.push_str(&model_note(report));
     line
 }
 
-/// `✓ worker-x: fixed (PR #12)`: the pull request of a published fix.
+/// ` [model $0.42]`: what the agent's model calls cost, when it ran.
+fn model_note(report: &Report) -> String {
+    report
+        .model_cost_usd
+        .map(|m| format!(" [model ${m:.2}]"))
+        .unwrap_or_default()
+}
+
+/// `✓ worker-x: fixed (PR #12)`: the pull request of a published fix (or change).
 fn with_pr(line: String, name: &str, report: &Report) -> String {
     let number = report
         .fix
@@ -169,10 +178,11 @@ fn with_pr(line: String, name: &str, report: &Report) -> String {
         .and_then(|f| f.pr_url.as_deref())
         .and_then(|u| u.rsplit('/').next())
         .filter(|n| n.chars().all(|c| c.is_ascii_digit()));
+    let word = status_word(report.status);
     match number {
         Some(n) => line.replacen(
-            &format!("{name}: fixed"),
-            &format!("{name}: fixed (PR #{n})"),
+            &format!("{name}: {word}"),
+            &format!("{name}: {word} (PR #{n})"),
             1,
         ),
         None => line,
@@ -251,6 +261,7 @@ fn job_row(j: &JobView) -> String {
     if let Some(r) = &j.report {
         row = with_pr(row, j.name(), r);
         row.push_str(&output_note(r));
+        row.push_str(&model_note(r));
     }
     row
 }
@@ -337,7 +348,7 @@ pub fn status_text(
             (JobState::Finished, Some(s)) => {
                 let mark = if s == JobStatus::Succeeded {
                     "✓ completed"
-                } else if s == JobStatus::Fixed {
+                } else if s == JobStatus::Fixed || s == JobStatus::Changed {
                     "✓"
                 } else {
                     "✗"
@@ -449,6 +460,15 @@ pub fn show_text(view: &RunView) -> String {
     }
     if let Some(c) = view.estimated_cost_usd {
         out.push_str(&format!("Cost estimate: ${c:.2}\n"));
+    }
+    let reports: Vec<&Report> = view.jobs.iter().filter_map(|j| j.report.as_ref()).collect();
+    let instances: f64 = reports.iter().filter_map(|r| r.estimated_cost_usd).sum();
+    let model: f64 = reports.iter().filter_map(|r| r.model_cost_usd).sum();
+    if !reports.is_empty() {
+        out.push_str(&format!(
+            "Cost: ${:.2} (instances ${instances:.2}, model ${model:.2})\n",
+            instances + model
+        ));
     }
     out.push('\n');
     out.push_str(&run_results(view));
@@ -666,6 +686,13 @@ pub(crate) mod tests {
         assert_eq!(
             result_line(&r),
             "✓ worker-x: fixed (PR #12) (30s) — fixed by the agent in attempt 1 of 3: MODEL"
+        );
+        r.status = JobStatus::Changed;
+        r.reason = Some("changed by the agent in attempt 1 of 3: bump runpod".into());
+        r.model_cost_usd = Some(0.4249);
+        assert_eq!(
+            result_line(&r),
+            "✓ worker-x: changed (PR #12) (30s) — changed by the agent in attempt 1 of 3: bump runpod [model $0.42]"
         );
     }
 

@@ -67,6 +67,14 @@ pub struct Flags {
     /// The agent container's process and thread limit [default: 4096]
     #[arg(long, env = "JANITOR_AGENT_PIDS")]
     pub agent_pids: Option<u64>,
+    /// KEY=VALUE for every agent container (ANTHROPIC_BASE_URL, ANTHROPIC_MODEL,
+    /// CLAUDE_CODE_USE_BEDROCK=1); repeat the flag. Not for secrets: those are the job's
+    /// `secrets:`
+    #[arg(long = "agent-env", env = "JANITOR_AGENT_ENV", value_delimiter = ',')]
+    pub agent_env: Vec<String>,
+    /// The agent container's Docker network [default: bridge]
+    #[arg(long, env = "JANITOR_AGENT_NETWORK")]
+    pub agent_network: Option<String>,
     /// Author of fix commits [default: janitor]
     #[arg(long, env = "JANITOR_GIT_AUTHOR_NAME")]
     pub git_author_name: Option<String>,
@@ -186,6 +194,8 @@ struct FileSettings {
     agent_memory_mib: Option<u64>,
     agent_cpus: Option<f64>,
     agent_pids: Option<u64>,
+    agent_env: Option<Vec<String>>,
+    agent_network: Option<String>,
     git_author_name: Option<String>,
     git_author_email: Option<String>,
     poll_wait_seconds: Option<u64>,
@@ -254,6 +264,22 @@ fn agent_limits(
             ));
         }
     }
+    let env = if flags.agent_env.is_empty() {
+        file.agent_env.clone().unwrap_or_default()
+    } else {
+        flags.agent_env.clone()
+    };
+    for e in &env {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                limits.env.push(e.clone())
+            }
+            _ => problems.push(format!(
+                "setting `agent_env` has `{e}`; each entry must be KEY=VALUE, such as ANTHROPIC_MODEL=claude-sonnet-4-5"
+            )),
+        }
+    }
+    limits.network = flags.agent_network.clone().or(file.agent_network.clone());
     if let Some(pids) = flags.agent_pids.or(file.agent_pids) {
         if (64..=1 << 22).contains(&pids) {
             limits.pids = pids as i64;

@@ -70,6 +70,8 @@ pub struct JobSpec {
     pub build: BuildOptions,
     /// How many rounds the agent gets to fix a failure (`max_fix_attempts:`).
     pub max_fix_attempts: u32,
+    /// When the agent runs and its bounds (`agent:`, `max_turns:`, `model_budget_usd:`).
+    pub agent: AgentOptions,
     /// Whether a fix is pushed and proposed as a pull request (`publish:`), else only kept
     /// as a patch.
     pub publish: bool,
@@ -114,6 +116,73 @@ pub fn parse_secret_ref(text: &str) -> Result<SecretRef, String> {
 pub const DEFAULT_MAX_FIX_ATTEMPTS: u32 = 3;
 /// The most rounds a repository may ask for.
 pub const MAX_FIX_ATTEMPTS: u32 = 10;
+
+/// When the agent runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMode {
+    /// Only when the validation failed for the repository's sake: it fixes.
+    #[default]
+    OnFailure,
+    /// Also on a passing repository: it carries out the prompt, and a change that passes
+    /// becomes a pull request (`changed`).
+    Always,
+}
+
+impl AgentMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentMode::OnFailure => "on_failure",
+            AgentMode::Always => "always",
+        }
+    }
+}
+
+/// The agent's default turn limit per attempt.
+pub const DEFAULT_MAX_TURNS: u32 = 30;
+/// The most turns an attempt may be given.
+pub const MAX_TURNS: u32 = 200;
+/// The agent's default model budget per job, in cents.
+pub const DEFAULT_MODEL_BUDGET_CENTS: u32 = 500;
+/// The largest model budget per job, in cents.
+pub const MAX_MODEL_BUDGET_CENTS: u32 = 10_000;
+
+/// When the agent runs, and how far it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentOptions {
+    pub mode: AgentMode,
+    /// Turns (model calls) per attempt.
+    pub max_turns: u32,
+    /// The model spend for the whole job, every attempt together, in cents.
+    pub budget_cents: u32,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            mode: AgentMode::OnFailure,
+            max_turns: DEFAULT_MAX_TURNS,
+            budget_cents: DEFAULT_MODEL_BUDGET_CENTS,
+        }
+    }
+}
+
+/// `2.50` (dollars) as cents, from 1 cent to [`MAX_MODEL_BUDGET_CENTS`].
+pub fn parse_budget(text: &str) -> Result<u32, String> {
+    let dollars: f64 = text
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("must be an amount in US dollars such as 2.50, found `{text}`"))?;
+    let cents = (dollars * 100.0).round();
+    if !(1.0..=f64::from(MAX_MODEL_BUDGET_CENTS)).contains(&cents) {
+        return Err(format!(
+            "must be from 0.01 to {}, found {text}",
+            MAX_MODEL_BUDGET_CENTS / 100
+        ));
+    }
+    Ok(cents as u32)
+}
 
 /// Which of the engine's builders builds the image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +236,7 @@ impl JobSpec {
             env: Vec::new(),
             build: BuildOptions::default(),
             max_fix_attempts: DEFAULT_MAX_FIX_ATTEMPTS,
+            agent: AgentOptions::default(),
             publish: true,
             secrets: Vec::new(),
         }
@@ -277,6 +347,9 @@ const REPO_FIELDS: &[&str] = &[
     "build_args",
     "build_secrets",
     "max_fix_attempts",
+    "agent",
+    "max_turns",
+    "model_budget_usd",
     "publish",
     "secrets",
 ];
@@ -703,6 +776,9 @@ fn repo_entry(
                         if let Err(e) = runpod::check_env_key(key) {
                             c.err(k.line, &fk, e);
                         } else if let Some(text) = v.as_str().filter(|_| !v.is_null()) {
+                            if text.strip_prefix("secret:") == Some(crate::audience::PUBLISH_TOKEN) {
+                                c.err(v.line, &fk, format!("`{text}` asks for the token that publishes fixes: it is never given to the worker"));
+                            }
                             spec.env.push((key.to_string(), text.to_string()));
                         } else {
                             c.err(v.line, &fk, format!("must be a string, found {}", v.kind()));
@@ -724,6 +800,27 @@ fn repo_entry(
             "max_fix_attempts" => {
                 if let Some(n) = c.positive(value, f, i64::from(MAX_FIX_ATTEMPTS)) {
                     spec.max_fix_attempts = u32::try_from(n).unwrap_or(DEFAULT_MAX_FIX_ATTEMPTS);
+                }
+            }
+            "agent" => {
+                if let Some(s) = c.string(value, f) {
+                    match s.as_str() {
+                        "on_failure" => spec.agent.mode = AgentMode::OnFailure,
+                        "always" => spec.agent.mode = AgentMode::Always,
+                        other => c.err(value.line, f, format!("must be `on_failure` (the default: the agent fixes a failed validation) or `always` (it also carries out the prompt on a passing repository), found `{other}`")),
+                    }
+                }
+            }
+            "max_turns" => {
+                if let Some(n) = c.positive(value, f, i64::from(MAX_TURNS)) {
+                    spec.agent.max_turns = u32::try_from(n).unwrap_or(DEFAULT_MAX_TURNS);
+                }
+            }
+            "model_budget_usd" => {
+                if let Some(s) = c.string(value, f) {
+                    if let Some(cents) = c.check(value, f, parse_budget(&s)) {
+                        spec.agent.budget_cents = cents;
+                    }
                 }
             }
             "builder" => {
@@ -763,6 +860,8 @@ fn repo_entry(
                         if let Some(s) = c.string(n, &fi) {
                             if spec.build.secrets.contains(&s) {
                                 c.err(n.line, &fi, format!("`{s}` is listed twice"));
+                            } else if s == crate::audience::PUBLISH_TOKEN {
+                                c.err(n.line, &fi, format!("`{s}` is the token that publishes fixes: it is never given to a build; name another secret for what the build needs"));
                             } else if c.check(n, &fi, names::check_secret_id(&s)).is_some() {
                                 spec.build.secrets.push(s);
                             }
@@ -868,6 +967,54 @@ mod tests {
     }
 
     #[test]
+    fn agent_mode_turns_and_budget() {
+        let text = "repositories:\n  - name: w\n    organization: o\n    agent: always\n    max_turns: 12\n    model_budget_usd: 2.50\n";
+        let cfg = parse(Path::new("a.yaml"), text, &ParseOptions::default()).unwrap();
+        let a = cfg.repositories[0].agent;
+        assert_eq!(
+            (a.mode, a.max_turns, a.budget_cents),
+            (AgentMode::Always, 12, 250)
+        );
+        let bad = "repositories:\n  - name: w\n    organization: o\n    agent: sometimes\n    max_turns: 0\n    model_budget_usd: lots\n";
+        let shown = parse(Path::new("a.yaml"), bad, &ParseOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("a.yaml:4: repositories[0].agent: must be `on_failure`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("a.yaml:5: repositories[0].max_turns:"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "a.yaml:6: repositories[0].model_budget_usd: must be an amount in US dollars"
+            ),
+            "{shown}"
+        );
+        assert_eq!(
+            parse_budget("0.004").unwrap_err(),
+            "must be from 0.01 to 100, found 0.004"
+        );
+    }
+
+    #[test]
+    fn the_publish_token_is_refused_for_the_build_and_the_worker() {
+        let text = "repositories:\n  - name: w\n    organization: o\n    build_secrets: [GITHUB_TOKEN]\n    env:\n      T: secret:GITHUB_TOKEN\n";
+        let errors = parse(Path::new("w.yaml"), text, &ParseOptions::default()).unwrap_err();
+        let shown = errors.to_string();
+        assert!(
+            shown.contains("w.yaml:4: repositories[0].build_secrets[0]: `GITHUB_TOKEN` is the token that publishes fixes"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("w.yaml:6: repositories[0].env.T: `secret:GITHUB_TOKEN` asks for the token that publishes fixes"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn build_options() {
         let text = "repositories:\n  - name: w\n    organization: o\n    builder: classic\n    target: runtime\n    build_args:\n      PY: '3.11'\n    build_secrets: [HF_TOKEN]\n";
         let cfg = parse(Path::new("x.yaml"), text, &ParseOptions::default()).unwrap();
@@ -945,7 +1092,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, publish, secrets",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, publish, secrets",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

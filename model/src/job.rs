@@ -54,6 +54,15 @@ pub struct JobMessage {
     /// Absent means 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fix_attempts: Option<u32>,
+    /// Absent means `on_failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_mode: Option<config::AgentMode>,
+    /// Absent means 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Absent means 500 (five dollars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_budget_cents: Option<u32>,
     /// Absent means true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<bool>,
@@ -114,6 +123,12 @@ impl JobMessage {
             build_secrets: spec.build.secrets.clone(),
             max_fix_attempts: (spec.max_fix_attempts != config::DEFAULT_MAX_FIX_ATTEMPTS)
                 .then_some(spec.max_fix_attempts),
+            agent_mode: (spec.agent.mode != config::AgentMode::OnFailure)
+                .then_some(spec.agent.mode),
+            max_turns: (spec.agent.max_turns != config::DEFAULT_MAX_TURNS)
+                .then_some(spec.agent.max_turns),
+            model_budget_cents: (spec.agent.budget_cents != config::DEFAULT_MODEL_BUDGET_CENTS)
+                .then_some(spec.agent.budget_cents),
             publish: (!spec.publish).then_some(false),
             secrets: spec.secrets.clone(),
             enqueued_at,
@@ -256,6 +271,28 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             );
         }
     }
+    if let Some(n) = msg.max_turns {
+        if n == 0 || n > config::MAX_TURNS {
+            note(
+                "max_turns",
+                Err(format!(
+                    "must be from 1 to {}, found {n}",
+                    config::MAX_TURNS
+                )),
+            );
+        }
+    }
+    if let Some(n) = msg.model_budget_cents {
+        if n == 0 || n > config::MAX_MODEL_BUDGET_CENTS {
+            note(
+                "model_budget_cents",
+                Err(format!(
+                    "must be from 1 to {}, found {n}",
+                    config::MAX_MODEL_BUDGET_CENTS
+                )),
+            );
+        }
+    }
     for (i, (name, reference)) in msg.secrets.iter().enumerate() {
         note(&format!("secrets[{i}]"), runpod::check_env_key(name));
         note(
@@ -296,6 +333,13 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             max_fix_attempts: msg
                 .max_fix_attempts
                 .unwrap_or(config::DEFAULT_MAX_FIX_ATTEMPTS),
+            agent: config::AgentOptions {
+                mode: msg.agent_mode.unwrap_or_default(),
+                max_turns: msg.max_turns.unwrap_or(config::DEFAULT_MAX_TURNS),
+                budget_cents: msg
+                    .model_budget_cents
+                    .unwrap_or(config::DEFAULT_MODEL_BUDGET_CENTS),
+            },
             publish: msg.publish.unwrap_or(true),
             secrets: msg.secrets,
         },
@@ -351,6 +395,7 @@ mod tests {
                 secrets: vec!["HF_TOKEN".into()],
             },
             max_fix_attempts: 2,
+            agent: Default::default(),
             publish: false,
             secrets: vec![("GITHUB_TOKEN".into(), "ssm:/janitor/github-token".into())],
             env: vec![("K".into(), "v".into())],

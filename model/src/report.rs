@@ -26,6 +26,8 @@ pub enum JobStatus {
     Fixed,
     /// Failed, and the agent says it cannot be fixed, with its reason.
     Unfixable,
+    /// Passed, and the agent's change for the prompt (`agent: always`) passed too.
+    Changed,
 }
 
 impl JobStatus {
@@ -40,12 +42,17 @@ impl JobStatus {
             JobStatus::Error => "error",
             JobStatus::Fixed => "fixed",
             JobStatus::Unfixable => "unfixable",
+            JobStatus::Changed => "changed",
         }
     }
 
-    /// Whether the run did what it should for the repository: it passed, or it was fixed.
+    /// Whether the run did what it should for the repository: it passed, was fixed, or was
+    /// changed as its prompt asked.
     pub fn is_ok(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Fixed)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Fixed | JobStatus::Changed
+        )
     }
 }
 
@@ -425,6 +432,10 @@ pub struct Report {
     pub disk: DiskInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,
+    /// What the agent's model calls cost, every attempt together (from each `result.json`'s
+    /// `cost_usd`), beside the instance's estimated cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_cost_usd: Option<f64>,
     /// What the job printed and what reached the log group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputCounts>,
@@ -491,6 +502,7 @@ impl Report {
             cache: CacheInfo::default(),
             disk: DiskInfo::default(),
             estimated_cost_usd: None,
+            model_cost_usd: None,
             output: None,
             agent: None,
             fix: None,

@@ -19,8 +19,9 @@ use crate::steps::{StepEnv, StepOutcome};
 pub const AGENT_INPUT: &str = "job.json";
 /// The file an agent writes its answer to, inside its `/janitor` mount.
 pub const AGENT_OUTPUT: &str = "result.json";
-/// What an agent may answer in `result.json`'s `status`.
-pub const AGENT_STATUSES: &[&str] = &["passed", "fixed", "failed", "unfixable"];
+/// What an agent may answer in `result.json`'s `status`; `error` says its model API failed
+/// (the instance's problem: the job is tried again).
+pub const AGENT_STATUSES: &[&str] = &["passed", "fixed", "failed", "unfixable", "error"];
 /// At most this much agent output is merged into the report.
 const AGENT_OUTPUT_LIMIT: u64 = 1024 * 1024;
 
@@ -34,6 +35,11 @@ pub struct AgentLimits {
     pub pids: i64,
     /// The size of its `/tmp` (and `HOME`).
     pub tmp_bytes: u64,
+    /// Docker network mode (`bridge` when unset).
+    pub network: Option<String>,
+    /// `KEY=value` the operator gives every agent (the model's endpoint and name, Bedrock's
+    /// switch); secrets never go here, they come from the job's `secrets:`.
+    pub env: Vec<String>,
 }
 
 impl Default for AgentLimits {
@@ -45,6 +51,8 @@ impl Default for AgentLimits {
             cpus: 2.0,
             pids: 4096,
             tmp_bytes: 2 << 30,
+            network: None,
+            env: Vec::new(),
         }
     }
 }
@@ -64,6 +72,7 @@ impl AgentLimits {
             memory_bytes: Some(self.memory_bytes),
             nano_cpus: Some((self.cpus * 1e9) as i64),
             pids_limit: Some(self.pids),
+            network: self.network.clone(),
         }
     }
 }
@@ -197,6 +206,7 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
             "HOME=/tmp".to_string(),
         ]
         .into_iter()
+        .chain(limits.env.iter().cloned())
         // Only the secrets meant for the agent (its model key); never the publish token.
         .chain(
             ctx.secrets
@@ -250,6 +260,11 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
             None,
         ),
         (Some(0), Ok(Some(out))) => match answer(&out) {
+            Ok((status, summary)) if status == "error" => (
+                StepOutcome::error(format!("the agent's model API failed: {summary}"))
+                    .with_code(Some(0)),
+                Some(out),
+            ),
             Ok((status, summary)) => (
                 StepOutcome::succeeded(format!("answered `{status}`: {summary}")).with_code(Some(0)),
                 Some(out),

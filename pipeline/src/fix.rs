@@ -1,6 +1,8 @@
-//! The fix loop: a failed validation goes to the agent with what failed; a change it leaves in
-//! the checkout is validated again, and a new failure goes back to it, up to
-//! `max_fix_attempts`. The change that passes is kept as a patch against the cloned commit.
+//! The fix loop: a failed validation goes to the agent with what failed (or, with
+//! `agent: always`, a passing one goes to it with the prompt); a change it leaves in the
+//! checkout is validated again, and a new failure goes back to it, up to `max_fix_attempts`
+//! and the job's model budget. The change that passes is kept as a patch against the cloned
+//! commit.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -73,15 +75,73 @@ pub struct Failure {
     pub errors: Vec<String>,
 }
 
-/// `/janitor/job.json`: the job, the round, and the validation the agent is to fix.
+/// What the agent is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fix a failed validation.
+    Fix,
+    /// Carry out the prompt on a passing repository (`agent: always`).
+    Change,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fix => "fix",
+            Mode::Change => "change",
+        }
+    }
+}
+
+/// One attempt's place in the loop and what it may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub mode: Mode,
+    /// What is left of the job's model budget, in dollars.
+    pub budget_usd: f64,
+}
+
+/// The model cost of the attempts so far: each answer's `cost_usd`.
+pub fn model_cost(attempts: &[FixAttempt]) -> Option<f64> {
+    let costs: Vec<f64> = attempts
+        .iter()
+        .filter_map(|a| a.result.as_ref()?.get("cost_usd")?.as_f64())
+        .filter(|c| c.is_finite() && *c >= 0.0)
+        .collect();
+    (!costs.is_empty()).then(|| (costs.iter().sum::<f64>() * 1e6).round() / 1e6)
+}
+
+/// What is left of a budget of `cents` after the attempts so far, in dollars.
+pub fn budget_left(cents: u32, attempts: &[FixAttempt]) -> f64 {
+    f64::from(cents) / 100.0 - model_cost(attempts).unwrap_or(0.0)
+}
+
+/// `passed 3/3 tests`, or `every step passed` for a repository without runpod tests.
+pub fn passed_summary(tests: Option<&TestsReport>) -> String {
+    tests
+        .filter(|t| t.total > 0)
+        .map_or("every step passed".to_string(), |t| {
+            format!("passed {}/{} tests", t.passed, t.total)
+        })
+}
+
+/// `/janitor/job.json`: the job, the round, and the validation the agent is to fix (or, in
+/// `change` mode, the one it passed).
 pub fn job_document(
     ctx: &crate::JobContext,
-    attempt: u32,
-    max_attempts: u32,
+    round: &Round,
     failure: &Failure,
     output_tail: &[String],
     earlier: &[FixAttempt],
 ) -> serde_json::Value {
+    let Round {
+        attempt,
+        max_attempts,
+        mode,
+        budget_usd,
+    } = *round;
     let failing: Vec<&StepReport> = failure
         .steps
         .iter()
@@ -105,8 +165,11 @@ pub fn job_document(
         "repo": ctx.job.spec.repo,
         "ref": ctx.job.spec.repo.git_ref,
         "prompt": ctx.job.spec.prompt,
+        "mode": mode.as_str(),
         "attempt": attempt,
         "max_attempts": max_attempts,
+        "max_turns": ctx.job.spec.agent.max_turns,
+        "budget_usd": (budget_usd * 100.0).floor() / 100.0,
         "validation": {
             "status": failure.status,
             "reason": failure.reason,
@@ -183,6 +246,92 @@ pub struct Ended {
     pub report: FixReport,
 }
 
+/// The verdict after `change` attempts on a passing repository: `changed` when the last
+/// re-validation passed; else the repository still passes (`succeeded`), and the reason says
+/// what became of the prompt; an instance's failure is `error`.
+fn conclude_change(
+    first: &Failure,
+    attempts: Vec<FixAttempt>,
+    max_attempts: u32,
+    patch: Option<String>,
+) -> Ended {
+    use janitor_model::report::StepStatus;
+    let summary = |a: &FixAttempt| {
+        a.result
+            .as_ref()
+            .and_then(|r| r.get("summary"))
+            .and_then(|s| s.as_str())
+            .map(|s| janitor_model::runpod::excerpt(&serde_json::Value::String(s.to_string())))
+            .unwrap_or_else(|| "no summary".to_string())
+    };
+    let (status, reason) = match attempts.last() {
+        None => (
+            JobStatus::Succeeded,
+            Some("the repository passes; the agent did not run (the model budget or the deadline)".to_string()),
+        ),
+        Some(a) if a.status == Some(JobStatus::Succeeded) => (
+            JobStatus::Changed,
+            Some(format!(
+                "changed by the agent in attempt {} of {max_attempts}: {}",
+                a.attempt,
+                summary(a)
+            )),
+        ),
+        Some(a) if a.agent.status == StepStatus::Error => (
+            JobStatus::Error,
+            Some(format!("the agent could not work: {}", a.agent.detail)),
+        ),
+        Some(a) if a.agent.status != StepStatus::Succeeded => (
+            JobStatus::Succeeded,
+            Some(format!(
+                "the repository passes; the agent's attempt {} failed: {}",
+                a.attempt, a.agent.detail
+            )),
+        ),
+        Some(a) if !a.changed => (
+            JobStatus::Succeeded,
+            Some(format!(
+                "the repository passes; the agent changed nothing: {}",
+                summary(a)
+            )),
+        ),
+        Some(a) => match a.status {
+            Some(s @ (JobStatus::Error | JobStatus::TimedOut | JobStatus::Interrupted)) => {
+                (s, a.reason.clone())
+            }
+            _ => (
+                JobStatus::Succeeded,
+                Some(format!(
+                    "the repository passes, but the prompt's change did not after {} attempt(s): {}",
+                    a.attempt,
+                    a.reason.clone().unwrap_or_default()
+                )),
+            ),
+        },
+    };
+    let _ = first;
+    let changed = status == JobStatus::Changed;
+    let any_change = attempts.iter().any(|a| a.changed);
+    Ended {
+        status,
+        reason,
+        report: FixReport {
+            max_attempts,
+            attempts,
+            patch: None,
+            patch_error: None,
+            patch_text: patch.filter(|_| changed),
+            pr_status: if changed || any_change {
+                "not_applicable".to_string()
+            } else {
+                "no_changes".to_string()
+            },
+            pr_url: None,
+            pr_error: None,
+        },
+    }
+}
+
 /// The verdict after the attempts: `fixed` when the last re-validation passed, `unfixable`
 /// when the agent said so, else the last failure's, saying how far the agent got.
 pub fn conclude(
@@ -190,7 +339,11 @@ pub fn conclude(
     attempts: Vec<FixAttempt>,
     max_attempts: u32,
     patch: Option<String>,
+    mode: Mode,
 ) -> Ended {
+    if mode == Mode::Change {
+        return conclude_change(first, attempts, max_attempts, patch);
+    }
     let last = attempts.last();
     let summary = |a: &FixAttempt| {
         a.result
@@ -210,6 +363,14 @@ pub fn conclude(
     let base = first.reason.clone().unwrap_or_default();
     let (status, reason) = match last {
         None => (first.status, first.reason.clone()),
+        // The model API failed past the agent's retries: the instance's problem, tried again.
+        Some(a) if a.agent.status == janitor_model::report::StepStatus::Error => (
+            JobStatus::Error,
+            Some(format!(
+                "{base}; the agent could not work in attempt {}: {}",
+                a.attempt, a.agent.detail
+            )),
+        ),
         Some(a) if a.status == Some(JobStatus::Succeeded) => (
             JobStatus::Fixed,
             Some(format!(
@@ -326,6 +487,7 @@ mod tests {
             ],
             3,
             Some("diff".into()),
+            Mode::Fix,
         );
         assert_eq!(fixed.status, JobStatus::Fixed);
         assert_eq!(
@@ -339,6 +501,7 @@ mod tests {
             vec![attempt(1, "unfixable", false, None)],
             3,
             None,
+            Mode::Fix,
         );
         assert_eq!(unfixable.status, JobStatus::Unfixable);
         assert_eq!(
@@ -354,6 +517,7 @@ mod tests {
                 .collect(),
             3,
             Some("diff".into()),
+            Mode::Fix,
         );
         assert_eq!(worse.status, JobStatus::Failed);
         assert_eq!(
@@ -362,7 +526,13 @@ mod tests {
         );
         assert_eq!(worse.report.patch_text, None, "only a fix is kept");
 
-        let idle = conclude(&first(), vec![attempt(1, "failed", false, None)], 3, None);
+        let idle = conclude(
+            &first(),
+            vec![attempt(1, "failed", false, None)],
+            3,
+            None,
+            Mode::Fix,
+        );
         assert_eq!(idle.status, JobStatus::Failed);
         assert!(idle
             .reason
@@ -374,6 +544,7 @@ mod tests {
             vec![attempt(1, "fixed", true, Some(JobStatus::Error))],
             3,
             None,
+            Mode::Fix,
         );
         assert_eq!(
             lost.status,

@@ -227,19 +227,28 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
 
     let mut fixed = None;
     let mut agent_output = None;
+    let mut model_cost = None;
+    let always = spec.agent.mode == janitor_model::config::AgentMode::Always;
     match &spec.agent_image {
         None => steps.skipped(StepName::Agent, "no agent image configured"),
         Some(_) if !cloned => steps.not_run(StepName::Agent, "the clone did not succeed"),
         Some(_) if steps.stopped() => steps.not_run(StepName::Agent, "the job was stopped"),
-        Some(_) if status == JobStatus::Succeeded => {
-            steps.skipped(StepName::Agent, "the validation passed: nothing to fix")
-        }
-        Some(_) if status != JobStatus::Failed => steps.not_run(
+        Some(_) if status == JobStatus::Succeeded && !always => steps.skipped(
             StepName::Agent,
-            "the failure is the instance's, not the repository's: the job is tried again",
+            "the validation passed: nothing to fix (`agent: always` runs the prompt on a passing repository)",
         ),
+        Some(_) if status != JobStatus::Failed && status != JobStatus::Succeeded => steps
+            .not_run(
+                StepName::Agent,
+                "the failure is the instance's, not the repository's: the job is tried again",
+            ),
         Some(image) => {
             let t = Instant::now();
+            let mode = if status == JobStatus::Succeeded {
+                fix::Mode::Change
+            } else {
+                fix::Mode::Fix
+            };
             let failure = fix::Failure {
                 status,
                 reason: reason.clone(),
@@ -247,9 +256,17 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
                 tests: first.tests.clone(),
                 errors: first.errors.first.clone(),
             };
-            let before = failure.reason.clone().unwrap_or_default();
-            let mut ended =
-                fix_loop(tools, &env, image, &checkout, &io_dir, failure, &recent).await;
+            let before = match mode {
+                fix::Mode::Fix => failure.reason.clone().unwrap_or_default(),
+                fix::Mode::Change => fix::passed_summary(first.tests.as_ref()),
+            };
+            let work = AgentWork {
+                image,
+                checkout: &checkout,
+                io_dir: &io_dir,
+                mode,
+            };
+            let mut ended = fix_loop(tools, &env, &work, failure, &recent).await;
             let leaks = ended
                 .report
                 .patch_text
@@ -261,38 +278,37 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
                     "the change contains a secret's value: it is neither kept nor published".into(),
                 );
             }
-            if ended.status == JobStatus::Fixed && !leaks {
+            if matches!(ended.status, JobStatus::Fixed | JobStatus::Changed) && !leaks {
                 match (&ctx.publish, spec.publish) {
                     (Some(settings), true) => {
-                        let after = ended
-                            .report
-                            .attempts
-                            .last()
-                            .and_then(|a| a.tests.as_ref())
-                            .filter(|t| t.total > 0)
-                            .map_or("every step passed".to_string(), |t| {
-                                format!("passed {}/{} tests", t.passed, t.total)
-                            });
+                        let after = fix::passed_summary(
+                            ended.report.attempts.last().and_then(|a| a.tests.as_ref()),
+                        );
                         publish::publish(
                             settings,
                             ctx,
                             &checkout,
                             &redactor,
                             &mut ended.report,
-                            &before,
-                            &after,
+                            &publish::Story {
+                                mode,
+                                before: &before,
+                                after: &after,
+                            },
                         )
                         .await;
                     }
                     (None, true) => {
                         ended.report.pr_error = Some(
-                            "no GitHub token on this instance: the fix is kept as a patch".into(),
+                            "no GitHub token on this instance: the change is kept as a patch"
+                                .into(),
                         );
                     }
                     (_, false) => {}
                 }
             }
             agent_output = ended.report.attempts.last().and_then(|a| a.result.clone());
+            model_cost = fix::model_cost(&ended.report.attempts);
             let outcome = match ended.report.attempts.last() {
                 Some(a) => StepOutcome {
                     status: a.agent.status,
@@ -355,6 +371,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             free_inodes_after: disk::disk(&ctx.work_root).map(|d| d.free_inodes),
         },
         estimated_cost_usd: janitor_model::pricing::cost_usd(&ctx.instance.instance_type, duration),
+        model_cost_usd: model_cost,
         output: None,
         agent: agent_output,
         fix: fixed,
@@ -395,15 +412,28 @@ fn redact_report(
 }
 
 /// The agent's rounds: each gets the failure, and a change it leaves is validated again.
+/// What the agent's rounds work with: its image, the checkout, the directory its `/janitor`s
+/// are made in, and what it is asked to do.
+struct AgentWork<'a> {
+    image: &'a str,
+    checkout: &'a git::Repo,
+    io_dir: &'a std::path::Path,
+    mode: fix::Mode,
+}
+
 async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
     tools: &Tools<'_, E, R>,
     env: &StepEnv<'_, E>,
-    image: &str,
-    checkout: &git::Repo,
-    io_dir: &std::path::Path,
+    work: &AgentWork<'_>,
     first: fix::Failure,
     recent: &fix::Recent<'_>,
 ) -> fix::Ended {
+    let AgentWork {
+        image,
+        checkout,
+        io_dir,
+        mode,
+    } = *work;
     let ctx = env.ctx;
     let repo_dir = checkout.work_tree.as_path();
     let max = ctx.job.spec.max_fix_attempts;
@@ -417,7 +447,26 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
         if env.cancel.is_cancelled() || Instant::now() >= env.deadline {
             break;
         }
-        let job = fix::job_document(ctx, n, max, &failure, &recent.tail(), &attempts);
+        let budget = fix::budget_left(ctx.job.spec.agent.budget_cents, &attempts);
+        if budget <= 0.0 {
+            env.sink.line(&format!(
+                "[agent] the model budget of ${:.2} is spent: no attempt {n}",
+                f64::from(ctx.job.spec.agent.budget_cents) / 100.0
+            ));
+            break;
+        }
+        let job = fix::job_document(
+            ctx,
+            &fix::Round {
+                attempt: n,
+                max_attempts: max,
+                mode,
+                budget_usd: budget,
+            },
+            &failure,
+            &recent.tail(),
+            &attempts,
+        );
         let input = agent::AgentInput {
             image,
             repo_dir,
@@ -448,11 +497,11 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             detail: outcome.detail.clone(),
             output: None,
         };
-        let answered_unfixable = result
+        let answered = result
             .as_ref()
             .and_then(|r| r.get("status"))
-            .and_then(|s| s.as_str())
-            == Some("unfixable");
+            .and_then(|s| s.as_str());
+        let answered_unfixable = answered == Some("unfixable");
         let change = if outcome.ok() {
             match fix::change(checkout).await {
                 Ok(c) => c,
@@ -501,7 +550,7 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             errors: v.errors.first,
         };
     }
-    fix::conclude(&first, attempts, max, patch)
+    fix::conclude(&first, attempts, max, patch, mode)
 }
 
 /// The `preflight` step: what the repository says about its tests and needs, checked against

@@ -109,6 +109,14 @@ fn push_access(git_url: &str, target: &str, token: &str) -> (Transport, Vec<(Str
     }
 }
 
+/// What the pull request tells: a fix of a failure, or a passing repository changed as its
+/// prompt asked; and the validation before and after.
+pub struct Story<'a> {
+    pub mode: crate::fix::Mode,
+    pub before: &'a str,
+    pub after: &'a str,
+}
+
 /// Commits the staged change, pushes the branch and opens or updates its pull request;
 /// `fix.pr_status` and `fix.pr_url` say what became of it.
 pub async fn publish(
@@ -117,10 +125,9 @@ pub async fn publish(
     repo: &Repo,
     redactor: &Redactor,
     fix: &mut FixReport,
-    before: &str,
-    after: &str,
+    story: &Story<'_>,
 ) {
-    match publish_inner(settings, ctx, repo, redactor, fix, before, after).await {
+    match publish_inner(settings, ctx, repo, redactor, fix, story).await {
         Ok((status, url)) => {
             fix.pr_status = status.to_string();
             fix.pr_url = Some(url);
@@ -139,9 +146,19 @@ async fn publish_inner(
     repo: &Repo,
     redactor: &Redactor,
     fix: &FixReport,
-    before: &str,
-    after: &str,
+    story: &Story<'_>,
 ) -> Result<(&'static str, String), String> {
+    let (before, after) = (story.before, story.after);
+    let (what, happened) = match story.mode {
+        crate::fix::Mode::Fix => (
+            "janitord found this repository failing and its agent fixed it.",
+            "it failed, then passed with this change",
+        ),
+        crate::fix::Mode::Change => (
+            "janitord validated this repository, and its agent carried out the maintainer's instructions; the change passes the same validation.",
+            "it passed, and passes with this change",
+        ),
+    };
     let spec = &ctx.job.spec;
     let (owner, name) = (&spec.repo.organization, &spec.repo.name);
     let target = push_target(&settings.git_url, &spec.repo)?;
@@ -165,7 +182,7 @@ async fn publish_inner(
     let report = janitor_model::ledger::report_key(&ctx.job.run_id, &ctx.job.job_id);
     let message = clean(
         &format!(
-            "janitor: {summary}\n\nValidated by janitord, run {} (job {}): it failed, then passed with this change.\nReport: {report}\n",
+            "janitor: {summary}\n\nValidated by janitord, run {} (job {}): {happened}.\nReport: {report}\n",
             ctx.job.run_id, ctx.job.job_id
         ),
         MAX_MESSAGE_CHARS,
@@ -200,7 +217,7 @@ async fn publish_inner(
     let gh = GitHub::new(&settings.api_url, &settings.token).map_err(|e| e.to_string())?;
     let body = clean(
         &format!(
-            "janitord found this repository failing and its agent fixed it.\n\n**Before:** {before}\n\n**After:** {after}\n\n**The fix:** {summary} ({} attempt(s) of {})\n\nRun `{}`, job `{}`; the full report is at `{report}`.\n",
+            "{what}\n\n**Before:** {before}\n\n**After:** {after}\n\n**The change:** {summary} ({} attempt(s) of {})\n\nRun `{}`, job `{}`; the full report is at `{report}`.\n",
             fix.attempts.len(),
             fix.max_attempts,
             ctx.job.run_id,

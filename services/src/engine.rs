@@ -193,6 +193,8 @@ pub struct Confinement {
     pub nano_cpus: Option<i64>,
     /// Most processes and threads at once.
     pub pids_limit: Option<i64>,
+    /// Docker network mode (`bridge` when unset).
+    pub network: Option<String>,
 }
 
 /// The longest the engine may take to open a BuildKit session or accept a build (the build
@@ -741,6 +743,7 @@ impl ContainerEngine for DockerEngine {
                 memory_swap: c.memory_bytes,
                 nano_cpus: c.nano_cpus,
                 pids_limit: c.pids_limit,
+                network_mode: c.network.clone(),
                 // The engine's own copy of the output is bounded (the job's output is read
                 // through the attach stream, not from this file), so no job fills the disk.
                 log_config: Some(HostConfigLogConfig {

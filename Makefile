@@ -82,13 +82,12 @@ kill-all-workers: build ## Emergency stop: purge the latest run's jobs, scale to
 
 ci: test ## What CI runs
 
-image: ## Build the example agent image and push it to ECR (AGENT_REPO, AWS_REGION)
-	bash scripts/base-image.sh janitor-demo-base:latest
+image: ## Build janitor's agent image (agent/: Claude Code, headless) and push it to ECR (AGENT_REPO, AWS_REGION)
 	@account=$$(aws sts get-caller-identity --query Account --output text) && \
 	region=$${AWS_REGION:-us-east-1} && registry=$$account.dkr.ecr.$$region.amazonaws.com && \
 	aws ecr describe-repositories --repository-names $(AGENT_REPO) >/dev/null 2>&1 || aws ecr create-repository --repository-name $(AGENT_REPO) --image-scanning-configuration scanOnPush=true >/dev/null && \
 	aws ecr get-login-password --region $$region | docker login --username AWS --password-stdin $$registry && \
-	docker build -t $$registry/$(AGENT_REPO):latest examples/agent && docker push $$registry/$(AGENT_REPO):latest
+	AGENT_BASE=python:3.12-slim-bookworm bash scripts/agent-image.sh $$registry/$(AGENT_REPO):latest && docker push $$registry/$(AGENT_REPO):latest
 
 ami: ## Build the golden GPU AMI with Packer (prints the AMI id for infra/env/ENV.tfvars)
 	$(CARGO) build --release --locked --bin janitord

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod engine;
 pub mod github;
+pub mod model_api;
 
 use janitor_model::config::{JobSpec, RepoRef};
 use janitor_model::job::JobMessage;
@@ -237,6 +238,19 @@ pub fn broken_worker(root: &Path, name: &str) -> String {
 /// An agent script that fixes [`broken_worker`]: it points config.env at the baked weights.
 pub const FIX_MODEL: &str = r#"sed -i 's#/models/large.bin#/models/tiny.bin#' /workspace/config.env
 printf '{"status":"fixed","summary":"MODEL fixed"}' > "$JANITOR_RESULT""#;
+
+/// janitor's own agent image (agent/), built by scripts/agent-image.sh from the
+/// claude-agent-sdk wheel (file-locked across test processes); returns its tag.
+pub fn ensure_agent_image() -> String {
+    const TAG: &str = "janitor-agent:test";
+    run_image_script(
+        "agent-image.sh",
+        &[TAG],
+        TAG,
+        "is Docker running, and PyPI reachable for the claude-agent-sdk wheel (scripts/test-deps.sh)?",
+    );
+    TAG.to_string()
+}
 
 /// An agent image running `script` (sh, `set -eu`) with the contract's environment.
 pub fn agent_image(tag: &str, script: &str) {

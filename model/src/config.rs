@@ -127,6 +127,8 @@ pub enum AgentMode {
     /// Also on a passing repository: it carries out the prompt, and a change that passes
     /// becomes a pull request (`changed`).
     Always,
+    /// Never, even with an agent image: validation only.
+    Never,
 }
 
 impl AgentMode {
@@ -134,6 +136,7 @@ impl AgentMode {
         match self {
             AgentMode::OnFailure => "on_failure",
             AgentMode::Always => "always",
+            AgentMode::Never => "never",
         }
     }
 }
@@ -148,13 +151,21 @@ pub const DEFAULT_MODEL_BUDGET_CENTS: u32 = 500;
 pub const MAX_MODEL_BUDGET_CENTS: u32 = 10_000;
 
 /// When the agent runs, and how far it may go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentOptions {
     pub mode: AgentMode,
     /// Turns (model calls) per attempt.
     pub max_turns: u32,
     /// The model spend for the whole job, every attempt together, in cents.
     pub budget_cents: u32,
+    /// The Messages API the agent calls (`model_api_url:`; a gateway, a proxy, a stand-in),
+    /// else the agent's default.
+    pub api_url: Option<String>,
+    /// The model it asks for (`model:`), else the agent's default.
+    pub model: Option<String>,
+    /// Whether the config (or message) said `agent:`: then a job without `agent_image` gets
+    /// the instance's default agent (janitor's own).
+    pub asked: bool,
 }
 
 impl Default for AgentOptions {
@@ -163,7 +174,45 @@ impl Default for AgentOptions {
             mode: AgentMode::OnFailure,
             max_turns: DEFAULT_MAX_TURNS,
             budget_cents: DEFAULT_MODEL_BUDGET_CENTS,
+            api_url: None,
+            model: None,
+            asked: false,
         }
+    }
+}
+
+/// A model API URL: `https://…`, or `http://` to this machine's loopback only (a token is
+/// sent there).
+pub fn check_model_api_url(url: &str) -> Result<(), String> {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| {
+            url.strip_prefix(p)
+                .is_some_and(|r| r.is_empty() || r.starts_with([':', '/']))
+        });
+    let https = url.strip_prefix("https://").is_some_and(|r| !r.is_empty());
+    if (https || loopback) && !url.chars().any(char::is_whitespace) && url.len() <= 500 {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{url}` is not a model API URL: use https://host[/path] (or http://127.0.0.1:PORT for a local stand-in)"
+        ))
+    }
+}
+
+/// A model name as the API takes it (`claude-sonnet-4-5`, a Bedrock model or profile id).
+pub fn check_model(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a model name: letters, digits and `._:/@-`, such as claude-sonnet-4-5"
+        ))
     }
 }
 
@@ -218,6 +267,18 @@ pub struct BuildOptions {
 }
 
 impl JobSpec {
+    /// The agent image this job runs: its own `agent_image`, else, when its config asked for
+    /// an agent (`agent:`), `default` (the instance's, janitor's own agent); none with
+    /// `agent: never`.
+    pub fn agent_image_or(&self, default: Option<&str>) -> Option<String> {
+        if self.agent.mode == AgentMode::Never {
+            return None;
+        }
+        self.agent_image
+            .clone()
+            .or_else(|| default.filter(|_| self.agent.asked).map(str::to_string))
+    }
+
     /// A repository with the defaults: the default prompt, a GPU, no overrides.
     pub fn new(repo: RepoRef, timeout: Duration) -> Self {
         JobSpec {
@@ -323,6 +384,8 @@ const TOP_FIELDS: &[&str] = &[
     "default_timeout_minutes",
     "max_concurrent_instances",
     "secrets",
+    "model_api_url",
+    "model",
 ];
 const REPO_FIELDS: &[&str] = &[
     "name",
@@ -350,6 +413,8 @@ const REPO_FIELDS: &[&str] = &[
     "agent",
     "max_turns",
     "model_budget_usd",
+    "model_api_url",
+    "model",
     "publish",
     "secrets",
 ];
@@ -517,6 +582,8 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
     let mut default_timeout = Duration::from_secs(DEFAULT_TIMEOUT_MINUTES * 60);
     let mut max_instances = DEFAULT_MAX_CONCURRENT_INSTANCES;
     let mut global_secrets: Vec<(String, String)> = Vec::new();
+    let mut global_api_url: Option<String> = None;
+    let mut global_model: Option<String> = None;
     let repos_node = match &root.value {
         // `infra/repos.yaml` may be a plain list of `org/name` strings.
         Value::Seq(_) => Some(&root),
@@ -537,6 +604,17 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
                         }
                     }
                     "secrets" => global_secrets = secrets_map(&mut c, value, key),
+                    "model_api_url" => {
+                        if let Some(s) = c.string(value, key) {
+                            global_api_url =
+                                c.check(value, key, check_model_api_url(&s).map(|()| s));
+                        }
+                    }
+                    "model" => {
+                        if let Some(s) = c.string(value, key) {
+                            global_model = c.check(value, key, check_model(&s).map(|()| s));
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -593,8 +671,14 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
         c.errors.sort_by_key(|e| e.line);
         return Err(ConfigErrors(c.errors));
     }
-    // The file's secrets, under each repository's own.
+    // The file's secrets and model settings, under each repository's own.
     for spec in &mut repositories {
+        if spec.agent.api_url.is_none() {
+            spec.agent.api_url = global_api_url.clone();
+        }
+        if spec.agent.model.is_none() {
+            spec.agent.model = global_model.clone();
+        }
         for (name, reference) in &global_secrets {
             if !spec.secrets.iter().any(|(n, _)| n == name) {
                 spec.secrets.push((name.clone(), reference.clone()));
@@ -804,16 +888,28 @@ fn repo_entry(
             }
             "agent" => {
                 if let Some(s) = c.string(value, f) {
+                    spec.agent.asked = true;
                     match s.as_str() {
                         "on_failure" => spec.agent.mode = AgentMode::OnFailure,
                         "always" => spec.agent.mode = AgentMode::Always,
-                        other => c.err(value.line, f, format!("must be `on_failure` (the default: the agent fixes a failed validation) or `always` (it also carries out the prompt on a passing repository), found `{other}`")),
+                        "never" => spec.agent.mode = AgentMode::Never,
+                        other => c.err(value.line, f, format!("must be `on_failure` (the default: the agent fixes a failed validation), `always` (it also carries out the prompt on a passing repository) or `never`, found `{other}`")),
                     }
                 }
             }
             "max_turns" => {
                 if let Some(n) = c.positive(value, f, i64::from(MAX_TURNS)) {
                     spec.agent.max_turns = u32::try_from(n).unwrap_or(DEFAULT_MAX_TURNS);
+                }
+            }
+            "model_api_url" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.agent.api_url = c.check(value, f, check_model_api_url(&s).map(|()| s));
+                }
+            }
+            "model" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.agent.model = c.check(value, f, check_model(&s).map(|()| s));
                 }
             }
             "model_budget_usd" => {
@@ -970,7 +1066,7 @@ mod tests {
     fn agent_mode_turns_and_budget() {
         let text = "repositories:\n  - name: w\n    organization: o\n    agent: always\n    max_turns: 12\n    model_budget_usd: 2.50\n";
         let cfg = parse(Path::new("a.yaml"), text, &ParseOptions::default()).unwrap();
-        let a = cfg.repositories[0].agent;
+        let a = &cfg.repositories[0].agent;
         assert_eq!(
             (a.mode, a.max_turns, a.budget_cents),
             (AgentMode::Always, 12, 250)
@@ -1092,7 +1188,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, publish, secrets",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, model_api_url, model, publish, secrets",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -63,6 +63,12 @@ pub struct JobMessage {
     /// Absent means 500 (five dollars).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_budget_cents: Option<u32>,
+    /// Absent means the agent's default endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_api_url: Option<String>,
+    /// Absent means the agent's default model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Absent means true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<bool>,
@@ -129,6 +135,8 @@ impl JobMessage {
                 .then_some(spec.agent.max_turns),
             model_budget_cents: (spec.agent.budget_cents != config::DEFAULT_MODEL_BUDGET_CENTS)
                 .then_some(spec.agent.budget_cents),
+            model_api_url: spec.agent.api_url.clone(),
+            model: spec.agent.model.clone(),
             publish: (!spec.publish).then_some(false),
             secrets: spec.secrets.clone(),
             enqueued_at,
@@ -293,6 +301,12 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             );
         }
     }
+    if let Some(u) = &msg.model_api_url {
+        note("model_api_url", config::check_model_api_url(u));
+    }
+    if let Some(m) = &msg.model {
+        note("model", config::check_model(m));
+    }
     for (i, (name, reference)) in msg.secrets.iter().enumerate() {
         note(&format!("secrets[{i}]"), runpod::check_env_key(name));
         note(
@@ -335,10 +349,13 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
                 .unwrap_or(config::DEFAULT_MAX_FIX_ATTEMPTS),
             agent: config::AgentOptions {
                 mode: msg.agent_mode.unwrap_or_default(),
+                asked: msg.agent_mode.is_some(),
                 max_turns: msg.max_turns.unwrap_or(config::DEFAULT_MAX_TURNS),
                 budget_cents: msg
                     .model_budget_cents
                     .unwrap_or(config::DEFAULT_MODEL_BUDGET_CENTS),
+                api_url: msg.model_api_url,
+                model: msg.model,
             },
             publish: msg.publish.unwrap_or(true),
             secrets: msg.secrets,
@@ -395,7 +412,7 @@ mod tests {
                 secrets: vec!["HF_TOKEN".into()],
             },
             max_fix_attempts: 2,
-            agent: Default::default(),
+            agent: sample_agent(),
             publish: false,
             secrets: vec![("GITHUB_TOKEN".into(), "ssm:/janitor/github-token".into())],
             env: vec![("K".into(), "v".into())],
@@ -412,6 +429,28 @@ mod tests {
         assert_eq!(job.spec.tests[0].timeout_ms, Some(5000));
         assert!(!job.spec.gpu_must_be_used);
         assert_eq!(job.spec.env, [("K".to_string(), "v".to_string())]);
+        assert_eq!(
+            job.spec.agent,
+            sample_agent(),
+            "the agent's options travel whole"
+        );
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["model_api_url"] = "http://10.0.0.9/steal".into();
+        check(
+            &v.to_string(),
+            "model_api_url: `http://10.0.0.9/steal` is not a model API URL",
+        );
+    }
+
+    fn sample_agent() -> crate::config::AgentOptions {
+        crate::config::AgentOptions {
+            mode: crate::config::AgentMode::Always,
+            max_turns: 12,
+            budget_cents: 250,
+            api_url: Some("https://llm-gateway.example/v1".into()),
+            model: Some("claude-sonnet-4-5".into()),
+            asked: true,
+        }
     }
 
     /// `check(body, expected)`: the body is rejected with a reason containing `expected`.

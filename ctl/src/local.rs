@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::run::RunArgs;
 use crate::{output, CtlError};
 
+/// janitor's own agent as `scripts/agent-image.sh` tags it.
+const LOCAL_AGENT_IMAGE: &str = "janitor-agent:latest";
+
 pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let opts = crate::parse_options(true, run.timeout_minutes)?;
     let cfg = crate::load_config(&run.file, &opts)?;
@@ -92,7 +95,13 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             secrets_dir: run.secrets_dir.clone(),
             publish: None,
             secrets,
-            agent_limits: Default::default(),
+            // A repository that asks for an agent (`agent:`) without naming one gets janitor's
+            // own, built locally by scripts/agent-image.sh.
+            agent_limits: janitor_pipeline::agent::AgentLimits {
+                default_image: Some(LOCAL_AGENT_IMAGE.to_string()),
+                ..Default::default()
+            },
+            agent_credentials: Vec::new(),
         };
         let tools = Tools {
             engine: &engine,

@@ -228,6 +228,10 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
                 },
             )?;
             println!("{}", output::summary(&cfg));
+            let agents = output::agent_summary(&cfg);
+            if !agents.is_empty() {
+                println!("{agents}");
+            }
             Ok(0)
         }
         Command::Enqueue {

@@ -32,6 +32,47 @@ pub fn summary(cfg: &WorkersConfig) -> String {
     )
 }
 
+/// How each repository's agent runs and reaches a model, one line per distinct setting:
+/// `agent for worker-a, worker-b: on_failure, model: an API key (ANTHROPIC_API_KEY from
+/// secretsmanager:janitor/anthropic), default endpoint, default model`. Empty when no
+/// repository has an agent.
+pub fn agent_summary(cfg: &WorkersConfig) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for r in &cfg.repositories {
+        let Some(image) = r.agent_image_or(Some("the instances' default agent, janitor's own"))
+        else {
+            continue;
+        };
+        let access = match r.secrets.iter().find(|(n, _)| n == "ANTHROPIC_API_KEY") {
+            Some((n, reference)) => format!("an API key ({n} from {reference})"),
+            None => "Amazon Bedrock with the instances' short-lived agent-role credentials (infra `agent_bedrock_models`); without them the agent reaches no model".to_string(),
+        };
+        let line = format!(
+            "{} ({image}), model: {access}, {}, {}, at most {} turns per attempt and ${:.2} per job",
+            r.agent.mode.as_str(),
+            r.agent
+                .api_url
+                .as_deref()
+                .map_or("default endpoint".to_string(), |u| format!("endpoint {u}")),
+            r.agent
+                .model
+                .as_deref()
+                .map_or("default model".to_string(), |m| format!("model {m}")),
+            r.agent.max_turns,
+            f64::from(r.agent.budget_cents) / 100.0,
+        );
+        match groups.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, names)) => names.push(&r.repo.name),
+            None => groups.push((line, vec![&r.repo.name])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(line, names)| format!("agent for {}: {line}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The word seed 002 prints for a status.
 pub fn status_word(status: JobStatus) -> &'static str {
     match status {

@@ -64,7 +64,9 @@ pub trait Services: 'static {
     type Registry: RegistryAuth + Clone + 'static;
     type Metadata: Metadata;
     type Metrics: Metrics + 'static;
-    type Secrets: janitor_services::secrets::SecretSource + 'static;
+    type Secrets: janitor_services::secrets::SecretSource
+        + janitor_services::secrets::CredentialSource
+        + 'static;
 }
 
 /// Everything a daemon is made of.
@@ -207,6 +209,14 @@ impl<X: Services> Daemon<X> {
         self.settler.drain_spool().await;
         let policy = self.settings.hygiene();
         self.cleanup(&policy).await;
+        if !self.settings.prefetch_images.is_empty() {
+            // In the background: the first poll does not wait for a pull.
+            let (engine, registry) = (self.engine.clone(), self.registry.clone());
+            let images = self.settings.prefetch_images.clone();
+            tokio::spawn(async move {
+                crate::hygiene::prefetch(&engine, &registry, &images).await;
+            });
+        }
         let cfg = machine::Config {
             idle_timeout: self.settings.idle_timeout.as_secs(),
             heartbeat_every: self

@@ -2,7 +2,8 @@
 //! pinned images last, never an image a running container uses), the disk-cleanup policy of
 //! seed 004 (stopped containers, dangling and old images, old build cache, unused volumes, old
 //! workspaces and temp files, journald), and the free-space floors checked before a job.
-//! Cleanup runs only while no job runs.
+//! Cleanup runs only while no job runs. At start, the images named in `prefetch_images` (the
+//! agent's) are pulled into the cache when absent, so a first fix pays no pull.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,26 @@ use janitor_services::disk::{disk, DiskStats};
 use janitor_services::engine::{ContainerEngine, Prune};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+/// Pulls each image that is not in the cache yet, with its registry's login (ECR); returns
+/// what became of each (`Ok` when present or pulled, else the reason). A failure is logged,
+/// never fatal: the agent step pulls again when it needs the image.
+pub async fn prefetch<E, R>(engine: &E, registry: &R, images: &[String]) -> Vec<Result<(), String>>
+where
+    E: ContainerEngine,
+    R: janitor_services::registry::RegistryAuth,
+{
+    let mut out = Vec::with_capacity(images.len());
+    for image in images {
+        let r = janitor_pipeline::agent::ensure_image(engine, registry, image).await;
+        match &r {
+            Ok(()) => tracing::info!(image = %image, "prefetched image is in the cache"),
+            Err(e) => tracing::warn!(image = %image, error = %e, "could not prefetch the image"),
+        }
+        out.push(r);
+    }
+    out
+}
 
 /// The cleanup policy; every figure configurable (seed 004's table gives the defaults).
 #[derive(Debug, Clone)]

@@ -71,6 +71,45 @@ impl<X: Services> Daemon<X> {
                 author_email: self.settings.git_author_email.clone(),
             });
         }
+        // Bedrock: the agent's own short-lived credentials, minted for this job only.
+        let mut agent_limits = self.settings.agent_limits.clone();
+        let mut agent_credentials = Vec::new();
+        let mut unreadable = unreadable;
+        let agent_runs = job
+            .spec
+            .agent_image_or(self.settings.agent_limits.default_image.as_deref())
+            .is_some();
+        if let (Some((role, region)), true, None) =
+            (&self.settings.agent_bedrock, agent_runs, &unreadable)
+        {
+            use janitor_services::secrets::CredentialSource as _;
+            let session = format!("janitor-{}", job.job_id)
+                .chars()
+                .take(64)
+                .collect::<String>();
+            match self
+                .secrets
+                .assume(
+                    role,
+                    &session,
+                    job.spec.timeout + std::time::Duration::from_secs(300),
+                )
+                .await
+            {
+                Ok(c) => {
+                    agent_credentials = c.env();
+                    agent_limits.env.push("CLAUDE_CODE_USE_BEDROCK=1".into());
+                    if let Some(r) = region {
+                        agent_limits.env.push(format!("AWS_REGION={r}"));
+                    }
+                }
+                Err(e) => {
+                    unreadable = Some(format!(
+                        "the agent's Bedrock role {role} could not be assumed: {e}"
+                    ))
+                }
+            }
+        }
         let ctx = JobContext {
             job: job.clone(),
             attempt,
@@ -85,7 +124,8 @@ impl<X: Services> Daemon<X> {
             secrets_dir: self.settings.secrets_dir.clone(),
             publish,
             secrets,
-            agent_limits: self.settings.agent_limits.clone(),
+            agent_limits,
+            agent_credentials,
         };
         let setup_ms = received_at.elapsed().as_millis() as u64;
         self.status_mut(|s| {
@@ -188,7 +228,11 @@ impl<X: Services> Daemon<X> {
                     now,
                 );
             }
-            if let Some(agent) = &ctx.job.spec.agent_image {
+            if let Some(agent) = &ctx
+                .job
+                .spec
+                .agent_image_or(ctx.agent_limits.default_image.as_deref())
+            {
                 if report.step(StepName::Agent).is_some_and(|s| {
                     s.status != StepStatus::Skipped && s.status != StepStatus::NotRun
                 }) {

@@ -72,9 +72,29 @@ pub struct Flags {
     /// `secrets:`
     #[arg(long = "agent-env", env = "JANITOR_AGENT_ENV", value_delimiter = ',')]
     pub agent_env: Vec<String>,
+    /// The agent a job gets when its config asks for one (`agent:`) without naming an image:
+    /// janitor's own [default: none]
+    #[arg(long, env = "JANITOR_DEFAULT_AGENT_IMAGE")]
+    pub default_agent_image: Option<String>,
+    /// Images pulled into the cache at start when absent (the agent's), with the registry's
+    /// login; repeat the flag [default: none]
+    #[arg(
+        long = "prefetch-image",
+        env = "JANITOR_PREFETCH_IMAGES",
+        value_delimiter = ','
+    )]
+    pub prefetch_images: Vec<String>,
     /// The agent container's Docker network [default: bridge]
     #[arg(long, env = "JANITOR_AGENT_NETWORK")]
     pub agent_network: Option<String>,
+    /// Amazon Bedrock for the agent: janitord assumes this role (one that may only invoke
+    /// the configured models) for each job and gives the agent its short-lived credentials
+    /// with CLAUDE_CODE_USE_BEDROCK=1 [default: off]
+    #[arg(long, env = "JANITOR_AGENT_BEDROCK_ROLE_ARN")]
+    pub agent_bedrock_role_arn: Option<String>,
+    /// The region of Bedrock's endpoint [default: the instance's region]
+    #[arg(long, env = "JANITOR_AGENT_BEDROCK_REGION")]
+    pub agent_bedrock_region: Option<String>,
     /// Author of fix commits [default: janitor]
     #[arg(long, env = "JANITOR_GIT_AUTHOR_NAME")]
     pub git_author_name: Option<String>,
@@ -196,6 +216,10 @@ struct FileSettings {
     agent_pids: Option<u64>,
     agent_env: Option<Vec<String>>,
     agent_network: Option<String>,
+    agent_bedrock_role_arn: Option<String>,
+    agent_bedrock_region: Option<String>,
+    prefetch_images: Option<Vec<String>>,
+    default_agent_image: Option<String>,
     git_author_name: Option<String>,
     git_author_email: Option<String>,
     poll_wait_seconds: Option<u64>,
@@ -280,6 +304,16 @@ fn agent_limits(
         }
     }
     limits.network = flags.agent_network.clone().or(file.agent_network.clone());
+    if let Some(image) = flags
+        .default_agent_image
+        .clone()
+        .or(file.default_agent_image.clone())
+    {
+        match janitor_model::names::check_image(&image) {
+            Ok(()) => limits.default_image = Some(image),
+            Err(e) => problems.push(format!("setting `default_agent_image`: {e}")),
+        }
+    }
     if let Some(pids) = flags.agent_pids.or(file.agent_pids) {
         if (64..=1 << 22).contains(&pids) {
             limits.pids = pids as i64;
@@ -303,6 +337,10 @@ pub struct Settings {
     pub github_api_url: String,
     pub github_git_url: String,
     pub agent_limits: janitor_pipeline::agent::AgentLimits,
+    /// The Bedrock role the agent's credentials are minted from, and the region; `None`: off.
+    pub agent_bedrock: Option<(String, Option<String>)>,
+    /// Pulled into the cache at start when absent.
+    pub prefetch_images: Vec<String>,
     pub git_author_name: String,
     pub git_author_email: String,
     pub poll_wait: Duration,
@@ -421,6 +459,31 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
         .map_or(DEFAULT_CONFIG_FILE.to_string(), |p| p.display().to_string());
     let mut problems = Vec::new();
     let agent_limits = agent_limits(flags, &file, &mut problems);
+    let agent_bedrock = match flags
+        .agent_bedrock_role_arn
+        .clone()
+        .or(file.agent_bedrock_role_arn.clone())
+    {
+        Some(arn)
+            if arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":role/") =>
+        {
+            // The instance's region unless told otherwise (read here, once, with the flags).
+            let region = flags
+                .agent_bedrock_region
+                .clone()
+                .or(file.agent_bedrock_region.clone())
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
+            Some((arn, region))
+        }
+        Some(arn) => {
+            problems.push(format!(
+                "setting `agent_bedrock_role_arn` is `{arn}`; it must be an IAM role ARN such as arn:aws:iam::123456789012:role/janitor-dev-agent-bedrock"
+            ));
+            None
+        }
+        None => None,
+    };
     let mut required = |flag: Option<&String>, file: Option<String>, name: &str, var: &str| {
         match flag.cloned().or(file).filter(|s| !s.trim().is_empty()) {
             Some(v) => v,
@@ -647,6 +710,12 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .trim_end_matches('/')
             .to_string(),
         agent_limits,
+        agent_bedrock,
+        prefetch_images: if flags.prefetch_images.is_empty() {
+            file.prefetch_images.clone().unwrap_or_default()
+        } else {
+            flags.prefetch_images.clone()
+        },
         git_author_name: flags
             .git_author_name
             .clone()

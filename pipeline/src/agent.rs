@@ -40,6 +40,9 @@ pub struct AgentLimits {
     /// `KEY=value` the operator gives every agent (the model's endpoint and name, Bedrock's
     /// switch); secrets never go here, they come from the job's `secrets:`.
     pub env: Vec<String>,
+    /// The agent a job that asks for one (`agent:`) without naming an image gets: janitor's
+    /// own (on instances, the ECR image Terraform names).
+    pub default_image: Option<String>,
 }
 
 impl Default for AgentLimits {
@@ -53,6 +56,7 @@ impl Default for AgentLimits {
             tmp_bytes: 2 << 30,
             network: None,
             env: Vec::new(),
+            default_image: None,
         }
     }
 }
@@ -90,8 +94,8 @@ pub struct AgentInput<'a> {
 }
 
 /// Makes sure the agent image is present: pulled with the registry's login when it has one
-/// (ECR), anonymously otherwise.
-async fn ensure_image<E: ContainerEngine, R: RegistryAuth>(
+/// (ECR), anonymously otherwise. (janitord also calls it at start for `prefetch_images`.)
+pub async fn ensure_image<E: ContainerEngine, R: RegistryAuth>(
     engine: &E,
     registry: &R,
     image: &str,
@@ -207,6 +211,20 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
         ]
         .into_iter()
         .chain(limits.env.iter().cloned())
+        // The job's model settings over the operator's (the last of a name wins).
+        .chain(
+            spec.agent
+                .api_url
+                .iter()
+                .map(|u| format!("ANTHROPIC_BASE_URL={u}")),
+        )
+        .chain(
+            spec.agent
+                .model
+                .iter()
+                .map(|m| format!("ANTHROPIC_MODEL={m}")),
+        )
+        .chain(ctx.agent_credentials.iter().cloned())
         // Only the secrets meant for the agent (its model key); never the publish token.
         .chain(
             ctx.secrets

@@ -29,6 +29,9 @@ pub struct JobContext {
     pub secrets: janitor_services::secrets::SecretValues,
     /// The agent container's user and limits.
     pub agent_limits: crate::agent::AgentLimits,
+    /// `KEY=value` credentials minted for this job's agent (Bedrock's short-lived role
+    /// credentials); redacted like secrets.
+    pub agent_credentials: Vec<String>,
 }
 
 /// The largest file of the secrets directory read for redaction.
@@ -54,6 +57,11 @@ impl JobContext {
                 }
             }
         }
+        also.extend(
+            self.agent_credentials
+                .iter()
+                .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_string())),
+        );
         self.secrets.redactor(&also)
     }
 }

@@ -249,21 +249,9 @@ pub struct Ended {
 /// The verdict after `change` attempts on a passing repository: `changed` when the last
 /// re-validation passed; else the repository still passes (`succeeded`), and the reason says
 /// what became of the prompt; an instance's failure is `error`.
-fn conclude_change(
-    first: &Failure,
-    attempts: Vec<FixAttempt>,
-    max_attempts: u32,
-    patch: Option<String>,
-) -> Ended {
+fn conclude_change(attempts: Vec<FixAttempt>, max_attempts: u32, patch: Option<String>) -> Ended {
     use janitor_model::report::StepStatus;
-    let summary = |a: &FixAttempt| {
-        a.result
-            .as_ref()
-            .and_then(|r| r.get("summary"))
-            .and_then(|s| s.as_str())
-            .map(|s| janitor_model::runpod::excerpt(&serde_json::Value::String(s.to_string())))
-            .unwrap_or_else(|| "no summary".to_string())
-    };
+    let summary = summary_of;
     let (status, reason) = match attempts.last() {
         None => (
             JobStatus::Succeeded,
@@ -309,8 +297,19 @@ fn conclude_change(
             ),
         },
     };
-    let _ = first;
-    let changed = status == JobStatus::Changed;
+    ended(status, reason, attempts, max_attempts, patch)
+}
+
+/// The loop's end: the patch is kept only for a change that passed (`fixed`, `changed`);
+/// `no_changes` when no attempt changed anything.
+fn ended(
+    status: JobStatus,
+    reason: Option<String>,
+    attempts: Vec<FixAttempt>,
+    max_attempts: u32,
+    patch: Option<String>,
+) -> Ended {
+    let kept = matches!(status, JobStatus::Fixed | JobStatus::Changed);
     let any_change = attempts.iter().any(|a| a.changed);
     Ended {
         status,
@@ -320,8 +319,8 @@ fn conclude_change(
             attempts,
             patch: None,
             patch_error: None,
-            patch_text: patch.filter(|_| changed),
-            pr_status: if changed || any_change {
+            patch_text: patch.filter(|_| kept),
+            pr_status: if kept || any_change {
                 "not_applicable".to_string()
             } else {
                 "no_changes".to_string()
@@ -330,6 +329,16 @@ fn conclude_change(
             pr_error: None,
         },
     }
+}
+
+/// The first line of an attempt's answer, as the report quotes it.
+fn summary_of(a: &FixAttempt) -> String {
+    a.result
+        .as_ref()
+        .and_then(|r| r.get("summary"))
+        .and_then(|s| s.as_str())
+        .map(|s| janitor_model::runpod::excerpt(&serde_json::Value::String(s.to_string())))
+        .unwrap_or_else(|| "no summary".to_string())
 }
 
 /// The verdict after the attempts: `fixed` when the last re-validation passed, `unfixable`
@@ -342,17 +351,10 @@ pub fn conclude(
     mode: Mode,
 ) -> Ended {
     if mode == Mode::Change {
-        return conclude_change(first, attempts, max_attempts, patch);
+        return conclude_change(attempts, max_attempts, patch);
     }
     let last = attempts.last();
-    let summary = |a: &FixAttempt| {
-        a.result
-            .as_ref()
-            .and_then(|r| r.get("summary"))
-            .and_then(|s| s.as_str())
-            .map(|s| janitor_model::runpod::excerpt(&serde_json::Value::String(s.to_string())))
-            .unwrap_or_else(|| "no summary".to_string())
-    };
+    let summary = summary_of;
     let answered = |a: &FixAttempt| {
         a.result
             .as_ref()
@@ -416,26 +418,7 @@ pub fn conclude(
             ),
         },
     };
-    let fixed = status == JobStatus::Fixed;
-    let any_change = attempts.iter().any(|a| a.changed);
-    Ended {
-        status,
-        reason,
-        report: FixReport {
-            max_attempts,
-            attempts,
-            patch: None,
-            patch_error: None,
-            patch_text: patch.filter(|_| fixed),
-            pr_status: if fixed || any_change {
-                "not_applicable".to_string()
-            } else {
-                "no_changes".to_string()
-            },
-            pr_url: None,
-            pr_error: None,
-        },
-    }
+    ended(status, reason, attempts, max_attempts, patch)
 }
 
 #[cfg(test)]
@@ -548,6 +531,49 @@ mod tests {
         );
         assert_eq!(
             lost.status,
+            JobStatus::Error,
+            "the instance's failure is retried"
+        );
+    }
+
+    #[test]
+    fn verdicts_after_change_attempts() {
+        let passing = Failure {
+            status: JobStatus::Succeeded,
+            reason: None,
+            steps: vec![],
+            tests: None,
+            errors: vec![],
+        };
+        let c = |attempts: Vec<FixAttempt>| {
+            let e = conclude(&passing, attempts, 3, Some("diff".into()), Mode::Change);
+            (e.status, e.reason.unwrap_or_default(), e.report.patch_text)
+        };
+        let (status, reason, patch) =
+            c(vec![attempt(1, "fixed", true, Some(JobStatus::Succeeded))]);
+        assert_eq!(status, JobStatus::Changed);
+        assert_eq!(reason, "changed by the agent in attempt 1 of 3: try 1");
+        assert_eq!(patch.as_deref(), Some("diff"));
+        let (status, reason, patch) = c(vec![attempt(1, "passed", false, None)]);
+        assert_eq!(status, JobStatus::Succeeded, "nothing to change");
+        assert_eq!(
+            reason,
+            "the repository passes; the agent changed nothing: try 1"
+        );
+        assert_eq!(patch, None);
+        let (status, reason, _) = c((1..=3)
+            .map(|n| attempt(n, "fixed", true, Some(JobStatus::Failed)))
+            .collect());
+        assert_eq!(status, JobStatus::Succeeded, "the repository still works");
+        assert!(
+            reason.starts_with(
+                "the repository passes, but the prompt's change did not after 3 attempt(s)"
+            ),
+            "{reason}"
+        );
+        let (status, _, _) = c(vec![attempt(1, "fixed", true, Some(JobStatus::Error))]);
+        assert_eq!(
+            status,
             JobStatus::Error,
             "the instance's failure is retried"
         );

@@ -229,7 +229,11 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     let mut agent_output = None;
     let mut model_cost = None;
     let always = spec.agent.mode == janitor_model::config::AgentMode::Always;
-    match &spec.agent_image {
+    let agent_image = spec.agent_image_or(ctx.agent_limits.default_image.as_deref());
+    match &agent_image {
+        None if spec.agent.mode == janitor_model::config::AgentMode::Never => {
+            steps.skipped(StepName::Agent, "`agent: never`")
+        }
         None => steps.skipped(StepName::Agent, "no agent image configured"),
         Some(_) if !cloned => steps.not_run(StepName::Agent, "the clone did not succeed"),
         Some(_) if steps.stopped() => steps.not_run(StepName::Agent, "the job was stopped"),

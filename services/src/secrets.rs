@@ -263,11 +263,12 @@ pub trait SecretSource: Send + Sync {
     ) -> impl Future<Output = Result<String, ServiceError>> + Send;
 }
 
-/// Secrets Manager and SSM.
+/// Secrets Manager and SSM, and STS for the agent's short-lived role credentials.
 #[derive(Clone)]
 pub struct AwsSecrets {
     pub secrets_manager: aws_sdk_secretsmanager::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub sts: aws_sdk_sts::Client,
 }
 
 impl AwsSecrets {
@@ -275,7 +276,82 @@ impl AwsSecrets {
         AwsSecrets {
             secrets_manager: aws_sdk_secretsmanager::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
         }
+    }
+}
+
+/// Short-lived credentials of a role (STS AssumeRole), for a container that must not reach
+/// the instance's own role.
+#[derive(Clone)]
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    /// The key id only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish()
+    }
+}
+
+impl RoleCredentials {
+    /// `AWS_ACCESS_KEY_ID=…` and the rest, for a container's environment.
+    pub fn env(&self) -> Vec<String> {
+        vec![
+            format!("AWS_ACCESS_KEY_ID={}", self.access_key_id),
+            format!("AWS_SECRET_ACCESS_KEY={}", self.secret_access_key),
+            format!("AWS_SESSION_TOKEN={}", self.session_token),
+        ]
+    }
+}
+
+/// Where role credentials come from.
+pub trait CredentialSource: Send + Sync {
+    fn assume(
+        &self,
+        role_arn: &str,
+        session: &str,
+        duration: std::time::Duration,
+    ) -> impl Future<Output = Result<RoleCredentials, ServiceError>> + Send;
+}
+
+impl CredentialSource for AwsSecrets {
+    async fn assume(
+        &self,
+        role_arn: &str,
+        session: &str,
+        duration: std::time::Duration,
+    ) -> Result<RoleCredentials, ServiceError> {
+        // STS takes 900 s to the role's maximum (an hour unless raised).
+        let seconds = duration.as_secs().clamp(900, 3600) as i32;
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session)
+            .duration_seconds(seconds)
+            .send()
+            .await
+            .map_err(|e| ServiceError::aws("STS", "AssumeRole", role_arn.to_string(), e))?;
+        let c = out.credentials().ok_or_else(|| {
+            ServiceError::new(
+                "STS",
+                "AssumeRole",
+                role_arn.to_string(),
+                ErrorKind::Rejected,
+                "the answer has no credentials",
+            )
+        })?;
+        Ok(RoleCredentials {
+            access_key_id: c.access_key_id().to_string(),
+            secret_access_key: c.secret_access_key().to_string(),
+            session_token: c.session_token().to_string(),
+        })
     }
 }
 

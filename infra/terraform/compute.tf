@@ -31,6 +31,15 @@ locals {
     require_cache_volume = true
     expect_gpus = true
     heartbeat_file = "/var/lib/janitor/janitord.heartbeat"
+    # The shipped agent is pulled into the cache at start (a first fix pays no pull) and
+    # evicted last.
+    prefetch_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
+    default_agent_image = "${aws_ecr_repository.agent.repository_url}:latest"
+    pinned_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
+    %{if local.bedrock~}
+    agent_bedrock_role_arn = "arn:${data.aws_partition.current.partition}:iam::${local.account_id}:role/${local.name}-agent-bedrock"
+    agent_bedrock_region = "${var.region}"
+    %{endif~}
   TOML
 }
 

@@ -137,6 +137,65 @@ data "aws_iam_policy_document" "janitord" {
   }
 }
 
+# The agent's model access on Bedrock: a role that may only invoke the configured models,
+# assumed by janitord for each job (short-lived credentials handed to the agent container,
+# which cannot reach the instance role: IMDS hop limit 1).
+locals {
+  bedrock = length(var.agent_bedrock_models) > 0
+  bedrock_model_arns = flatten([for m in var.agent_bedrock_models : [
+    "arn:${data.aws_partition.current.partition}:bedrock:*::foundation-model/${m}",
+    "arn:${data.aws_partition.current.partition}:bedrock:*:${local.account_id}:inference-profile/${m}",
+  ]])
+}
+
+data "aws_iam_policy_document" "agent_bedrock_trust" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.instance.arn]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "agent_bedrock" {
+  statement {
+    sid       = "InvokeConfiguredModels"
+    actions   = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    resources = local.bedrock_model_arns
+  }
+}
+
+resource "aws_iam_role" "agent_bedrock" {
+  count                = local.bedrock ? 1 : 0
+  name                 = "${local.name}-agent-bedrock"
+  assume_role_policy   = data.aws_iam_policy_document.agent_bedrock_trust.json
+  max_session_duration = 3600
+}
+
+resource "aws_iam_role_policy" "agent_bedrock" {
+  count  = local.bedrock ? 1 : 0
+  name   = "invoke-configured-models"
+  role   = aws_iam_role.agent_bedrock[0].id
+  policy = data.aws_iam_policy_document.agent_bedrock.json
+}
+
+# janitord may assume only that role.
+data "aws_iam_policy_document" "assume_agent_bedrock" {
+  statement {
+    sid       = "AssumeAgentBedrockRole"
+    actions   = ["sts:AssumeRole"]
+    resources = ["arn:${data.aws_partition.current.partition}:iam::${local.account_id}:role/${local.name}-agent-bedrock"]
+  }
+}
+
+resource "aws_iam_role_policy" "assume_agent_bedrock" {
+  count  = local.bedrock ? 1 : 0
+  name   = "assume-agent-bedrock"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.assume_agent_bedrock.json
+}
+
 resource "aws_iam_role" "instance" {
   name               = "${local.name}-instance"
   assume_role_policy = data.aws_iam_policy_document.assume.json

@@ -134,6 +134,12 @@ variable "agent_ecr_repository" {
   default     = "janitor-agent"
 }
 
+variable "agent_bedrock_models" {
+  description = "Bedrock model ids (or inference profile ids) the agent may invoke, such as `anthropic.claude-sonnet-4-5-20250929-v1:0`; empty for no Bedrock (the agent then uses an API key secret)."
+  type        = list(string)
+  default     = []
+}
+
 variable "alert_email" {
   description = "Where the alerts topic (dead letters, idle instances, budget) sends mail; empty for none (subscribe something else to the topic)."
   type        = string

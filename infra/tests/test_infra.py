@@ -421,3 +421,31 @@ def test_every_terraform_runner_is_new_enough_for_the_backend():
     for wf in glob.glob(os.path.join(ROOT, ".github", "workflows", "*.yml")):
         for major, minor in re.findall(r"terraform_version:\s*(\d+)\.(\d+)", open(wf).read()):
             assert (int(major), int(minor)) >= (1, 11), wf
+
+
+def test_the_agent_bedrock_role_invokes_only_the_configured_models():
+    tf = terraform()
+    doc = tf[("data", "aws_iam_policy_document", "agent_bedrock")]
+    statements = doc["statement"]
+    assert len(statements) == 1
+    actions = set(first(statements[0]["actions"]))
+    assert actions == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+    assert first(statements[0]["resources"]) == "${local.bedrock_model_arns}"
+    trust = tf[("data", "aws_iam_policy_document", "agent_bedrock_trust")]
+    principal = first(first(trust["statement"])["principals"])
+    assert first(principal["identifiers"]) == ["${aws_iam_role.instance.arn}"]
+    assume = tf[("data", "aws_iam_policy_document", "assume_agent_bedrock")]
+    assert first(first(assume["statement"])["actions"]) == ["sts:AssumeRole"]
+    assert "-agent-bedrock" in str(first(assume["statement"])["resources"])
+    # janitord is told the role only when it exists (the plan cannot see user data).
+    compute = open(os.path.join(TF_DIR, "compute.tf")).read()
+    guarded = compute.split("%{if local.bedrock~}")[1].split("%{endif~}")[0]
+    assert "agent_bedrock_role_arn" in guarded and "agent_bedrock_region" in guarded
+
+
+def test_instances_prefetch_and_pin_the_shipped_agent():
+    compute = open(os.path.join(TF_DIR, "compute.tf")).read()
+    toml = compute.split("janitord_toml = <<-TOML")[1].split("TOML")[0]
+    for key in ("prefetch_images", "pinned_images"):
+        line = next(l for l in toml.splitlines() if l.strip().startswith(key))
+        assert "aws_ecr_repository.agent.repository_url" in line, line

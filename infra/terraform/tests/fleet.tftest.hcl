@@ -157,3 +157,29 @@ run "operators_are_paged_on_dead_letters_idle_instances_and_the_budget" {
     error_message = "a release role for the repository's workflow"
   }
 }
+
+run "no_bedrock_role_without_models" {
+  command = plan
+
+  assert {
+    condition     = length(aws_iam_role.agent_bedrock) == 0 && length(aws_iam_role_policy.assume_agent_bedrock) == 0
+    error_message = "without agent_bedrock_models there is no Bedrock role, and janitord may assume nothing"
+  }
+}
+
+run "bedrock_models_get_an_agent_role_janitord_assumes" {
+  command = plan
+
+  variables {
+    agent_bedrock_models = ["anthropic.claude-sonnet-4-5-20250929-v1:0"]
+  }
+
+  assert {
+    condition     = length(aws_iam_role.agent_bedrock) == 1 && aws_iam_role.agent_bedrock[0].max_session_duration == 3600
+    error_message = "one agent role, its sessions at most an hour"
+  }
+  assert {
+    condition     = length(aws_iam_role_policy.assume_agent_bedrock) == 1
+    error_message = "the instance role may assume the agent role"
+  }
+}

@@ -267,3 +267,25 @@ fn local_run_reports_and_exit_codes() {
         "{out}"
     );
 }
+
+#[test]
+fn validate_says_how_each_agent_reaches_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.yaml");
+    std::fs::write(
+        &path,
+        "repositories:\n  - name: keyed\n    organization: o\n    agent_image: janitor-agent:latest\n    agent: always\n    model: claude-sonnet-4-5\n    secrets:\n      ANTHROPIC_API_KEY: secretsmanager:janitor/anthropic\n  - name: bedrock\n    organization: o\n    agent_image: janitor-agent:latest\n    model_budget_usd: 1.50\n  - name: plain\n    organization: o\nmodel_api_url: https://llm-gateway.example/anthropic\n",
+    )
+    .unwrap();
+    let (code, out) = ctl(&["validate", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(
+        "agent for keyed: always (janitor-agent:latest), model: an API key (ANTHROPIC_API_KEY from secretsmanager:janitor/anthropic), endpoint https://llm-gateway.example/anthropic, model claude-sonnet-4-5, at most 30 turns per attempt and $5.00 per job"
+    ), "{out}");
+    assert!(
+        out.contains("agent for bedrock: on_failure (janitor-agent:latest), model: Amazon Bedrock"),
+        "{out}"
+    );
+    assert!(out.contains("and $1.50 per job"), "{out}");
+    assert!(!out.contains("agent for plain"), "{out}");
+}

@@ -96,7 +96,7 @@ async fn jobs_pass_fail_stream_logs_and_fill_the_ledger() {
     assert_eq!(step(&good_r, "agent")["status"], "skipped");
     assert_eq!(
         step(&good_r, "agent")["detail"],
-        "the validation passed: nothing to fix"
+        "the validation passed: nothing to fix (`agent: always` runs the prompt on a passing repository)"
     );
     assert_eq!(step(&good_r, "gpu")["status"], "skipped");
     assert_eq!(good_r["instance"]["id"], INSTANCE);

@@ -114,3 +114,27 @@ async fn a_failed_ecr_login_leaves_the_pull_anonymous() {
     assert_eq!(pulls[0].1, None, "no login, so none is sent");
     assert_eq!(agent.status, StepStatus::Failed, "{agent:?}");
 }
+
+/// `prefetch_images`: an absent ECR image is pulled at start with the registry's login (the
+/// pull itself is refused here: no registry is reachable), a present one is left alone, and
+/// a failure is reported, never fatal.
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_pulls_absent_images_with_the_registry_login() {
+    ensure_base_image();
+    let fx = Fixture::start(&[]).await;
+    let auth = EcrAuth {
+        config: fx.sdk.clone(),
+    };
+    let engine = TestEngine::connect().await;
+    let images = vec![AGENT.to_string(), janitor_testkit::BASE_IMAGE.to_string()];
+    let got = janitord::hygiene::prefetch(&engine, &auth, &images).await;
+    assert!(
+        got[0].as_ref().unwrap_err().contains("could not be pulled"),
+        "{got:?}"
+    );
+    assert_eq!(got[1], Ok(()), "present: nothing to pull");
+    let pulls = engine.hooks.lock().unwrap().pulls.clone();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(pulls[0].0, AGENT);
+    assert_eq!(pulls[0].1.as_ref().unwrap().username, "AWS");
+}

@@ -114,6 +114,8 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             github_api_url: "http://127.0.0.1:9".into(),
             github_git_url: "https://github.com".into(),
             agent_limits: Default::default(),
+            agent_bedrock: None,
+            prefetch_images: Vec::new(),
             git_author_name: "janitor".into(),
             git_author_email: "janitor@localhost".into(),
             poll_wait: Duration::from_secs(1),

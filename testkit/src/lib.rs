@@ -300,6 +300,7 @@ pub fn job_context(
         publish: None,
         secrets: Default::default(),
         agent_limits: Default::default(),
+        agent_credentials: Vec::new(),
     }
 }
 

@@ -666,6 +666,7 @@ pub(crate) mod tests {
                 },
             ],
             notes: Vec::new(),
+            realtime_port: None,
         });
         assert_eq!(
             result_line(&v2),

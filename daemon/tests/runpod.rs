@@ -403,3 +403,71 @@ async fn the_runpod_examples_pass() {
         assert!(t.total >= 1);
     }
 }
+
+/// worker-vllm's shape: the worker's own server binds port 8000 before the SDK starts. The
+/// SDK's server mode gets a port no worker uses by convention, so the tests run (on a port
+/// 8000 realtime port the SDK's uvicorn could not bind and the worker exited before any test).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_own_server_takes_port_8000_is_still_tested() {
+    const BUSY_8000: &str = r#"import http.server, threading
+import runpod
+
+# The worker's own engine, as `vllm serve --port 8000` is for worker-vllm.
+engine = http.server.ThreadingHTTPServer(("0.0.0.0", 8000), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=engine.serve_forever, daemon=True).start()
+print("engine listening on 8000", flush=True)
+
+def handler(job):
+    return {"echo": job["input"].get("prompt")}
+
+runpod.serverless.start({"handler": handler})
+"#;
+    let (r, out) = validate(
+        "rp-port-8000",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", BUSY_8000),
+            ("test_input.json", r#"{"input": {"prompt": "hi"}}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:#?}\n{}", out.join("\n"));
+    assert!(out.iter().any(|l| l.contains("engine listening on 8000")));
+    let t = tests(&r);
+    assert_eq!((t.passed, t.total), (1, 1));
+    assert_eq!(t.realtime_port, Some(janitor_pipeline::serve::WORKER_PORT));
+    assert_ne!(t.realtime_port, Some(8000));
+}
+
+/// A generator that yields `{"error": …}` (worker-vllm and worker-sglang do on any engine
+/// failure): local `/runsync` answers COMPLETED, but the platform fails the job, and so does
+/// the test, with that error as its cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generator_that_yields_an_error_fails_as_on_the_platform() {
+    const YIELDS_ERROR: &str = r#"import runpod
+
+def handler(job):
+    yield {"token": "Hello"}
+    yield {"error": "engine died: CUDA error: device-side assert triggered"}
+
+runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+"#;
+    let (r, out) = validate(
+        "rp-yield-error",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", YIELDS_ERROR),
+            ("test_input.json", r#"{"input": {"prompt": "hi"}}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Failed, "{r:#?}\n{}", out.join("\n"));
+    let why = tests(&r).results[0].error.clone().unwrap();
+    assert!(
+        why.contains("yielded item 2 has an `error`")
+            && why.contains("engine died: CUDA error: device-side assert triggered"),
+        "{why}"
+    );
+}

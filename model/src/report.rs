@@ -162,6 +162,9 @@ pub struct TestsReport {
     /// What a maintainer should know about the tests file (a likely unit mistake, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The container port the SDK's server mode was given (`RUNPOD_REALTIME_PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime_port: Option<u16>,
 }
 
 impl TestsReport {

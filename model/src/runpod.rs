@@ -529,6 +529,20 @@ pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
     if let Some(error) = output.get("error") {
         return Err(format!("the output has an `error`: {}", excerpt(error)));
     }
+    // A generator handler's output is the list of what it yielded; on the platform an item
+    // with an `error` fails the job (the SDK's rp_job), though local /runsync says COMPLETED.
+    if let Some((i, error)) = output.as_array().and_then(|items| {
+        items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| item.get("error").map(|e| (i, e)))
+    }) {
+        return Err(format!(
+            "yielded item {} has an `error` (the platform fails the job): {}",
+            i + 1,
+            excerpt(error)
+        ));
+    }
     if let Some(want) = expected {
         let whole = want.as_object().is_some_and(|m| {
             m.keys()
@@ -720,6 +734,21 @@ mod tests {
             Ok(())
         );
         assert!(judge(&done(json!([1, 2])), Some(&json!([1]))).is_err());
+        // A generator's yields: an item with an `error` fails, as on the platform.
+        assert_eq!(
+            judge(&done(json!([{"token": "a"}, {"token": "b"}])), None),
+            Ok(())
+        );
+        assert_eq!(
+            judge(
+                &done(json!([{"token": "a"}, {"error": "engine died"}])),
+                None
+            ),
+            Err(
+                "yielded item 2 has an `error` (the platform fails the job): engine died"
+                    .to_string()
+            )
+        );
         assert!(contains(&json!(1.0), &json!(1)));
     }
 

@@ -135,6 +135,7 @@ async fn validate<E: ContainerEngine, R: RegistryAuth>(
                 total: 0,
                 results: Vec::new(),
                 notes: d.notes.clone(),
+                realtime_port: None,
             });
             steps.record(StepName::Run, t, outcome);
         }

@@ -24,8 +24,13 @@ use crate::preflight;
 use crate::scan::ErrorScanner;
 use crate::steps::{round_ms, StepEnv, StepOutcome};
 
-/// The port the worker serves on inside its container.
-pub const WORKER_PORT: u16 = 8000;
+/// The port the SDK's server mode serves on inside the worker's container
+/// (`RUNPOD_REALTIME_PORT`). RunPod itself sets none; janitord needs one, and it must be one no
+/// worker binds by convention: 8000 is uvicorn's and vLLM's default (worker-vllm starts
+/// `vllm serve --port 8000` before the SDK), 8080 and 3000 are common health and UI ports.
+/// It lives in the container's own network namespace and is published to an ephemeral port
+/// on the host's loopback only.
+pub const WORKER_PORT: u16 = 47_211;
 /// The longest a worker may take to answer its first request (heavy workers load many GB of
 /// weights at start), within the job's own deadline.
 pub const START_TIMEOUT: Duration = Duration::from_secs(900);
@@ -140,6 +145,7 @@ pub async fn test<E: ContainerEngine>(
         total: u32::try_from(tests.len()).unwrap_or(u32::MAX),
         results: Vec::new(),
         notes: found.notes.clone(),
+        realtime_port: Some(WORKER_PORT),
     };
     // The built image's own CUDA requirement (its base may have been pulled during the build).
     if spec.gpu_required {

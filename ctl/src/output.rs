@@ -152,6 +152,9 @@ pub fn test_lines(tests: &TestsReport) -> String {
         if let Some(e) = &t.error {
             out.push_str(&format!(" — {e}"));
         }
+        if t.output_matches == Some(false) {
+            out.push_str(" [output differs from expectedOutput; reported, not failed]");
+        }
         out.push('\n');
     }
     out
@@ -655,6 +658,7 @@ pub(crate) mod tests {
                     http_status: Some(200),
                     error: None,
                     output: Some("{}".into()),
+                    output_matches: None,
                 },
                 janitor_model::report::TestResult {
                     name: "batch".into(),
@@ -663,6 +667,7 @@ pub(crate) mod tests {
                     http_status: Some(200),
                     error: None,
                     output: None,
+                    output_matches: None,
                 },
             ],
             notes: Vec::new(),
@@ -676,6 +681,12 @@ pub(crate) mod tests {
             test_lines(v2.tests.as_ref().unwrap()),
             "    ✓ basic (0.9 s)\n    ✓ batch (4.0 s)\n"
         );
+        v2.tests.as_mut().unwrap().results[0].output_matches = Some(false);
+        assert_eq!(
+            test_lines(v2.tests.as_ref().unwrap()),
+            "    ✓ basic (0.9 s) [output differs from expectedOutput; reported, not failed]\n    ✓ batch (4.0 s)\n"
+        );
+        v2.tests.as_mut().unwrap().results[0].output_matches = None;
         let t = v2.tests.as_mut().unwrap();
         t.passed = 1;
         t.results[1].status = TestStatus::TimedOut;

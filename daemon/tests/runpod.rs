@@ -471,3 +471,52 @@ runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
         "{why}"
     );
 }
+
+/// `.github/tests.json` as runpod's test runner reads it: tests named by their
+/// `endpointConfig.name`, `expectedOutput` compared and reported but not failed, and each
+/// request's timeout from the workflow's `request-timeout` (3 s here, so a 4 s test times out:
+/// the value is read; under the runner's default 300 s it would pass).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runners_tests_file_follows_the_runner() {
+    let runner_tests = r#"[
+        {"hardwareConfig": {"endpointConfig": {"name": "echo-a10", "gpuIds": "AMPERE_24"}},
+         "input": {"prompt": "cat"}, "expectedOutput": {"echo": "dog"}},
+        {"hardwareConfig": {"endpointConfig": {"name": "slow-a10"}},
+         "input": {"mode": "sleep", "seconds": 4}}
+    ]"#;
+    let workflow = "name: CI\non: [push]\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: runpod/runpod-test-runner@v1.7\n        with:\n          image-tag: x\n          request-timeout: 3\n";
+    let (r, out) = validate(
+        "rp-runner",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", ECHO_HANDLER),
+            (".github/tests.json", runner_tests),
+            (".github/workflows/ci.yml", workflow),
+        ],
+        |_| {},
+    )
+    .await;
+    let t = tests(&r);
+    assert_eq!(t.source, ".github/tests.json");
+    let names: Vec<&str> = t.results.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["echo-a10", "slow-a10"],
+        "{t:#?}\n{}",
+        out.join("\n")
+    );
+    // The mismatch is reported, not failed.
+    assert_eq!(t.results[0].status, TestStatus::Passed, "{t:#?}");
+    assert_eq!(t.results[0].output_matches, Some(false));
+    // The workflow's 3 s, not 300 s.
+    assert_eq!(t.results[1].status, TestStatus::TimedOut, "{t:#?}");
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n
+                .contains("request-timeout` of runpod-test-runner at .github/workflows/ci.yml:10")),
+        "{:?}",
+        t.notes
+    );
+    assert_eq!(r.status, JobStatus::Failed);
+}

@@ -402,6 +402,7 @@ mod tests {
                 input: serde_json::json!({"a": 1}),
                 timeout_ms: Some(5000),
                 expected_output: None,
+                expectation_advisory: false,
             }],
             tests_file: None,
             gpu_must_be_used: false,

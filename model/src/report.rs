@@ -142,6 +142,10 @@ pub struct TestResult {
     /// The start of its output (bounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// For an expectation that is reported, not judged (`.github/tests.json`'s
+    /// `expectedOutput`): whether the output met it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_matches: Option<bool>,
 }
 
 /// The worker's tests: where they came from, how they ran, and each one's result.

@@ -29,6 +29,10 @@ pub struct TestCase {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_output: Option<Value>,
+    /// Whether `expected_output` is compared and reported rather than failing the test, as
+    /// runpod's test runner treats `.github/tests.json`'s `expectedOutput`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expectation_advisory: bool,
 }
 
 impl TestCase {
@@ -52,6 +56,9 @@ pub struct TestsConfig {
     pub allowed_cuda_versions: Vec<String>,
     /// `config.env`: fixed values the worker is started with.
     pub env: Vec<(String, String)>,
+    /// `.github/tests.json` only: the runner's per-request timeout in seconds, and the
+    /// workflow `file:line` that set it (`None`: the runner's default).
+    pub runner_timeout: Option<(u64, Option<String>)>,
 }
 
 /// A parsed tests file.
@@ -250,7 +257,86 @@ pub fn test_case(
         input,
         timeout_ms,
         expected_output,
+        expectation_advisory: false,
     })
+}
+
+/// The runner's per-request timeout when a workflow gives none (runpod-test-runner's
+/// `request-timeout` default, seconds).
+pub const RUNNER_DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+
+/// Parses `.github/tests.json` as runpod's test runner (`runpod/runpod-test-runner`) reads
+/// it: a list of tests, each named by its `hardwareConfig.endpointConfig.name` (else
+/// `test_N`; a repeated name gets ` #N`, its index), its `expectedOutput` compared and
+/// reported but never failing the test.
+pub fn parse_runner_tests(file: &str, text: &str) -> Result<TestsFile, String> {
+    let doc = parse_json(file, text)?;
+    let Value::Array(items) = &doc else {
+        // The Hub's object form, written where the runner's list is expected: read as such.
+        return parse_tests(file, text);
+    };
+    if items.is_empty() {
+        return Err(problem(file, "", "is empty; list at least one test"));
+    }
+    let mut out = TestsFile::default();
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in items.iter().enumerate() {
+        let field = format!("[{i}]");
+        let endpoint = t
+            .pointer("/hardwareConfig/endpointConfig/name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        let mut case = test_case(
+            file,
+            &field,
+            t,
+            endpoint.map_or(format!("test_{}", i + 1), str::to_string),
+        )?;
+        if !names.insert(case.name.clone()) {
+            case.name = format!("{} #{}", case.name, i + 1);
+            names.insert(case.name.clone());
+        }
+        case.expectation_advisory = true;
+        out.tests.push(case);
+    }
+    Ok(out)
+}
+
+/// The `request-timeout` (seconds) a workflow gives runpod's test runner, with where it was
+/// found (`file:line`): the first workflow file that uses `runpod/runpod-test-runner` and sets
+/// the input. `files` are (name, text) pairs; lines are read as text, so a comment or an
+/// expression (`${{ … }}`) is not taken for a value.
+pub fn runner_request_timeout(files: &[(String, String)]) -> Option<(u64, String)> {
+    for (name, text) in files {
+        if !text.contains("runpod/runpod-test-runner") {
+            continue;
+        }
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let Some(value) = line.strip_prefix("request-timeout:") else {
+                continue;
+            };
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            if let Ok(seconds) = value.parse::<u64>() {
+                if seconds > 0 {
+                    return Some((seconds, format!("{name}:{}", i + 1)));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether the answer meets an expectation: an expectation with a `status`, `output` or
+/// `error` key is matched against the whole answer; any other against the output.
+pub fn expectation_met(answer: &Value, want: &Value) -> bool {
+    let whole = want.as_object().is_some_and(|m| {
+        m.keys()
+            .any(|k| matches!(k.as_str(), "status" | "output" | "error"))
+    });
+    let output = answer.get("output").unwrap_or(&Value::Null);
+    contains(if whole { answer } else { output }, want)
 }
 
 fn env_list(file: &str, field: &str, v: Option<&Value>) -> Result<Vec<(String, Value)>, String> {
@@ -553,7 +639,7 @@ pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
         } else {
             (output, "output")
         };
-        if !contains(against, want) {
+        if !expectation_met(answer, want) {
             return Err(format!(
                 "the {what} does not match expected_output {}: got {}",
                 excerpt(want),
@@ -689,6 +775,41 @@ mod tests {
             parse_hub(HUB_FILE, r#"{"config": {"containerDiskInGb": "big"}}"#)
                 .unwrap_err()
                 .contains("config.containerDiskInGb")
+        );
+    }
+
+    #[test]
+    fn the_runners_tests_file() {
+        let text = r#"[
+            {"hardwareConfig": {"endpointConfig": {"name": "basic-a10"}}, "input": {"p": 1}, "expectedOutput": {"x": 1}},
+            {"hardwareConfig": {"endpointConfig": {"name": "basic-a10"}}, "input": {"p": 2}},
+            {"input": {"p": 3}}
+        ]"#;
+        let f = parse_runner_tests(".github/tests.json", text).unwrap();
+        let names: Vec<&str> = f.tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["basic-a10", "basic-a10 #2", "test_3"]);
+        assert!(f.tests.iter().all(|t| t.expectation_advisory));
+        assert_eq!(f.tests[0].expected_output, Some(json!({"x": 1})));
+        let workflows = vec![
+            ("ci.yml".to_string(), "jobs:\n  t:\n    steps:\n      - run: echo\n".to_string()),
+            (
+                "test.yml".to_string(),
+                "      - uses: runpod/runpod-test-runner@v1.7\n        with:\n          request-timeout: '600'  # ten minutes\n".to_string(),
+            ),
+        ];
+        assert_eq!(
+            runner_request_timeout(&workflows),
+            Some((600, "test.yml:3".to_string()))
+        );
+        assert_eq!(runner_request_timeout(&workflows[..1]), None);
+        let expr = vec![(
+            "t.yml".to_string(),
+            "uses: runpod/runpod-test-runner@v1\nrequest-timeout: ${{ inputs.t }}\n".to_string(),
+        )];
+        assert_eq!(
+            runner_request_timeout(&expr),
+            None,
+            "an expression is not a value"
         );
     }
 

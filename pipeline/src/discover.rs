@@ -112,7 +112,7 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
     } else {
         ("cmd".to_string(), Plan::RunToExit)
     };
-    let notes = match &plan {
+    let mut notes: Vec<String> = match &plan {
         Plan::Server { tests } => tests
             .iter()
             .filter_map(|t| {
@@ -122,6 +122,16 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
             .collect(),
         Plan::RunToExit => Vec::new(),
     };
+    if let Some((seconds, from)) = &config.runner_timeout {
+        notes.push(match from {
+            Some(at) => format!(
+                "{source}: each request's timeout is {seconds} s, the `request-timeout` of runpod-test-runner at {at}; `expectedOutput` is compared and reported, never failed, as the runner does"
+            ),
+            None => format!(
+                "{source}: each request's timeout is the test runner's default {seconds} s (no workflow sets `request-timeout`); `expectedOutput` is compared and reported, never failed, as the runner does"
+            ),
+        });
+    }
     let (env, missing_env) = environment(spec, &source, &config, hub.as_ref());
     let mut allowed_cuda = config.allowed_cuda_versions.clone();
     if allowed_cuda.is_empty() {
@@ -143,12 +153,49 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
 }
 
 fn first_tests_file(repo: &Path) -> Result<Option<(&'static str, runpod::TestsFile)>, String> {
-    for file in [runpod::HUB_TESTS, runpod::RUNNER_TESTS] {
-        if let Some(text) = read(repo, file)? {
-            return Ok(Some((file, runpod::parse_tests(file, &text)?)));
+    if let Some(text) = read(repo, runpod::HUB_TESTS)? {
+        return Ok(Some((
+            runpod::HUB_TESTS,
+            runpod::parse_tests(runpod::HUB_TESTS, &text)?,
+        )));
+    }
+    if let Some(text) = read(repo, runpod::RUNNER_TESTS)? {
+        let mut parsed = runpod::parse_runner_tests(runpod::RUNNER_TESTS, &text)?;
+        // The runner's per-request timeout: the workflow's `request-timeout`, else its default.
+        let (seconds, from) = runpod::runner_request_timeout(&workflows(repo))
+            .map_or((runpod::RUNNER_DEFAULT_TIMEOUT_SECONDS, None), |(s, at)| {
+                (s, Some(at))
+            });
+        for t in &mut parsed.tests {
+            t.timeout_ms.get_or_insert(seconds * 1000);
         }
+        parsed.config.runner_timeout = Some((seconds, from));
+        return Ok(Some((runpod::RUNNER_TESTS, parsed)));
     }
     Ok(None)
+}
+
+/// The repository's workflow files (`.github/workflows/*.yml`, `*.yaml`), each bounded like a
+/// tests file; links out of the checkout are skipped.
+fn workflows(repo: &Path) -> Vec<(String, String)> {
+    let dir = ".github/workflows";
+    let Ok(entries) = std::fs::read_dir(repo.join(dir)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let rel = format!("{dir}/{n}");
+            read(repo, &rel).ok().flatten().map(|text| (rel, text))
+        })
+        .take(50)
+        .collect()
 }
 
 /// The worker's environment, highest first: the config's `env:`, the tests file's
@@ -281,6 +328,7 @@ mod tests {
             input: serde_json::json!({}),
             timeout_ms: None,
             expected_output: None,
+            expectation_advisory: false,
         }];
         assert_eq!(discover(all.path(), &s).unwrap().source, "config");
     }

@@ -302,6 +302,7 @@ async fn drive<E: ContainerEngine>(
                 http_status: None,
                 error: Some(problem),
                 output: None,
+                output_matches: None,
             });
             continue;
         }
@@ -328,6 +329,7 @@ async fn drive<E: ContainerEngine>(
             http_status: None,
             error: None,
             output: None,
+            output_matches: None,
         };
         let cause = || tail.lock().ok().and_then(|tl| tl.cause(since));
         match answer {
@@ -368,8 +370,18 @@ async fn drive<E: ContainerEngine>(
                 if let Some(out) = parsed.as_ref().and_then(|v| v.get("output")) {
                     result.output = Some(runpod::excerpt(out));
                 }
+                // The runner's `expectedOutput` is compared and reported, never judged.
+                let judged = t
+                    .expected_output
+                    .as_ref()
+                    .filter(|_| !t.expectation_advisory);
+                if let (true, Some(want), Some(v)) =
+                    (t.expectation_advisory, t.expected_output.as_ref(), &parsed)
+                {
+                    result.output_matches = Some(runpod::expectation_met(v, want));
+                }
                 let verdict = match (a.status, &parsed) {
-                    (200, Some(v)) => runpod::judge(v, t.expected_output.as_ref()),
+                    (200, Some(v)) => runpod::judge(v, judged),
                     (200, None) => Err(format!(
                         "/runsync answered 200 with a body that is not JSON: {}",
                         text_excerpt(&a.body)
@@ -412,6 +424,7 @@ fn not_run(name: &str, why: &str) -> TestResult {
         http_status: None,
         error: Some(why.to_string()),
         output: None,
+        output_matches: None,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct TestsConfig {
     /// `.github/tests.json` only: the runner's per-request timeout in seconds, and the
     /// workflow `file:line` that set it (`None`: the runner's default).
     pub runner_timeout: Option<(u64, Option<String>)>,
+    /// `config.gpuTypeId` / `config.gpuIds`: the GPUs the tests are meant for.
+    pub gpu_ids: Vec<String>,
 }
 
 /// A parsed tests file.
@@ -82,6 +84,8 @@ pub enum HubEnv {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hub {
     pub container_disk_gb: Option<u64>,
+    /// `config.gpuIds`: the GPU pools the listing runs on.
+    pub gpu_ids: Vec<String>,
     pub allowed_cuda_versions: Vec<String>,
     pub env: Vec<(String, HubEnv)>,
     /// The first preset's defaults: the values the Hub offers first.
@@ -261,6 +265,72 @@ pub fn test_case(
     })
 }
 
+/// GPU ids as a list: a string of comma-separated ids (`"ADA_24,AMPERE_24"`) or a list.
+fn gpu_ids(v: Option<&Value>) -> Vec<String> {
+    let parts: Vec<String> = match v {
+        Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .take(32)
+        .collect()
+}
+
+/// RunPod's GPU pool ids and GPU type ids → their memory in GB (decimal, as RunPod names
+/// them). A test meant for one of these needs at least that much on the instance's GPU.
+pub const GPU_MEMORY_GB: &[(&str, u32)] = &[
+    ("AMPERE_16", 16),
+    ("AMPERE_24", 24),
+    ("ADA_24", 24),
+    ("ADA_32_PRO", 32),
+    ("AMPERE_48", 48),
+    ("ADA_48_PRO", 48),
+    ("AMPERE_80", 80),
+    ("ADA_80_PRO", 80),
+    ("HOPPER_141", 141),
+    ("NVIDIA RTX A4000", 16),
+    ("NVIDIA RTX A4500", 20),
+    ("NVIDIA RTX 4000 Ada Generation", 20),
+    ("NVIDIA RTX A5000", 24),
+    ("NVIDIA GeForce RTX 3090", 24),
+    ("NVIDIA GeForce RTX 4090", 24),
+    ("NVIDIA L4", 24),
+    ("NVIDIA A10G", 24),
+    ("NVIDIA GeForce RTX 5090", 32),
+    ("NVIDIA RTX A6000", 48),
+    ("NVIDIA A40", 48),
+    ("NVIDIA L40", 48),
+    ("NVIDIA L40S", 48),
+    ("NVIDIA RTX 6000 Ada Generation", 48),
+    ("NVIDIA A100 80GB PCIe", 80),
+    ("NVIDIA A100-SXM4-80GB", 80),
+    ("NVIDIA H100 PCIe", 80),
+    ("NVIDIA H100 80GB HBM3", 80),
+    ("NVIDIA H100 NVL", 94),
+    ("NVIDIA H200", 141),
+];
+
+/// The least GPU memory any of `ids` offers (any of them would do), with the id: what the
+/// tests need. `None` when none of the ids is known.
+pub fn needed_gpu(ids: &[String]) -> Option<(u32, String)> {
+    ids.iter()
+        .filter_map(|id| {
+            GPU_MEMORY_GB
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(id))
+                .map(|(_, gb)| (*gb, id.clone()))
+        })
+        .min()
+}
+
 /// The runner's per-request timeout when a workflow gives none (runpod-test-runner's
 /// `request-timeout` default, seconds).
 pub const RUNNER_DEFAULT_TIMEOUT_SECONDS: u64 = 300;
@@ -424,6 +494,7 @@ pub fn parse_tests(file: &str, text: &str) -> Result<TestsFile, String> {
             "config.allowedCudaVersions",
             c.get("allowedCudaVersions"),
         )?;
+        out.config.gpu_ids = gpu_ids(c.get("gpuTypeId").or_else(|| c.get("gpuIds")));
         for (i, (key, item)) in env_list(file, "config.env", c.get("env"))?
             .into_iter()
             .enumerate()
@@ -466,6 +537,7 @@ pub fn parse_hub(file: &str, text: &str) -> Result<Hub, String> {
             format!("must be an object, found {}", kind(config)),
         ));
     };
+    hub.gpu_ids = gpu_ids(c.get("gpuIds"));
     hub.container_disk_gb = match c.get("containerDiskInGb") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| {
@@ -776,6 +848,26 @@ mod tests {
                 .unwrap_err()
                 .contains("config.containerDiskInGb")
         );
+    }
+
+    #[test]
+    fn gpu_classes() {
+        let ids = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            needed_gpu(&ids(&["ADA_48_PRO"])),
+            Some((48, "ADA_48_PRO".into()))
+        );
+        assert_eq!(
+            needed_gpu(&ids(&["AMPERE_80", "ADA_24", "UNKNOWN_9"])),
+            Some((24, "ADA_24".into())),
+            "any listed pool would do: the smallest"
+        );
+        assert_eq!(needed_gpu(&ids(&["UNKNOWN_9"])), None);
+        assert_eq!(
+            gpu_ids(Some(&json!("ADA_24, AMPERE_24"))),
+            ["ADA_24", "AMPERE_24"]
+        );
+        assert_eq!(gpu_ids(Some(&json!(["NVIDIA L40S"]))), ["NVIDIA L40S"]);
     }
 
     #[test]

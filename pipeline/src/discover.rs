@@ -30,6 +30,11 @@ pub struct Discovered {
     /// The CUDA versions the tests or the hub allow; the lowest is what the worker needs.
     pub allowed_cuda: Vec<String>,
     pub container_disk_gb: Option<u64>,
+    /// The GPUs the tests are meant for (tests.json `gpuTypeId`/`gpuIds`, else hub.json
+    /// `gpuIds`), with the file that says so.
+    pub gpu_ids: (Vec<String>, String),
+    /// tests.json `config.gpuCount`.
+    pub gpu_count: Option<u64>,
     /// Things a maintainer should know (a likely unit mistake in a timeout).
     pub notes: Vec<String>,
 }
@@ -140,6 +145,14 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
             .map(|h| h.allowed_cuda_versions.clone())
             .unwrap_or_default();
     }
+    let gpu_ids = if config.gpu_ids.is_empty() {
+        (
+            hub.as_ref().map(|h| h.gpu_ids.clone()).unwrap_or_default(),
+            runpod::HUB_FILE.to_string(),
+        )
+    } else {
+        (config.gpu_ids.clone(), source.clone())
+    };
     Ok(Discovered {
         dockerfile,
         source,
@@ -148,6 +161,8 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
         missing_env,
         allowed_cuda,
         container_disk_gb: hub.and_then(|h| h.container_disk_gb),
+        gpu_ids,
+        gpu_count: config.gpu_count,
         notes,
     })
 }

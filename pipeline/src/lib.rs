@@ -584,13 +584,21 @@ async fn preflight_step<E: ContainerEngine>(
         },
         Err(_) => None,
     };
+    let inventory = spec.gpu_required.then(|| gpu.inventory());
     let facts = preflight::Facts {
         gpu_required: spec.gpu_required,
-        driver_cuda: if spec.gpu_required {
-            gpu.inventory().cuda_version
-        } else {
-            None
-        },
+        driver_cuda: inventory.as_ref().and_then(|i| i.cuda_version.clone()),
+        gpu: inventory.as_ref().and_then(|i| {
+            i.devices
+                .iter()
+                .min_by_key(|d| d.memory_total_mib)
+                .map(|d| (d.name.clone(), d.memory_total_mib))
+        }),
+        gpu_count: inventory
+            .as_ref()
+            .filter(|i| i.unavailable.is_none())
+            .map(|i| i.count),
+        instance_type: env.ctx.instance.instance_type.clone(),
         base_image,
         free_bytes: disk::free_bytes(&env.ctx.work_root),
         disk_path: env.ctx.work_root.display().to_string(),

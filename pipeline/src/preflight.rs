@@ -20,7 +20,18 @@ pub struct Facts {
     pub base_image: Option<(String, Vec<String>)>,
     pub free_bytes: Option<u64>,
     pub disk_path: String,
+    /// This instance's GPU (NVML): its name and memory, the smallest of its devices; `None`
+    /// without NVML.
+    pub gpu: Option<(String, u64)>,
+    /// How many GPUs NVML sees.
+    pub gpu_count: Option<u32>,
+    pub instance_type: String,
 }
+
+/// The share of a GPU class's nominal memory (decimal GB, as RunPod names classes) a device
+/// must report to count as that class: NVML reports what the driver can use, a little under
+/// the label (an A10G's "24 GB" is 23,028 MiB).
+const GPU_MEMORY_SLACK: f64 = 0.94;
 
 /// The CUDA version an image needs, from its environment: `NVIDIA_REQUIRE_CUDA=cuda>=12.4 …`,
 /// else `CUDA_VERSION=12.4.1`.
@@ -119,6 +130,11 @@ pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
             }
         }
     }
+    if f.gpu_required {
+        if let Some(said_gpu) = gpu_class(d, f)? {
+            said.push(said_gpu);
+        }
+    }
     if let Some(gb) = d.container_disk_gb {
         match f.free_bytes {
             Some(free) if free < gb.saturating_mul(GB) => {
@@ -136,6 +152,40 @@ pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
     Ok(said.join("; "))
 }
 
+/// The tests' GPU class against this instance's GPU: a repository whose tests need more memory
+/// than this instance has is the instance's mismatch (`error`), said plainly, never an OOM.
+fn gpu_class(d: &Discovered, f: &Facts) -> Result<Option<String>, String> {
+    let (ids, from) = &d.gpu_ids;
+    let count = d.gpu_count.map(|n| match f.gpu_count {
+        Some(have) => format!("; gpuCount {n} asked, the worker sees this instance's {have}"),
+        None => format!("; gpuCount {n} asked, this instance's GPU count is unknown (no NVML)"),
+    });
+    let count = count.unwrap_or_default();
+    let Some((need_gb, id)) = runpod::needed_gpu(ids) else {
+        return Ok((!count.is_empty()).then(|| count.trim_start_matches("; ").to_string()));
+    };
+    match &f.gpu {
+        None => Ok(Some(format!(
+            "{from} asks for a {need_gb} GB GPU ({id}); this instance's GPU memory is unknown (no NVML){count}"
+        ))),
+        Some((name, mib)) => {
+            let have = *mib as f64 * 1024.0 * 1024.0;
+            let need = f64::from(need_gb) * 1e9 * GPU_MEMORY_SLACK;
+            let gib = *mib as f64 / 1024.0;
+            if have < need {
+                Err(format!(
+                    "{from} asks for a {need_gb} GB GPU ({id}); this {} has an {name} with {gib:.1} GiB: run it on a pool with a larger GPU",
+                    f.instance_type
+                ))
+            } else {
+                Ok(Some(format!(
+                    "{from} asks for a {need_gb} GB GPU ({id}); this {name} has {gib:.1} GiB{count}"
+                )))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +201,43 @@ mod tests {
             allowed_cuda: vec!["13.0".into(), "12.8".into()],
             container_disk_gb: Some(20),
             notes: Vec::new(),
+            gpu_ids: (Vec::new(), String::new()),
+            gpu_count: None,
         }
+    }
+
+    #[test]
+    fn the_tests_gpu_class_against_this_instance() {
+        let mut d = discovered();
+        d.allowed_cuda.clear();
+        d.container_disk_gb = None;
+        d.gpu_ids = (vec!["ADA_48_PRO".into()], ".runpod/tests.json".into());
+        let mut f = Facts {
+            gpu_required: true,
+            gpu: Some(("NVIDIA A10G".into(), 23_028)),
+            gpu_count: Some(1),
+            instance_type: "g5.xlarge".into(),
+            ..Facts::default()
+        };
+        assert_eq!(
+            check(&d, &f).unwrap_err(),
+            ".runpod/tests.json asks for a 48 GB GPU (ADA_48_PRO); this g5.xlarge has an NVIDIA A10G with 22.5 GiB: run it on a pool with a larger GPU"
+        );
+        // A 24 GB class fits the A10G's 23,028 MiB.
+        d.gpu_ids.0 = vec!["AMPERE_24".into()];
+        assert!(check(&d, &f)
+            .unwrap()
+            .contains("asks for a 24 GB GPU (AMPERE_24); this NVIDIA A10G has 22.5 GiB"));
+        // An L40S (46,068 MiB) is a 48 GB class.
+        d.gpu_ids.0 = vec!["ADA_48_PRO".into()];
+        f.gpu = Some(("NVIDIA L40S".into(), 46_068));
+        assert!(check(&d, &f).is_ok());
+        // No NVML: recorded, not guessed; gpuCount said.
+        f.gpu = None;
+        f.gpu_count = None;
+        d.gpu_count = Some(1);
+        let said = check(&d, &f).unwrap();
+        assert!(said.contains("this instance's GPU memory is unknown (no NVML); gpuCount 1 asked, this instance's GPU count is unknown (no NVML)"), "{said}");
     }
 
     #[test]

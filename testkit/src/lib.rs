@@ -398,13 +398,17 @@ impl Fixture {
         }
         if let Some(i) = instance {
             // Daemons of parallel tests share this machine: no fixed metrics port, no journald
-            // vacuum or machine-wide Docker pruning, floors a test machine meets. Tests that need otherwise pass flags.
+            // vacuum or machine-wide Docker pruning, floors a test machine meets, and a cache
+            // budget (1 TiB) far above what they use, so that a machine whose disk is past the
+            // high watermark does not make one test's daemon evict an image (the shared agent
+            // image) another test is about to run. Tests that need otherwise pass flags.
             for (k, v) in [
                 ("JANITOR_METRICS_ADDR", "off"),
                 ("JANITOR_JOURNALD_DAYS", "0"),
                 ("JANITOR_DOCKER_PRUNE", "false"),
                 ("JANITOR_MIN_FREE_BYTES", "1048576"),
                 ("JANITOR_MIN_FREE_INODES", "100"),
+                ("JANITOR_CACHE_BUDGET_BYTES", "1099511627776"),
             ] {
                 env.push((k.into(), v.into()));
             }

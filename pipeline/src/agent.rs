@@ -135,10 +135,9 @@ fn prepare_io(input: &AgentInput<'_>, limits: &AgentLimits) -> Result<PathBuf, S
     std::fs::create_dir_all(input.io_root)
         .map_err(|e| format!("cannot create {}: {e}", input.io_root.display()))?;
     std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = no_follow()
         .write(true)
         .create_new(true)
-        .custom_flags_nofollow()
         .open(dir.join(AGENT_INPUT))
         .map_err(|e| format!("cannot write the agent's input: {e}"))?;
     std::io::Write::write_all(&mut file, input.job.to_string().as_bytes())
@@ -148,16 +147,12 @@ fn prepare_io(input: &AgentInput<'_>, limits: &AgentLimits) -> Result<PathBuf, S
     Ok(dir)
 }
 
-/// `O_NOFOLLOW` on open.
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-    }
+/// Open options that refuse a symbolic link as the last component (`O_NOFOLLOW`).
+fn no_follow() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    o
 }
 
 /// Runs the agent; returns the step's outcome and the agent's JSON output, if it wrote any.
@@ -326,11 +321,7 @@ pub fn answer(result: &serde_json::Value) -> Result<(String, String), String> {
 /// (one planted there would point at a host file), only a regular file, at most
 /// [`AGENT_OUTPUT_LIMIT`] bytes read.
 fn read_output(path: &Path) -> Result<Option<serde_json::Value>, String> {
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_nofollow()
-        .open(path)
-    {
+    let file = match no_follow().read(true).open(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Err(format!(

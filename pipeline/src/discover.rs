@@ -306,6 +306,33 @@ mod tests {
 
     const HUB_TESTS: &str = r#"{"tests": [{"name": "a", "input": {"x": 1}}], "config": {"env": [{"key": "FROM_TESTS", "value": "t"}]}}"#;
 
+    /// A repository's tests file that is a link to a host file (directly, or through a linked
+    /// directory) is refused, never read.
+    #[test]
+    fn a_tests_file_linked_out_of_the_checkout_is_refused() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("tests.json"), HUB_TESTS).unwrap();
+        let r = repo(&[("Dockerfile", "FROM x\n")]);
+        std::fs::create_dir_all(r.path().join(".runpod")).unwrap();
+        std::os::unix::fs::symlink(
+            host.path().join("tests.json"),
+            r.path().join(".runpod/tests.json"),
+        )
+        .unwrap();
+        let e = discover(r.path(), &spec()).unwrap_err();
+        assert!(
+            e.contains(".runpod/tests.json is a link out of the repository"),
+            "{e}"
+        );
+        std::fs::remove_file(r.path().join(".runpod/tests.json")).unwrap();
+        std::fs::remove_dir(r.path().join(".runpod")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.path().join(".runpod")).unwrap();
+        assert!(
+            discover(r.path(), &spec()).is_err(),
+            "through a linked directory too"
+        );
+    }
+
     #[test]
     fn the_order_of_sources() {
         let all = repo(&[

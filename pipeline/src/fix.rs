@@ -251,7 +251,6 @@ pub struct Ended {
 /// what became of the prompt; an instance's failure is `error`.
 fn conclude_change(attempts: Vec<FixAttempt>, max_attempts: u32, patch: Option<String>) -> Ended {
     use janitor_model::report::StepStatus;
-    let summary = summary_of;
     let (status, reason) = match attempts.last() {
         None => (
             JobStatus::Succeeded,
@@ -262,7 +261,7 @@ fn conclude_change(attempts: Vec<FixAttempt>, max_attempts: u32, patch: Option<S
             Some(format!(
                 "changed by the agent in attempt {} of {max_attempts}: {}",
                 a.attempt,
-                summary(a)
+                summary_of(a)
             )),
         ),
         Some(a) if a.agent.status == StepStatus::Error => (
@@ -280,7 +279,7 @@ fn conclude_change(attempts: Vec<FixAttempt>, max_attempts: u32, patch: Option<S
             JobStatus::Succeeded,
             Some(format!(
                 "the repository passes; the agent changed nothing: {}",
-                summary(a)
+                summary_of(a)
             )),
         ),
         Some(a) => match a.status {
@@ -354,7 +353,6 @@ pub fn conclude(
         return conclude_change(attempts, max_attempts, patch);
     }
     let last = attempts.last();
-    let summary = summary_of;
     let answered = |a: &FixAttempt| {
         a.result
             .as_ref()
@@ -378,14 +376,14 @@ pub fn conclude(
             Some(format!(
                 "fixed by the agent in attempt {} of {max_attempts}: {}",
                 a.attempt,
-                summary(a)
+                summary_of(a)
             )),
         ),
         Some(a) if answered(a).as_deref() == Some("unfixable") && !a.changed => (
             JobStatus::Unfixable,
             Some(format!(
                 "{base}; the agent says it cannot be fixed: {}",
-                summary(a)
+                summary_of(a)
             )),
         ),
         Some(a) if a.agent.status != janitor_model::report::StepStatus::Succeeded => (
@@ -400,7 +398,7 @@ pub fn conclude(
             Some(format!(
                 "{base}; the agent changed nothing in attempt {}: {}",
                 a.attempt,
-                summary(a)
+                summary_of(a)
             )),
         ),
         Some(a) => match a.status {

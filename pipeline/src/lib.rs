@@ -502,11 +502,11 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             detail: outcome.detail.clone(),
             output: None,
         };
-        let answered = result
+        let answered_unfixable = result
             .as_ref()
             .and_then(|r| r.get("status"))
-            .and_then(|s| s.as_str());
-        let answered_unfixable = answered == Some("unfixable");
+            .and_then(|s| s.as_str())
+            == Some("unfixable");
         let change = if outcome.ok() {
             match fix::change(checkout).await {
                 Ok(c) => c,

@@ -5,11 +5,22 @@
 # machine reaches Debian's archive and PyPI but no container registry. Does nothing when the
 # image exists; the tag carries the runpod version, so a new pin builds a new image.
 #
-#   scripts/runpod-image.sh   builds janitor-runpod-base:<version> (the pin in testkit/runpod-requirements.txt)
+#   scripts/runpod-image.sh          builds janitor-runpod-base:<version> (the pin in testkit/runpod-requirements.txt)
+#   scripts/runpod-image.sh 1.3.3    builds janitor-runpod-base:1.3.3 (an older SDK whose server mode differs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 requirements=testkit/runpod-requirements.txt
+if [ -n "${1:-}" ]; then
+  if ! [[ "$1" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "runpod-image.sh: the version must be X.Y.Z, got '$1'" >&2
+    exit 1
+  fi
+  pinned=$(mktemp)
+  trap 'rm -f "$pinned"' EXIT
+  echo "runpod==$1" >"$pinned"
+  requirements=$pinned
+fi
 version=$(sed -n 's/^runpod==//p' "$requirements")
 if [ -z "$version" ]; then
   echo "runpod-image.sh: $requirements must pin runpod (runpod==X.Y.Z)" >&2
@@ -31,7 +42,7 @@ for tool in mmdebstrap python3; do
 done
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" ${pinned:+"$pinned"}' EXIT
 
 if ! docker image inspect "$python_image" >/dev/null 2>&1; then
   echo "runpod-image.sh: making a Debian $suite rootfs with python3 ($mirror)"

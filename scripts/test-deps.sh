@@ -3,7 +3,7 @@
 # Debian's busybox-static (for the offline base image), mmdebstrap (for the runpod test image),
 # git, shellcheck and systemd's tools, a Python venv in .venv with testkit/requirements.txt
 # (moto, the Prometheus parser, python-hcl2, checkov, pytest), the runpod test image
-# (scripts/runpod-image.sh, once per machine), and checks that Docker and the Rust tools
+# and the older-SDK image (scripts/runpod-image.sh, once per machine), and checks that Docker and the Rust tools
 # answer. Fails loudly.
 # `test-deps.sh demo` installs only what `make demo` needs (busybox-static, mmdebstrap, pip,
 # git, Docker).
@@ -65,4 +65,6 @@ for tool in "cargo fmt" "cargo clippy"; do
   fi
 done
 bash scripts/runpod-image.sh
+# The older SDK the tests also run (testkit's OLD_RUNPOD_SDK): its server mode differs.
+bash scripts/runpod-image.sh 1.3.3
 echo "test-deps: ready (docker $(docker version --format '{{.Server.Version}}'), moto $want, $(git --version))"

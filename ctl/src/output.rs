@@ -133,7 +133,29 @@ pub fn test_lines(tests: &TestsReport) -> String {
     if tests.mode != TestMode::Server {
         return out;
     }
+    // Grouped tests (`.github/tests.json` templates) ran in different workers: each change of
+    // command or environment is said once, above its tests.
+    let grouped = tests.results.iter().any(|t| {
+        t.command_from
+            .as_deref()
+            .is_some_and(|f| f.contains("templateConfig"))
+    }) || tests.results.iter().any(|t| {
+        t.env_from
+            .as_deref()
+            .is_some_and(|f| f.contains("templateConfig"))
+    });
+    let mut last: Option<(&Option<String>, &Option<String>)> = None;
     for t in &tests.results {
+        if grouped && last != Some((&t.command, &t.env_from)) {
+            last = Some((&t.command, &t.env_from));
+            if let Some(c) = &t.command {
+                out.push_str(&format!(
+                    "  worker `{c}` ({}; environment: {})\n",
+                    t.command_from.as_deref().unwrap_or("?"),
+                    t.env_from.as_deref().unwrap_or("?")
+                ));
+            }
+        }
         let mark = match t.status {
             TestStatus::Passed => "✓",
             TestStatus::NotRun => "–",
@@ -658,7 +680,7 @@ pub(crate) mod tests {
                     http_status: Some(200),
                     error: None,
                     output: Some("{}".into()),
-                    output_matches: None,
+                    ..Default::default()
                 },
                 janitor_model::report::TestResult {
                     name: "batch".into(),
@@ -666,12 +688,12 @@ pub(crate) mod tests {
                     duration_seconds: 4.0,
                     http_status: Some(200),
                     error: None,
-                    output: None,
-                    output_matches: None,
+                    ..Default::default()
                 },
             ],
             notes: Vec::new(),
             realtime_port: None,
+            sdk_version: None,
         });
         assert_eq!(
             result_line(&v2),
@@ -686,6 +708,26 @@ pub(crate) mod tests {
             test_lines(v2.tests.as_ref().unwrap()),
             "    ✓ basic (0.9 s) [output differs from expectedOutput; reported, not failed]\n    ✓ batch (4.0 s)\n"
         );
+        // Grouped: each worker's command said once, above its tests.
+        {
+            let t = v2.tests.as_mut().unwrap();
+            t.results[0].command = Some("python3 -u /gen.py".into());
+            t.results[0].command_from =
+                Some(".github/tests.json [0].hardwareConfig.templateConfig.dockerArgs".into());
+            t.results[0].env_from = Some("none".into());
+            t.results[1].command = Some("python3 -u /handler.py".into());
+            t.results[1].command_from = Some("the image's CMD".into());
+            t.results[1].env_from = Some("none".into());
+            assert_eq!(
+                test_lines(t),
+                "  worker `python3 -u /gen.py` (.github/tests.json [0].hardwareConfig.templateConfig.dockerArgs; environment: none)\n    ✓ basic (0.9 s) [output differs from expectedOutput; reported, not failed]\n  worker `python3 -u /handler.py` (the image's CMD; environment: none)\n    ✓ batch (4.0 s)\n"
+            );
+            for r in &mut t.results {
+                r.command = None;
+                r.command_from = None;
+                r.env_from = None;
+            }
+        }
         v2.tests.as_mut().unwrap().results[0].output_matches = None;
         let t = v2.tests.as_mut().unwrap();
         t.passed = 1;

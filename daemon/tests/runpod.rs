@@ -520,3 +520,260 @@ async fn the_runners_tests_file_follows_the_runner() {
     );
     assert_eq!(r.status, JobStatus::Failed);
 }
+
+/// The test runner's templates: each distinct `hardwareConfig` is its own worker container,
+/// started with its `templateConfig.dockerArgs` and `env`. Two templates select different
+/// handlers; the report says per test which command and environment it ran with, and the
+/// results keep the file's order though the groups run one after the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_runner_template_runs_its_own_command() {
+    const GEN: &str = r#"import os, runpod
+print("generator handler up", flush=True)
+
+def handler(job):
+    yield {"token": os.environ.get("MODE_WORD", "unset")}
+    yield {"token": job["input"]["prompt"]}
+
+runpod.serverless.start({"handler": handler, "return_aggregate_stream": True})
+"#;
+    const PLAIN: &str = r#"import os, runpod
+print("plain handler up", flush=True)
+
+def handler(job):
+    return {"echo": job["input"]["prompt"], "mode": os.environ.get("MODE_WORD", "unset")}
+
+runpod.serverless.start({"handler": handler})
+"#;
+    let dockerfile = format!(
+        "FROM {}\nWORKDIR /\nCOPY gen.py /gen.py\nCOPY plain.py /plain.py\nCMD [\"python3\", \"-u\", \"/plain.py\"]\n",
+        ensure_runpod_image()
+    );
+    let gen = r#"{"endpointConfig": {"name": "gen-a10", "gpuIds": "AMPERE_24", "gpuCount": 1},
+                  "templateConfig": {"name": "generator", "dockerArgs": "python3 -u /gen.py --label 'two words'",
+                                     "env": [{"key": "MODE_WORD", "value": "from-template"}]}}"#;
+    let runner_tests = format!(
+        r#"[
+        {{"hardwareConfig": {gen}, "input": {{"prompt": "a"}}}},
+        {{"hardwareConfig": {{"endpointConfig": {{"name": "plain"}}}}, "input": {{"prompt": "b"}}, "expectedOutput": {{"echo": "b"}}}},
+        {{"hardwareConfig": {gen}, "input": {{"prompt": "c"}}}}
+    ]"#
+    );
+    let (r, out) = validate(
+        "rp-templates",
+        &[
+            ("Dockerfile", &dockerfile),
+            ("gen.py", GEN),
+            ("plain.py", PLAIN),
+            (".github/tests.json", &runner_tests),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:#?}\n{}", out.join("\n"));
+    let t = tests(&r);
+    let names: Vec<&str> = t.results.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["gen-a10", "plain", "gen-a10 #3"]);
+    let indexes: Vec<Option<u32>> = t.results.iter().map(|x| x.index).collect();
+    assert_eq!(indexes, [Some(0), Some(1), Some(2)]);
+    // The generator's template: its command, its environment, a generator's output.
+    let g = &t.results[0];
+    assert_eq!(
+        g.command.as_deref(),
+        Some("python3 -u /gen.py --label 'two words'")
+    );
+    assert_eq!(
+        g.command_from.as_deref(),
+        Some(".github/tests.json [0].hardwareConfig.templateConfig.dockerArgs")
+    );
+    assert!(
+        g.env_from
+            .as_deref()
+            .unwrap()
+            .contains(".github/tests.json [0].hardwareConfig.templateConfig.env"),
+        "{g:#?}"
+    );
+    assert!(
+        g.output.as_deref().unwrap().contains("from-template"),
+        "{g:#?}"
+    );
+    assert_eq!(g.rule.as_deref(), Some("status"));
+    assert_eq!(t.results[2].command, g.command);
+    // The other: the image's own CMD, the job's environment only.
+    let p = &t.results[1];
+    assert_eq!(p.command.as_deref(), Some("python3 -u /plain.py"));
+    assert_eq!(p.command_from.as_deref(), Some("the image's CMD"));
+    assert!(
+        p.output.as_deref().unwrap().contains("\"mode\":\"unset\""),
+        "{p:#?}"
+    );
+    assert_eq!(p.output_matches, Some(true));
+    assert_eq!(
+        p.rule.as_deref(),
+        Some("status; expectedOutput reported, not judged")
+    );
+    // Each handler started, each once.
+    let count = |s: &str| out.iter().filter(|l| l.contains(s)).count();
+    assert_eq!(count("generator handler up"), 1, "{}", out.join("\n"));
+    assert_eq!(count("plain handler up"), 1);
+}
+
+const QUIRKS_HANDLER: &str = r#"import os, time
+import runpod
+
+def handler(job):
+    inp = job["input"]
+    if inp.get("mode") == "progress":
+        runpod.serverless.progress_update(job, "half way")
+        time.sleep(1)
+        return {"done": True}
+    if inp.get("mode") == "refresh":
+        return {"refresh_worker": True}
+    if inp.get("mode") == "exit":
+        os._exit(3)
+    return {"echo": inp.get("prompt")}
+
+runpod.serverless.start({"handler": handler})
+"#;
+
+/// What the SDK (1.12.0) does in server mode that RunPod does not: `progress_update` logs an
+/// `ERROR` for its placeholder URL (not counted, and said); a handler that returns only
+/// `refresh_worker` makes the local `/runsync` answer 500 though RunPod completes the job
+/// (passed, the rule says why); `os._exit` in a handler fails that test and a fresh worker runs
+/// the rest, as RunPod starts a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdks_server_mode_quirks_are_judged_as_runpod_would() {
+    let tests_json = r#"{"tests": [
+        {"name": "progress", "input": {"mode": "progress"}, "timeout": 20000},
+        {"name": "refresh", "input": {"mode": "refresh"}, "timeout": 20000},
+        {"name": "exits", "input": {"mode": "exit"}, "timeout": 20000},
+        {"name": "after-exit", "input": {"prompt": "still here"}, "timeout": 20000}
+    ]}"#;
+    let (r, out) = validate(
+        "rp-quirks",
+        &[
+            ("Dockerfile", &worker_dockerfile("handler.py")),
+            ("handler.py", QUIRKS_HANDLER),
+            (".runpod/tests.json", tests_json),
+        ],
+        |_| {},
+    )
+    .await;
+    let all = out.join("\n");
+    let t = tests(&r);
+    assert_eq!(t.sdk_version.as_deref(), Some("1.12.0"), "{t:#?}");
+    let by = |n: &str| t.results.iter().find(|x| x.name == n).unwrap();
+    // progress_update: passes; the SDK's ERROR line is in the log but not counted.
+    assert_eq!(by("progress").status, TestStatus::Passed, "{t:#?}\n{all}");
+    assert!(
+        all.contains("Failed to return job results. | JOB_DONE_URL"),
+        "{all}"
+    );
+    assert_eq!(r.errors.count, 0, "{:?}", r.errors);
+    assert!(
+        t.notes.iter().any(|n| n.contains("SDK ERROR line(s)")),
+        "{:?}",
+        t.notes
+    );
+    // refresh_worker only: completed with no output.
+    let refresh = by("refresh");
+    assert_eq!(refresh.status, TestStatus::Passed, "{refresh:#?}");
+    assert!(refresh
+        .rule
+        .as_deref()
+        .unwrap()
+        .contains("completed with no output"));
+    // os._exit: that test fails naming the exit; a fresh worker runs the next.
+    let exits = by("exits");
+    assert_eq!(exits.status, TestStatus::Failed);
+    assert!(
+        exits
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("the worker exited with code 3 during the test"),
+        "{exits:#?}"
+    );
+    assert_eq!(by("after-exit").status, TestStatus::Passed, "{t:#?}\n{all}");
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.contains("during `exits`; a fresh worker ran the tests after it")),
+        "{:?}",
+        t.notes
+    );
+    assert_eq!((t.passed, t.total), (3, 4));
+    assert_eq!(r.status, JobStatus::Failed);
+}
+
+/// runpod 1.3.3 (worker-insanely-fast-whisper's pin): `/runsync` answers the result alone,
+/// without a `status`. An output passes, a raised error fails with the exception.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_sdk_without_a_status_is_judged() {
+    let image = janitor_testkit::ensure_old_runpod_image();
+    let dockerfile = format!(
+        "FROM {image}\nWORKDIR /\nCOPY handler.py /handler.py\nCMD [\"python3\", \"-u\", \"/handler.py\"]\n"
+    );
+    let tests_json = r#"{"tests": [
+        {"name": "hello", "input": {"prompt": "hi"}, "expected_output": {"echo": "hi"}},
+        {"name": "raises", "input": {"mode": "raise"}}
+    ]}"#;
+    let (r, out) = validate(
+        "rp-old-sdk",
+        &[
+            ("Dockerfile", &dockerfile),
+            ("handler.py", ECHO_HANDLER),
+            (".runpod/tests.json", tests_json),
+        ],
+        |_| {},
+    )
+    .await;
+    let t = tests(&r);
+    assert_eq!(
+        t.sdk_version.as_deref(),
+        Some("1.3.3"),
+        "{t:#?}\n{}",
+        out.join("\n")
+    );
+    assert_eq!(
+        t.results[0].status,
+        TestStatus::Passed,
+        "{t:#?}\n{}",
+        out.join("\n")
+    );
+    assert_eq!(t.results[0].rule.as_deref(), Some("status+expected_output"));
+    assert_eq!(
+        t.results[1].error.as_deref(),
+        Some("the job FAILED: ValueError: prompt must not be empty"),
+        "{t:#?}"
+    );
+}
+
+/// `--rp_serve_api` in the image's CMD: the SDK serves its local API on localhost:8000 instead
+/// of taking jobs (on RunPod no request would be answered). Said from its log line, not left
+/// to the start timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_with_rp_serve_api_is_said_plainly() {
+    let dockerfile = format!(
+        "FROM {}\nWORKDIR /\nCOPY handler.py /handler.py\nCMD [\"python3\", \"-u\", \"/handler.py\", \"--rp_serve_api\"]\n",
+        ensure_runpod_image()
+    );
+    let (r, out) = validate(
+        "rp-serve-api",
+        &[
+            ("Dockerfile", &dockerfile),
+            ("handler.py", ECHO_HANDLER),
+            ("test_input.json", r#"{"input": {"prompt": "hi"}}"#),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Failed, "{r:#?}\n{}", out.join("\n"));
+    let test = r.step(StepName::Test).unwrap();
+    assert!(
+        test.detail
+            .starts_with("the worker's command passes --rp_serve_api"),
+        "{}",
+        test.detail
+    );
+    assert_eq!(tests(&r).results[0].status, TestStatus::NotRun);
+}

@@ -119,17 +119,18 @@ pub enum TestMode {
     RunToExit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TestStatus {
     Passed,
     Failed,
     TimedOut,
+    #[default]
     NotRun,
 }
 
 /// One test's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestResult {
     pub name: String,
     pub status: TestStatus,
@@ -146,6 +147,20 @@ pub struct TestResult {
     /// `expectedOutput`): whether the output met it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_matches: Option<bool>,
+    /// Its place in the tests file (from 0): names may repeat there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// The worker's command it ran against, as words (the image's CMD is said as `CMD`), and
+    /// where that command and the environment came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<String>,
+    /// The rule that judged the answer (`status`, `status+expected_output`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// The worker's tests: where they came from, how they ran, and each one's result.
@@ -169,6 +184,10 @@ pub struct TestsReport {
     /// The container port the SDK's server mode was given (`RUNPOD_REALTIME_PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realtime_port: Option<u16>,
+    /// The runpod SDK version the worker printed at its start (`--- Starting Serverless
+    /// Worker |  Version 1.12.0 ---`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk_version: Option<String>,
 }
 
 impl TestsReport {

@@ -68,6 +68,101 @@ pub struct TestsConfig {
 pub struct TestsFile {
     pub tests: Vec<TestCase>,
     pub config: TestsConfig,
+    /// `.github/tests.json` only: the tests grouped by `hardwareConfig`, as the runner makes
+    /// one template and endpoint per group. Empty: every test runs in one worker started with
+    /// the image's own command.
+    pub groups: Vec<TestGroup>,
+}
+
+/// Tests that run against one worker container, started as the group's template says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestGroup {
+    /// The template's `name`, else the first test's endpoint name, else `group N`.
+    pub label: String,
+    /// `templateConfig.dockerArgs` split into words: the container's command in place of the
+    /// image's CMD (its ENTRYPOINT kept). `None`: the image's own CMD.
+    pub command: Option<Vec<String>>,
+    /// Where the command comes from, for the report (`.github/tests.json [0]…dockerArgs`).
+    pub command_from: Option<String>,
+    /// `templateConfig.env`, over the worker's environment.
+    pub env: Vec<(String, String)>,
+    pub env_from: Option<String>,
+    /// `endpointConfig.gpuIds` (the runner's default `AMPERE_16` when an endpoint is made
+    /// without one) and `gpuCount`.
+    pub gpu_ids: Vec<String>,
+    pub gpu_count: Option<u64>,
+    /// `templateConfig.containerDiskInGb`.
+    pub container_disk_gb: Option<u64>,
+    /// What a maintainer should know about how the group ran here.
+    pub note: Option<String>,
+    /// Indexes into the file's tests.
+    pub tests: Vec<usize>,
+}
+
+/// The GPU pool the test runner asks for when an `endpointConfig` names none.
+pub const RUNNER_DEFAULT_GPU_IDS: &str = "AMPERE_16";
+
+/// Splits a command line into words as a POSIX shell does without expanding anything:
+/// whitespace separates words, single quotes keep everything, double quotes keep everything
+/// but `\"`, `\\`, `\$` and `` \` ``, a backslash outside quotes keeps the next character.
+/// `Err` names an unclosed quote.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(ch) => word.push(ch),
+                        None => return Err("a single quote is not closed".to_string()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(ch @ ('"' | '\\' | '$' | '`')) => word.push(ch),
+                            Some(ch) => {
+                                word.push('\\');
+                                word.push(ch);
+                            }
+                            None => return Err("a double quote is not closed".to_string()),
+                        },
+                        Some(ch) => word.push(ch),
+                        None => return Err("a double quote is not closed".to_string()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(ch) = chars.next() {
+                    word.push(ch);
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
 }
 
 /// How `.runpod/hub.json` gives an environment variable.
@@ -337,8 +432,11 @@ pub const RUNNER_DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 
 /// Parses `.github/tests.json` as runpod's test runner (`runpod/runpod-test-runner`) reads
 /// it: a list of tests, each named by its `hardwareConfig.endpointConfig.name` (else
-/// `test_N`; a repeated name gets ` #N`, its index), its `expectedOutput` compared and
-/// reported but never failing the test.
+/// `test_N`; a repeated name gets ` #N`, its index), its `expectedOutput` (or `output`)
+/// compared and reported but never failing the test, and grouped by `hardwareConfig` as the
+/// runner makes one template and endpoint per distinct `hardwareConfig`: a group's
+/// `templateConfig.dockerArgs` is its container's command, its `templateConfig.env` its
+/// environment.
 pub fn parse_runner_tests(file: &str, text: &str) -> Result<TestsFile, String> {
     let doc = parse_json(file, text)?;
     let Value::Array(items) = &doc else {
@@ -350,6 +448,8 @@ pub fn parse_runner_tests(file: &str, text: &str) -> Result<TestsFile, String> {
     }
     let mut out = TestsFile::default();
     let mut names = std::collections::HashSet::new();
+    // The runner groups by the JSON text of `hardwareConfig`; the groups keep first-seen order.
+    let mut keys: Vec<String> = Vec::new();
     for (i, t) in items.iter().enumerate() {
         let field = format!("[{i}]");
         let endpoint = t
@@ -367,10 +467,121 @@ pub fn parse_runner_tests(file: &str, text: &str) -> Result<TestsFile, String> {
             case.name = format!("{} #{}", case.name, i + 1);
             names.insert(case.name.clone());
         }
+        if case.expected_output.is_none() {
+            case.expected_output = t.get("output").cloned();
+        }
         case.expectation_advisory = true;
         out.tests.push(case);
+        let hardware = t.get("hardwareConfig").unwrap_or(&Value::Null);
+        let key = hardware.to_string();
+        match keys.iter().position(|k| *k == key) {
+            Some(g) => out.groups[g].tests.push(i),
+            None => {
+                let mut group = runner_group(file, &field, hardware, out.groups.len() + 1)?;
+                group.tests.push(i);
+                keys.push(key);
+                out.groups.push(group);
+            }
+        }
     }
+    // The tests need the GPU of their most demanding group; the count likewise.
+    out.config.gpu_ids = out
+        .groups
+        .iter()
+        .max_by_key(|g| needed_gpu(&g.gpu_ids).map(|(gb, _)| gb))
+        .map(|g| g.gpu_ids.clone())
+        .unwrap_or_default();
+    out.config.gpu_count = out.groups.iter().filter_map(|g| g.gpu_count).max();
     Ok(out)
+}
+
+/// One `hardwareConfig` as the runner turns it into a template and an endpoint.
+fn runner_group(file: &str, field: &str, hardware: &Value, n: usize) -> Result<TestGroup, String> {
+    let at = |name: &str| sub(&sub(field, "hardwareConfig"), name);
+    if !matches!(hardware, Value::Null | Value::Object(_)) {
+        return Err(problem(
+            file,
+            &sub(field, "hardwareConfig"),
+            format!("must be an object, found {}", kind(hardware)),
+        ));
+    }
+    let template = hardware.get("templateConfig");
+    let endpoint = hardware.get("endpointConfig");
+    let mut group = TestGroup {
+        label: template
+            .and_then(|t| t.get("name"))
+            .or_else(|| endpoint.and_then(|e| e.get("name")))
+            .and_then(Value::as_str)
+            .map_or(format!("group {n}"), str::to_string),
+        ..TestGroup::default()
+    };
+    if let Some(existing) = hardware.get("endpoint").and_then(Value::as_str) {
+        group.note = Some(format!(
+            "{file} {field}: the runner sends these tests to the existing endpoint `{existing}`; here they run against this image with its own command"
+        ));
+        return Ok(group);
+    }
+    if let Some(existing) = hardware.get("template").and_then(Value::as_str) {
+        group.note = Some(format!(
+            "{file} {field}: the runner starts these tests from the existing template `{existing}`, whose command and environment are not in the repository; here they run with the image's own"
+        ));
+    }
+    group.gpu_ids = gpu_ids(endpoint.and_then(|e| e.get("gpuIds")));
+    if group.gpu_ids.is_empty() {
+        group.gpu_ids = vec![RUNNER_DEFAULT_GPU_IDS.to_string()];
+    }
+    group.gpu_count = match endpoint.and_then(|e| e.get("gpuCount")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            problem(
+                file,
+                &at("endpointConfig.gpuCount"),
+                format!("must be a whole number of GPUs, found {v}"),
+            )
+        })?),
+    };
+    let Some(template) = template else {
+        return Ok(group);
+    };
+    match template.get("dockerArgs") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(args)) if args.trim().is_empty() => {}
+        Some(Value::String(args)) => {
+            let f = at("templateConfig.dockerArgs");
+            let words = split_words(args).map_err(|e| problem(file, &f, e))?;
+            group.command = Some(words);
+            group.command_from = Some(format!("{file} {f}"));
+        }
+        Some(other) => {
+            return Err(problem(
+                file,
+                &at("templateConfig.dockerArgs"),
+                format!(
+                    "must be a string (the container's command), found {}",
+                    kind(other)
+                ),
+            ))
+        }
+    }
+    let f = at("templateConfig.env");
+    for (i, (key, item)) in env_list(file, &f, template.get("env"))?
+        .into_iter()
+        .enumerate()
+    {
+        let value = item.get("value").and_then(env_text).ok_or_else(|| {
+            problem(
+                file,
+                &format!("{f}[{i}].value"),
+                "missing or not a string, number or boolean",
+            )
+        })?;
+        group.env.push((key, value));
+    }
+    if !group.env.is_empty() {
+        group.env_from = Some(format!("{file} {f}"));
+    }
+    group.container_disk_gb = template.get("containerDiskInGb").and_then(Value::as_u64);
+    Ok(group)
 }
 
 /// The `request-timeout` (seconds) a workflow gives runpod's test runner, with where it was
@@ -671,8 +882,17 @@ pub fn sdk_error(error: &Value) -> String {
 /// `status`, `output` or `error` key is matched against the whole answer; any other against
 /// the output. `Err` is the one-line reason it failed.
 pub fn judge(answer: &Value, expected: Option<&Value>) -> Result<(), String> {
-    let status = answer.get("status").and_then(Value::as_str).unwrap_or("");
+    let mut status = answer.get("status").and_then(Value::as_str).unwrap_or("");
     let output = answer.get("output").unwrap_or(&Value::Null);
+    // The SDK before 1.5 answers /runsync with the job's result alone (`{"id", "output"}` or
+    // `{"id", "error"}`), no `status`: an error is a failure, an output a completion.
+    if status.is_empty() && answer.get("status").is_none() {
+        if answer.get("error").is_some_and(|e| !e.is_null()) {
+            status = "FAILED";
+        } else if answer.get("output").is_some() {
+            status = "COMPLETED";
+        }
+    }
     match status {
         "COMPLETED" => {}
         "FAILED" => {
@@ -906,6 +1126,75 @@ mod tests {
     }
 
     #[test]
+    fn runner_groups_follow_the_hardware_config() {
+        let text = r#"[
+            {"hardwareConfig": {"endpointConfig": {"name": "a", "gpuIds": "ADA_48_PRO", "gpuCount": 2},
+                                "templateConfig": {"name": "gen", "dockerArgs": "python3 -u /gen.py --mode 'two words'",
+                                                   "env": [{"key": "MODE", "value": "gen"}], "containerDiskInGb": 40}},
+             "input": {"p": 1}, "output": {"x": 1}},
+            {"hardwareConfig": {"endpointConfig": {"name": "b"}}, "input": {"p": 2}},
+            {"hardwareConfig": {"endpointConfig": {"name": "a", "gpuIds": "ADA_48_PRO", "gpuCount": 2},
+                                "templateConfig": {"name": "gen", "dockerArgs": "python3 -u /gen.py --mode 'two words'",
+                                                   "env": [{"key": "MODE", "value": "gen"}], "containerDiskInGb": 40}},
+             "input": {"p": 3}},
+            {"hardwareConfig": {"endpoint": "faster-whisper"}, "input": {"p": 4}}
+        ]"#;
+        let f = parse_runner_tests(".github/tests.json", text).unwrap();
+        assert_eq!(f.groups.len(), 3);
+        let g = &f.groups[0];
+        assert_eq!(g.label, "gen");
+        assert_eq!(g.tests, [0, 2]);
+        assert_eq!(
+            g.command.as_deref().unwrap(),
+            ["python3", "-u", "/gen.py", "--mode", "two words"]
+        );
+        assert_eq!(
+            g.command_from.as_deref(),
+            Some(".github/tests.json [0].hardwareConfig.templateConfig.dockerArgs")
+        );
+        assert_eq!(g.env, [("MODE".to_string(), "gen".to_string())]);
+        assert_eq!((g.gpu_count, g.container_disk_gb), (Some(2), Some(40)));
+        // The runner's default pool for an endpoint made without gpuIds.
+        assert_eq!(f.groups[1].gpu_ids, [RUNNER_DEFAULT_GPU_IDS]);
+        assert_eq!(f.groups[1].command, None);
+        assert!(f.groups[2]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("existing endpoint `faster-whisper`"));
+        // The most demanding group's GPU and count are the tests'.
+        assert_eq!(f.config.gpu_ids, ["ADA_48_PRO"]);
+        assert_eq!(f.config.gpu_count, Some(2));
+        // `output` is the runner's other name for `expectedOutput`.
+        assert_eq!(f.tests[0].expected_output, Some(json!({"x": 1})));
+        let bad = r#"[{"hardwareConfig": {"templateConfig": {"dockerArgs": "python3 'x"}}, "input": {}}]"#;
+        assert_eq!(
+            parse_runner_tests("t.json", bad).unwrap_err(),
+            "t.json: [0].hardwareConfig.templateConfig.dockerArgs: a single quote is not closed"
+        );
+        let bad =
+            r#"[{"hardwareConfig": {"templateConfig": {"dockerArgs": ["python3"]}}, "input": {}}]"#;
+        assert!(parse_runner_tests("t.json", bad)
+            .unwrap_err()
+            .contains("dockerArgs: must be a string (the container's command), found a list"));
+    }
+
+    #[test]
+    fn words_split_as_a_shell_does() {
+        let w = |s: &str| split_words(s).unwrap();
+        assert_eq!(w(r"  a  b\tc "), ["a", "btc"]);
+        assert_eq!(
+            w(r#"bash -c "echo \"hi\" \$HOME; ls""#),
+            ["bash", "-c", r#"echo "hi" $HOME; ls"#]
+        );
+        assert_eq!(w("a'b c'd"), ["ab cd"]);
+        assert_eq!(w("''"), [""]);
+        assert_eq!(w(r#""a\nb""#), [r"a\nb"]);
+        assert!(split_words("\"open").is_err());
+        assert!(w("").is_empty());
+    }
+
+    #[test]
     fn the_pass_rule() {
         let done = |out: Value| json!({"id": "t", "status": "COMPLETED", "output": out});
         assert_eq!(judge(&done(json!({"text": "hi"})), None), Ok(()));
@@ -927,6 +1216,12 @@ mod tests {
         assert!(judge(&json!({"detail": "x"}), None)
             .unwrap_err()
             .contains("no status"));
+        // The SDK before 1.5: the result alone, no status.
+        assert_eq!(judge(&json!({"id": "t", "output": {"a": 1}}), None), Ok(()));
+        assert_eq!(
+            judge(&json!({"id": "t", "error": "boom"}), None),
+            Err("the job FAILED: boom".to_string())
+        );
         // Expectations: on the output, or on the whole answer when they name its keys.
         assert_eq!(
             judge(

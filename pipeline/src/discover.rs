@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use janitor_model::config::JobSpec;
-use janitor_model::runpod::{self, Hub, HubEnv, TestCase, TestsConfig};
+use janitor_model::runpod::{self, Hub, HubEnv, TestCase, TestGroup, TestsConfig};
 
 /// How the worker is validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,9 @@ pub struct Discovered {
     pub missing_env: Vec<String>,
     /// The CUDA versions the tests or the hub allow; the lowest is what the worker needs.
     pub allowed_cuda: Vec<String>,
+    /// The largest `containerDiskInGb` (hub.json's or a runner template's), and its file.
     pub container_disk_gb: Option<u64>,
+    pub container_disk_from: String,
     /// The GPUs the tests are meant for (tests.json `gpuTypeId`/`gpuIds`, else hub.json
     /// `gpuIds`), with the file that says so.
     pub gpu_ids: (Vec<String>, String),
@@ -37,6 +39,9 @@ pub struct Discovered {
     pub gpu_count: Option<u64>,
     /// Things a maintainer should know (a likely unit mistake in a timeout).
     pub notes: Vec<String>,
+    /// `.github/tests.json`'s groups, each run in its own container; empty: one container
+    /// with the image's command for every test.
+    pub groups: Vec<TestGroup>,
 }
 
 fn read(repo: &Path, rel: &str) -> Result<Option<String>, String> {
@@ -80,6 +85,7 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
         None => None,
     };
     let mut config = TestsConfig::default();
+    let mut groups = Vec::new();
     let (source, plan) = if !spec.tests.is_empty() {
         (
             "config".to_string(),
@@ -100,6 +106,7 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
         )
     } else if let Some((file, parsed)) = first_tests_file(repo)? {
         config = parsed.config;
+        groups = parsed.groups;
         (
             file.to_string(),
             Plan::Server {
@@ -137,6 +144,7 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
             ),
         });
     }
+    notes.extend(groups.iter().filter_map(|g| g.note.clone()));
     let (env, missing_env) = environment(spec, &source, &config, hub.as_ref());
     let mut allowed_cuda = config.allowed_cuda_versions.clone();
     if allowed_cuda.is_empty() {
@@ -153,6 +161,13 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
     } else {
         (config.gpu_ids.clone(), source.clone())
     };
+    // The largest disk any of the worker's templates asks for.
+    let hub_disk = hub.as_ref().and_then(|h| h.container_disk_gb);
+    let group_disk = groups.iter().filter_map(|g| g.container_disk_gb).max();
+    let (container_disk_gb, container_disk_from) = match (hub_disk, group_disk) {
+        (h, Some(g)) if h.is_none_or(|h| g > h) => (Some(g), source.clone()),
+        (h, _) => (h, runpod::HUB_FILE.to_string()),
+    };
     Ok(Discovered {
         dockerfile,
         source,
@@ -160,10 +175,12 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
         env,
         missing_env,
         allowed_cuda,
-        container_disk_gb: hub.and_then(|h| h.container_disk_gb),
+        container_disk_gb,
+        container_disk_from,
         gpu_ids,
         gpu_count: config.gpu_count,
         notes,
+        groups,
     })
 }
 

@@ -136,6 +136,7 @@ async fn validate<E: ContainerEngine, R: RegistryAuth>(
                 results: Vec::new(),
                 notes: d.notes.clone(),
                 realtime_port: None,
+                sdk_version: None,
             });
             steps.record(StepName::Run, t, outcome);
         }

@@ -108,17 +108,8 @@ pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
         ));
     }
     if f.gpu_required {
-        let allowed = d
-            .allowed_cuda
-            .iter()
-            .filter_map(|v| runpod::cuda_version(v))
-            .min();
-        if let Some(v) = allowed {
-            said.push(cuda_fits(
-                v,
-                "the worker (allowedCudaVersions)",
-                f.driver_cuda.as_deref(),
-            )?);
+        if let Some(said_cuda) = allowed_cuda(&d.allowed_cuda, f.driver_cuda.as_deref())? {
+            said.push(said_cuda);
         }
         if let Some((image, env)) = &f.base_image {
             if let Some(v) = image_cuda(env) {
@@ -140,7 +131,7 @@ pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
             Some(free) if free < gb.saturating_mul(GB) => {
                 return Err(format!(
                     "the worker needs {gb} GB of disk (containerDiskInGb in {}); {:.1} GiB are free on {}",
-                    runpod::HUB_FILE,
+                    d.container_disk_from,
                     free as f64 / GIB,
                     f.disk_path
                 ))
@@ -152,15 +143,64 @@ pub fn check(d: &Discovered, f: &Facts) -> Result<String, String> {
     Ok(said.join("; "))
 }
 
+/// `allowedCudaVersions` as RunPod reads it: the set of host CUDA versions (the driver's, as
+/// `nvidia-smi` shows it) a worker may be placed on. RunPod never places the worker on a host
+/// outside the set; an instance is fixed, so here the set is satisfied when the driver's
+/// version is in it, and also when it is newer than every entry (a driver runs what older CUDA
+/// builds, so the worker runs, though RunPod would not place it there: said). A driver older
+/// than every entry, or in a gap of the set, is a mismatch (`error`): the worker was never
+/// meant for it.
+fn allowed_cuda(allowed: &[String], driver: Option<&str>) -> Result<Option<String>, String> {
+    let mut set: Vec<(u32, u32)> = allowed
+        .iter()
+        .filter_map(|v| runpod::cuda_version(v))
+        .collect();
+    if set.is_empty() {
+        return Ok(None);
+    }
+    set.sort_unstable();
+    set.dedup();
+    let listed = set
+        .iter()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some((d, have)) = driver.and_then(|d| runpod::cuda_version(d).map(|v| (d, v))) else {
+        return Ok(Some(format!(
+            "allowedCudaVersions {listed}; the driver's CUDA version is unknown (no NVML)"
+        )));
+    };
+    let newest = set.last().copied().unwrap_or_default();
+    if set.contains(&have) {
+        Ok(Some(format!(
+            "the driver's CUDA {d} is one of allowedCudaVersions {listed}"
+        )))
+    } else if have > newest {
+        Ok(Some(format!(
+            "the driver's CUDA {d} is newer than allowedCudaVersions {listed}: RunPod would not place the worker on this host, but the driver runs what they build"
+        )))
+    } else {
+        Err(format!(
+            "the worker allows CUDA {listed} (allowedCudaVersions); this instance's driver supports {d}, which RunPod would never run it on: run it on an AMI with a driver for one of them"
+        ))
+    }
+}
+
 /// The tests' GPU class against this instance's GPU: a repository whose tests need more memory
 /// than this instance has is the instance's mismatch (`error`), said plainly, never an OOM.
 fn gpu_class(d: &Discovered, f: &Facts) -> Result<Option<String>, String> {
     let (ids, from) = &d.gpu_ids;
-    let count = d.gpu_count.map(|n| match f.gpu_count {
-        Some(have) => format!("; gpuCount {n} asked, the worker sees this instance's {have}"),
-        None => format!("; gpuCount {n} asked, this instance's GPU count is unknown (no NVML)"),
-    });
-    let count = count.unwrap_or_default();
+    let count = match (d.gpu_count, f.gpu_count) {
+        (Some(n), Some(have)) if n > u64::from(have) => {
+            return Err(format!(
+                "{from} asks for {n} GPUs (gpuCount); this {} has {have}: run it on a pool with more GPUs",
+                f.instance_type
+            ))
+        }
+        (Some(n), Some(have)) => format!("; gpuCount {n}: the worker sees {n} of this instance's {have} GPUs"),
+        (Some(n), None) => format!("; gpuCount {n}: the worker is given {n} GPU(s); this instance's GPU count is unknown (no NVML)"),
+        (None, _) => String::new(),
+    };
     let Some((need_gb, id)) = runpod::needed_gpu(ids) else {
         return Ok((!count.is_empty()).then(|| count.trim_start_matches("; ").to_string()));
     };
@@ -203,6 +243,8 @@ mod tests {
             notes: Vec::new(),
             gpu_ids: (Vec::new(), String::new()),
             gpu_count: None,
+            container_disk_from: runpod::HUB_FILE.into(),
+            groups: Vec::new(),
         }
     }
 
@@ -237,7 +279,39 @@ mod tests {
         f.gpu_count = None;
         d.gpu_count = Some(1);
         let said = check(&d, &f).unwrap();
-        assert!(said.contains("this instance's GPU memory is unknown (no NVML); gpuCount 1 asked, this instance's GPU count is unknown (no NVML)"), "{said}");
+        assert!(said.contains("this instance's GPU memory is unknown (no NVML); gpuCount 1: the worker is given 1 GPU(s); this instance's GPU count is unknown (no NVML)"), "{said}");
+        // More GPUs than the instance has: said, not an engine error.
+        f.gpu_count = Some(1);
+        d.gpu_count = Some(2);
+        assert_eq!(
+            check(&d, &f).unwrap_err(),
+            ".runpod/tests.json asks for 2 GPUs (gpuCount); this g5.xlarge has 1: run it on a pool with more GPUs"
+        );
+    }
+
+    #[test]
+    fn allowed_cuda_versions_are_a_set() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let allowed = set(&["12.4", "12.1", "12.8"]);
+        assert!(allowed_cuda(&allowed, Some("12.4"))
+            .unwrap()
+            .unwrap()
+            .contains("is one of allowedCudaVersions 12.1, 12.4, 12.8"));
+        // Newer than every entry: runs, and RunPod's placement is said.
+        assert!(allowed_cuda(&allowed, Some("13.0"))
+            .unwrap()
+            .unwrap()
+            .contains("RunPod would not place the worker on this host"));
+        // In a gap, or older than all: never a host RunPod would use.
+        assert!(allowed_cuda(&allowed, Some("12.2")).is_err());
+        assert!(allowed_cuda(&allowed, Some("11.8"))
+            .unwrap_err()
+            .contains("this instance's driver supports 11.8"));
+        assert!(allowed_cuda(&allowed, None)
+            .unwrap()
+            .unwrap()
+            .contains("unknown (no NVML)"));
+        assert_eq!(allowed_cuda(&[], Some("12.4")), Ok(None));
     }
 
     #[test]
@@ -289,7 +363,7 @@ mod tests {
         };
         let e = check(&d, &f).unwrap_err();
         assert!(
-            e.contains("needs CUDA 12.8; this instance's driver supports 12.4"),
+            e.contains("allows CUDA 12.8, 13.0 (allowedCudaVersions); this instance's driver supports 12.4"),
             "{e}"
         );
         f.driver_cuda = Some("13.0".into());

@@ -167,6 +167,9 @@ pub struct ContainerSpec {
     pub binds: Vec<String>,
     pub labels: HashMap<String, String>,
     pub gpu: bool,
+    /// With `gpu`: how many of the instance's GPUs the container sees (`--gpus N`); `None`
+    /// is all of them.
+    pub gpu_count: Option<u32>,
     /// A TCP port of the container to publish on the host's loopback (an ephemeral port; see
     /// [`ContainerEngine::published`]).
     pub publish: Option<u16>,
@@ -278,6 +281,26 @@ pub struct ImageFacts {
     /// The image's environment (`KEY=value`), which carries `CUDA_VERSION` and
     /// `NVIDIA_REQUIRE_CUDA` for images on NVIDIA's bases.
     pub env: Vec<String>,
+    /// The image's ENTRYPOINT and CMD, as words.
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// The NVIDIA device request of a container that uses the GPU: every GPU (`--gpus all`), or
+/// the first `gpu_count` (`--gpus N`).
+fn gpu_request(spec: &ContainerSpec) -> Option<Vec<DeviceRequest>> {
+    spec.gpu.then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".to_string()),
+            count: Some(spec.gpu_count.map_or(-1, i64::from)),
+            capabilities: Some(vec![vec![
+                "gpu".to_string(),
+                "utility".to_string(),
+                "compute".to_string(),
+            ]]),
+            ..Default::default()
+        }]
+    })
 }
 
 /// One entry of the engine's image list.
@@ -695,18 +718,7 @@ impl ContainerEngine for DockerEngine {
     ) -> Result<ContainerOutcome, EngineError> {
         let mut labels = spec.labels.clone();
         labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
-        let device_requests = spec.gpu.then(|| {
-            vec![DeviceRequest {
-                driver: Some("nvidia".to_string()),
-                count: Some(-1),
-                capabilities: Some(vec![vec![
-                    "gpu".to_string(),
-                    "utility".to_string(),
-                    "compute".to_string(),
-                ]]),
-                ..Default::default()
-            }]
-        });
+        let device_requests = gpu_request(spec);
         let port_key = spec.publish.map(|p| format!("{p}/tcp"));
         let c = &spec.confine;
         let body = ContainerCreateBody {
@@ -875,10 +887,13 @@ impl ContainerEngine for DockerEngine {
 
     async fn image(&self, reference: &str) -> Option<ImageFacts> {
         let i = self.docker.inspect_image(reference).await.ok()?;
+        let config = i.config.unwrap_or_default();
         Some(ImageFacts {
             id: i.id.unwrap_or_default(),
             size_bytes: u64::try_from(i.size.unwrap_or(0)).unwrap_or(0),
-            env: i.config.and_then(|c| c.env).unwrap_or_default(),
+            env: config.env.unwrap_or_default(),
+            entrypoint: config.entrypoint.unwrap_or_default(),
+            cmd: config.cmd.unwrap_or_default(),
         })
     }
 
@@ -1188,6 +1203,20 @@ mod tests {
             err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         });
         assert!(refused.kind().retryable());
+    }
+
+    #[test]
+    fn the_gpu_request_counts_devices() {
+        let mut spec = ContainerSpec::default();
+        assert_eq!(gpu_request(&spec), None);
+        spec.gpu = true;
+        assert_eq!(gpu_request(&spec).unwrap()[0].count, Some(-1));
+        spec.gpu_count = Some(1);
+        let r = gpu_request(&spec).unwrap();
+        assert_eq!(
+            (r[0].count, r[0].driver.as_deref()),
+            (Some(1), Some("nvidia"))
+        );
     }
 
     #[test]

@@ -91,6 +91,23 @@ pub fn ensure_runpod_image() -> String {
     image
 }
 
+/// An older runpod SDK whose server mode differs from the pin's: runpod 1.3.3 (what
+/// worker-insanely-fast-whisper pins) answers `/runsync` without a `status`. Built like the
+/// pinned image, once per machine.
+pub const OLD_RUNPOD_SDK: &str = "1.3.3";
+
+/// Builds the image of [`OLD_RUNPOD_SDK`] once per machine (file-locked across test processes).
+pub fn ensure_old_runpod_image() -> String {
+    let image = format!("janitor-runpod-base:{OLD_RUNPOD_SDK}");
+    run_image_script(
+        "runpod-image.sh",
+        &[OLD_RUNPOD_SDK],
+        &image,
+        "is Docker running and mmdebstrap installed (scripts/test-deps.sh)?",
+    );
+    image
+}
+
 /// A `docker` CLI call that must succeed; returns stdout.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")

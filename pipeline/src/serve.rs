@@ -835,6 +835,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_sdk_without_runsync_is_said_with_its_version() {
+        let tail = Mutex::new(Tail::default());
+        let heard = Mutex::new(Heard::default());
+        heard
+            .lock()
+            .unwrap()
+            .hear("--- Starting Serverless Worker |  Version 0.9.12 ---");
+        let t = TestCase {
+            name: "t".into(),
+            input: serde_json::json!({}),
+            timeout_ms: None,
+            expected_output: None,
+            expectation_advisory: false,
+        };
+        let mut result = TestResult::default();
+        let a = http::Answer {
+            status: 404,
+            body: br#"{"detail":"Not Found"}"#.to_vec(),
+        };
+        judge_answer(&t, &a, &mut result, &tail, &heard, 0);
+        assert_eq!(result.status, TestStatus::Failed);
+        let why = result.error.unwrap();
+        assert!(
+            why.contains("has no local /runsync (it runs runpod 0.9.12)")
+                && why.contains("pin runpod 1.5 or later"),
+            "{why}"
+        );
+        // --rp_serve_api's line, from 1.12.0 and from 1.3.3.
+        for line in ["INFO   | Starting API server.", "Starting API server."] {
+            let mut h = Heard::default();
+            h.hear(line);
+            assert!(h.serve_api, "{line}");
+        }
+        let mut h = Heard::default();
+        h.hear("INFO   | Starting API server for realtime on port 47211.");
+        assert!(!h.serve_api);
+    }
+
+    #[test]
     fn the_cause_is_the_last_error_line_since_the_test_began() {
         let mut t = Tail::default();
         t.push("INFO:     Uvicorn running on http://0.0.0.0:8000");

@@ -57,8 +57,8 @@ test-deps: ## Install what the tests need (busybox-static, mmdebstrap, git, .ven
 validate: build ## Check a config offline: make validate CONFIG=infra/workers-config.yaml
 	$(JANITORCTL) validate $(CONFIG)
 
-run-janitor: build ## Validate every repository of REPOS_FILE on the fleet: make run-janitor ENV=dev
-	$(CTL) run $(REPOS_FILE) $(TIMEOUT_FLAG) $(CTL_FLAGS)
+run-janitor: build ## Validate every repository of REPOS_FILE (or of ORG=runpod-workers, REPOS_FILE then overrides) on the fleet: make run-janitor ENV=dev
+	$(CTL) run $(if $(ORG),--org $(ORG) $(if $(filter command line environment,$(origin REPOS_FILE)),$(REPOS_FILE)),$(REPOS_FILE)) $(TIMEOUT_FLAG) $(CTL_FLAGS)
 
 validate-all-workers: build ## Same with CONFIG: make validate-all-workers ENV=dev CONFIG=… TIMEOUT_MINUTES=45
 	$(CTL) run $(CONFIG) $(TIMEOUT_FLAG) $(CTL_FLAGS)

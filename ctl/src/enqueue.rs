@@ -30,6 +30,7 @@ pub async fn enqueue(
     ledger: &Ledger,
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
+    discovery: Option<janitor_model::ledger::Discovery>,
 ) -> Result<RunManifest, CtlError> {
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
@@ -64,6 +65,7 @@ pub async fn enqueue(
             })
             .collect(),
         estimated_cost_usd: Some(crate::estimate::estimate(cfg).total_usd),
+        discovery,
     };
     ledger
         .put(&ledger::manifest_key(&run_id), &manifest)

@@ -620,6 +620,7 @@ mod tests {
                 })
                 .collect(),
             estimated_cost_usd: Some(0.5),
+            discovery: None,
         }
     }
 

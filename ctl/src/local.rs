@@ -20,7 +20,9 @@ const LOCAL_AGENT_IMAGE: &str = "janitor-agent:latest";
 
 pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let opts = crate::parse_options(true, run.timeout_minutes)?;
-    let cfg = crate::load_config(&run.file, &opts)?;
+    let Some((cfg, _)) = crate::run::config(&run, &opts).await? else {
+        return Ok(0);
+    };
     let stop_grace = Duration::from_secs(run.stop_grace_seconds);
     let engine = DockerEngine::connect().await?;
     // NVML where the machine has it: the CUDA check and the GPU-use sampling need it.

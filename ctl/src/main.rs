@@ -9,6 +9,7 @@ mod estimate;
 mod fleet;
 mod ledger;
 mod local;
+mod org;
 mod output;
 mod query;
 mod run;
@@ -245,7 +246,8 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             let ctx = Ctx::new(settings).await;
             let queue_url = ctx.settings.queue_url()?;
             let fleet = if no_scale { None } else { Some(ctx.fleet()?) };
-            let manifest = enqueue::enqueue(&cfg, &ctx.ledger()?, &ctx.sqs(), &queue_url).await?;
+            let manifest =
+                enqueue::enqueue(&cfg, &ctx.ledger()?, &ctx.sqs(), &queue_url, None).await?;
             eprintln!(
                 "enqueued {} job(s) for run {}",
                 manifest.jobs.len(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use janitor_model::config::WorkersConfig;
 use janitor_model::duration;
+use janitor_model::ledger::Discovery;
 use janitor_model::pricing;
 
 use crate::fleet::Fleet;
@@ -15,7 +16,11 @@ use crate::{output, CtlError, Ctx, EXIT_GAVE_UP};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    pub file: PathBuf,
+    /// The workers config (or repos list); with --org, per-repository overrides
+    #[arg(required_unless_present = "org")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub org: crate::org::OrgArgs,
     /// Run on this machine's Docker, no AWS; reports go to --out
     #[arg(long)]
     pub local: bool,
@@ -95,9 +100,81 @@ fn confirm(yes: bool) -> Result<(), CtlError> {
     }
 }
 
+/// The run's config: FILE, or an organisation's repositories (FILE then holds overrides).
+/// `Ok(None)`: a dry run, printed.
+pub async fn config(
+    args: &RunArgs,
+    opts: &janitor_model::config::ParseOptions,
+) -> Result<Option<(WorkersConfig, Option<Discovery>)>, CtlError> {
+    let Some(org) = &args.org.org else {
+        let Some(file) = &args.file else {
+            return Err(CtlError::Usage(
+                "name a workers config FILE, or an organisation with --org".to_string(),
+            ));
+        };
+        return Ok(Some((crate::load_config(file, opts)?, None)));
+    };
+    janitor_model::names::check_organization(org)
+        .map_err(|e| CtlError::Usage(format!("--org {org}: {e}")))?;
+    let overrides = match &args.file {
+        Some(f) => crate::org::Overrides::read(f, opts)?,
+        None => crate::org::Overrides::none(),
+    };
+    let token = std::env::var("GITHUB_TOKEN").unwrap_or_default();
+    let gh = janitor_services::github::GitHub::new(&args.org.github_api_url, token.trim())
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    eprintln!(
+        "Listing the repositories of {org} ({}){}...",
+        args.org.github_api_url,
+        if token.trim().is_empty() {
+            ", no GITHUB_TOKEN: GitHub allows 60 requests an hour"
+        } else {
+            ""
+        }
+    );
+    let found = crate::org::discover(&gh, org, &args.org, &overrides).await?;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let text = crate::org::config_text(org, &found, &overrides, &now);
+    eprintln!(
+        "{org}: {} repositories with a Dockerfile, {} skipped",
+        found.jobs.len(),
+        found.skipped.len()
+    );
+    for s in &found.skipped {
+        eprintln!("  skipped {}: {}", s.name, s.reason);
+    }
+    if args.org.dry_run {
+        print!("{text}");
+        return Ok(None);
+    }
+    if found.jobs.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "{org} has no repository to run (every one was skipped)"
+        )));
+    }
+    let path = PathBuf::from(format!("--org {org}"));
+    let cfg = janitor_model::config::parse(&path, &text, opts).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        CtlError::Config {
+            file: path.clone(),
+            count: errors.0.len(),
+        }
+    })?;
+    Ok(Some((
+        cfg,
+        Some(crate::org::record(org, &found, &overrides)),
+    )))
+}
+
 pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     let opts = crate::parse_options(args.allow_local_repos, args.timeout_minutes)?;
-    let cfg = crate::load_config(&args.file, &opts)?;
+    let Some((cfg, discovery)) = config(&args, &opts).await? else {
+        return Ok(0);
+    };
     // Every setting up front: nothing is sent unless all are there.
     let queue_url = ctx.settings.queue_url()?;
     let ledger = ctx.ledger()?;
@@ -116,7 +193,8 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     }
     eprintln!("  prices: {}", pricing::PRICES_AS_OF);
     confirm(args.yes)?;
-    let manifest = crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &queue_url).await?;
+    let manifest =
+        crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &queue_url, discovery).await?;
     let run_id = manifest.run_id.clone();
     eprintln!("Run {run_id}: {} job(s) enqueued", manifest.jobs.len());
     scale_up(&fleet, &cfg).await?;

@@ -205,6 +205,28 @@ pub struct RunManifest {
     pub jobs: Vec<ManifestJob>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,
+    /// `run --org`: what the organisation had and what was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
+}
+
+/// An organisation run's discovery, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovery {
+    pub organization: String,
+    /// The repositories that became jobs.
+    pub discovered: Vec<String>,
+    pub skipped: Vec<SkippedRepo>,
+    /// The file of per-repository overrides, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<String>,
+}
+
+/// A repository of the organisation that is not a job, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRepo {
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

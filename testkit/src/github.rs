@@ -1,6 +1,8 @@
-//! A stand-in for the two GitHub endpoints publishing uses (list a head's open pull requests,
-//! create one, update one), on loopback. It records every request, so tests assert on the
-//! body, the auth header and idempotency, and it fails the next calls on cue.
+//! A stand-in for the GitHub endpoints janitor uses, on loopback: a head's open pull requests,
+//! creating and updating one (publishing), an organisation's repositories in pages with `Link`
+//! headers and a repository's tree (organisation runs). It records every request, so tests
+//! assert on the body, the auth header and idempotency, and it fails the next calls on cue,
+//! with the headers a rate limit carries.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,13 +17,29 @@ pub struct Seen {
     pub body: serde_json::Value,
 }
 
+/// A repository of the fixture's organisation.
+#[derive(Debug, Clone, Default)]
+pub struct OrgRepo {
+    pub name: String,
+    pub archived: bool,
+    pub fork: bool,
+    /// Its files' paths; `None`: an empty repository (GitHub answers its tree with 409).
+    pub files: Option<Vec<String>>,
+}
+
+/// An answer with its extra headers (also one given on cue instead of the real one).
+type Failure = (u16, Vec<(String, String)>, serde_json::Value);
+
 #[derive(Default)]
 struct State {
     seen: Vec<Seen>,
     /// (number, head branch, body)
     pulls: Vec<(u64, String, String)>,
-    /// Statuses the next requests get instead of an answer.
-    failures: Vec<u16>,
+    /// What the next requests get instead of an answer.
+    failures: Vec<Failure>,
+    /// The organisation's repositories, and how many a page holds.
+    org: Vec<OrgRepo>,
+    page_size: usize,
 }
 
 /// The running fixture.
@@ -37,17 +55,23 @@ impl GitHubFixture {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state: Arc<Mutex<State>> = Arc::default();
         let served = state.clone();
+        let base = url.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let state = served.clone();
+                let base = base.clone();
                 tokio::spawn(async move {
                     let Some((head, body)) = read_request(&mut socket).await else {
                         return;
                     };
-                    let (status, answer) = answer(&state, &head, &body);
+                    let (status, headers, answer) = answer(&state, &head, &body, &base);
                     let text = answer.to_string();
+                    let extra: String = headers
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}\r\n"))
+                        .collect();
                     let reply = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
                         text.len()
                     );
                     let _ = socket.write_all(reply.as_bytes()).await;
@@ -64,11 +88,35 @@ impl GitHubFixture {
 
     /// The next requests are answered with these statuses, in order.
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.state
-            .lock()
-            .unwrap()
-            .failures
-            .extend_from_slice(statuses);
+        let mut s = self.state.lock().unwrap();
+        for status in statuses {
+            s.failures.push((
+                *status,
+                Vec::new(),
+                serde_json::json!({"message": "failing on cue"}),
+            ));
+        }
+    }
+
+    /// The next request is answered as GitHub does when the primary rate limit is used up:
+    /// 403, `X-RateLimit-Remaining: 0` and the reset at `reset` (Unix seconds).
+    pub fn rate_limit_next(&self, reset: u64) {
+        self.state.lock().unwrap().failures.push((
+            403,
+            vec![
+                ("X-RateLimit-Limit".into(), "60".into()),
+                ("X-RateLimit-Remaining".into(), "0".into()),
+                ("X-RateLimit-Reset".into(), reset.to_string()),
+            ],
+            serde_json::json!({"message": "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit.)"}),
+        ));
+    }
+
+    /// The organisation `GET /orgs/{org}/repos` lists, `page_size` a page.
+    pub fn set_org(&self, repos: Vec<OrgRepo>, page_size: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.org = repos;
+        s.page_size = page_size.max(1);
     }
 }
 
@@ -105,7 +153,107 @@ pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(
     }
 }
 
-fn answer(state: &Mutex<State>, head: &str, body: &[u8]) -> (u16, serde_json::Value) {
+fn answer(
+    state: &Mutex<State>,
+    head: &str,
+    body: &[u8],
+    base: &str,
+) -> Failure {
+    let (status, json) = match org_answer(state, head, base) {
+        Some(answered) => return answered,
+        None => pulls_answer(state, head, body),
+    };
+    (status, Vec::new(), json)
+}
+
+/// The organisation's listing and trees; `None` for any other request.
+fn org_answer(
+    state: &Mutex<State>,
+    head: &str,
+    base: &str,
+) -> Option<Failure> {
+    let first = head.lines().next().unwrap_or("");
+    let path = first.split_whitespace().nth(1).unwrap_or("");
+    let is_org = path.starts_with("/orgs/");
+    let is_tree = path.contains("/git/trees/");
+    if !is_org && !is_tree {
+        return None;
+    }
+    let mut s = state.lock().unwrap();
+    s.seen.push(Seen {
+        method: "GET".into(),
+        path: path.to_string(),
+        authorization: head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("authorization")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default(),
+        body: serde_json::Value::Null,
+    });
+    if !s.failures.is_empty() {
+        let (status, headers, json) = s.failures.remove(0);
+        return Some((status, headers, json));
+    }
+    if is_org {
+        let page: usize = ["&page=", "?page="]
+            .iter()
+            .find_map(|k| path.split(k).nth(1))
+            .and_then(|rest| rest.split('&').next()?.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let size = s.page_size.max(1);
+        let items: Vec<serde_json::Value> = s
+            .org
+            .iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .map(|r| {
+                serde_json::json!({"name": r.name, "archived": r.archived, "fork": r.fork,
+                                   "default_branch": "main", "private": false})
+            })
+            .collect();
+        let mut headers = Vec::new();
+        if page * size < s.org.len() {
+            let org = path.split('/').nth(2).unwrap_or("");
+            headers.push((
+                "Link".to_string(),
+                format!(
+                    "<{base}/orgs/{org}/repos?type=all&per_page=100&page={}>; rel=\"next\", <{base}/orgs/{org}/repos?page=1>; rel=\"first\"",
+                    page + 1
+                ),
+            ));
+        }
+        return Some((200, headers, serde_json::Value::Array(items)));
+    }
+    // /repos/{org}/{name}/git/trees/{branch}?recursive=1
+    let name = path.split('/').nth(3).unwrap_or("");
+    Some(match s.org.iter().find(|r| r.name == name) {
+        None => (404, Vec::new(), serde_json::json!({"message": "Not Found"})),
+        Some(OrgRepo { files: None, .. }) => (
+            409,
+            Vec::new(),
+            serde_json::json!({"message": "Git Repository is empty."}),
+        ),
+        Some(OrgRepo {
+            files: Some(files), ..
+        }) => {
+            let tree: Vec<serde_json::Value> = files
+                .iter()
+                .map(|f| serde_json::json!({"path": f, "type": "blob"}))
+                .collect();
+            (
+                200,
+                Vec::new(),
+                serde_json::json!({"tree": tree, "truncated": false}),
+            )
+        }
+    })
+}
+
+fn pulls_answer(state: &Mutex<State>, head: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let mut s = state.lock().unwrap();
     let first = head.lines().next().unwrap_or("");
     let mut parts = first.split_whitespace();
@@ -127,8 +275,8 @@ fn answer(state: &Mutex<State>, head: &str, body: &[u8]) -> (u16, serde_json::Va
         body: body.clone(),
     });
     if !s.failures.is_empty() {
-        let status = s.failures.remove(0);
-        return (status, serde_json::json!({"message": "failing on cue"}));
+        let (status, _, json) = s.failures.remove(0);
+        return (status, json);
     }
     let pr = |n: u64| serde_json::json!({"number": n, "html_url": format!("https://github.example/pull/{n}")});
     match method.as_str() {

@@ -1,8 +1,9 @@
 //! Builds as current GPU workers write them, through the pipeline on the machine's Docker
 //! engine with BuildKit: cache mounts that persist across builds, secret mounts that reach no
 //! layer, log or report, multi-stage targets, build arguments, cache hits counted from BuildKit's
-//! status stream, a heredoc refused as the instance's problem on an engine too old for it, and
-//! the classic builder kept as an explicit choice.
+//! status stream, an unchanged build's image reused without a builder round trip, a heredoc
+//! refused as the instance's problem on an engine too old for it, and the classic builder kept
+//! as an explicit choice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -214,7 +215,35 @@ async fn failures_name_the_instruction_and_rebuilds_count_cache_hits() {
         "{:?}",
         first.cache
     );
+    // The same inputs again: the image on the instance is reused, no builder round trip.
+    let (same, _) = validate("bk-hits", &url, None, |_| {}).await;
+    assert_eq!(same.status, JobStatus::Succeeded, "{same:#?}");
+    let b = same.build.as_ref().unwrap();
+    assert!(b.reused, "{b:#?}");
+    assert_eq!(b.inputs, first.build.as_ref().unwrap().inputs);
+    assert!(
+        step(&same, StepName::Build).detail.starts_with(
+            "reused janitor/local/bk-hits:latest: the build's inputs are unchanged (sha256:"
+        ),
+        "{}",
+        step(&same, StepName::Build).detail
+    );
+    assert_eq!((same.cache.hits, same.cache.steps), (0, 0));
+    // A file of the context changed (one no step reads): built, every step from the cache.
+    let url = git_repo(
+        repos.path(),
+        "bk-hits-readme",
+        &[("Dockerfile", &ok), ("README.md", "# changed\n")],
+    );
     let (again, _) = validate("bk-hits", &url, None, |_| {}).await;
+    let b = again.build.as_ref().unwrap();
+    assert!(!b.reused, "{b:#?}");
+    assert!(
+        b.reuse.as_deref().unwrap().starts_with(
+            "built: the inputs changed since janitor/local/bk-hits:latest was built (sha256:"
+        ),
+        "{b:#?}"
+    );
     assert_eq!(
         (again.cache.hits, again.cache.steps),
         (2, 2),

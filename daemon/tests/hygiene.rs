@@ -57,7 +57,7 @@ async fn the_cache_budget_evicts_least_recently_used_first_and_pinned_last() {
     let repos = tempfile::tempdir().unwrap();
     let run_id = "20261122T000000Z-hyg001";
     let blob = |n: &str| {
-        format!("FROM {BASE_IMAGE}\nRUN dd if=/dev/zero of=/blob-{n} bs=1M count=8 2>/dev/null\nCMD [\"echo\", \"{n}\"]\n")
+        format!("{}FROM {BASE_IMAGE}\nRUN dd if=/dev/zero of=/blob-{n} bs=1M count=8 2>/dev/null\nCMD [\"echo\", \"{n}\"]\n", janitor_testkit::build_nonce())
     };
     let mut ids = Vec::new();
     for n in ["hyg-a", "hyg-b", "hyg-c"] {

@@ -353,6 +353,15 @@ pub struct BuildReport {
     /// Ids of the secrets offered to the build (never their values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The hash of the build's inputs (`sha256:…`): the context's content, the Dockerfile's
+    /// path, the target, the build arguments, the secrets' ids and the base images' ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
+    /// Whether the image on the instance was reused instead of built, and why (or why not).
+    #[serde(default)]
+    pub reused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

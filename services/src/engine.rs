@@ -284,6 +284,7 @@ pub struct ImageFacts {
     /// The image's ENTRYPOINT and CMD, as words.
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    pub labels: HashMap<String, String>,
 }
 
 /// The NVIDIA device request of a container that uses the GPU: every GPU (`--gpus all`), or
@@ -894,6 +895,7 @@ impl ContainerEngine for DockerEngine {
             env: config.env.unwrap_or_default(),
             entrypoint: config.entrypoint.unwrap_or_default(),
             cmd: config.cmd.unwrap_or_default(),
+            labels: config.labels.unwrap_or_default(),
         })
     }
 

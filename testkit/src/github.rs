@@ -153,12 +153,7 @@ pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(
     }
 }
 
-fn answer(
-    state: &Mutex<State>,
-    head: &str,
-    body: &[u8],
-    base: &str,
-) -> Failure {
+fn answer(state: &Mutex<State>, head: &str, body: &[u8], base: &str) -> Failure {
     let (status, json) = match org_answer(state, head, base) {
         Some(answered) => return answered,
         None => pulls_answer(state, head, body),
@@ -167,11 +162,7 @@ fn answer(
 }
 
 /// The organisation's listing and trees; `None` for any other request.
-fn org_answer(
-    state: &Mutex<State>,
-    head: &str,
-    base: &str,
-) -> Option<Failure> {
+fn org_answer(state: &Mutex<State>, head: &str, base: &str) -> Option<Failure> {
     let first = head.lines().next().unwrap_or("");
     let path = first.split_whitespace().nth(1).unwrap_or("");
     let is_org = path.starts_with("/orgs/");

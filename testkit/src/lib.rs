@@ -190,9 +190,26 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// A Dockerfile on the base image whose default command runs `script` with sh.
 pub fn dockerfile(script: &str) -> String {
     format!(
-        "FROM {BASE_IMAGE}\nRUN echo layer > /layer\nCMD [\"sh\", \"-c\", {}]\n",
+        "{}FROM {BASE_IMAGE}\nRUN echo layer > /layer\nCMD [\"sh\", \"-c\", {}]\n",
+        build_nonce(),
         serde_json::to_string(script).unwrap()
     )
+}
+
+/// A Dockerfile comment unique to this test process: the build's inputs differ from any
+/// earlier test run's on this machine, so a test that counts build steps sees a build, not an
+/// image reused from a run before (the layers still come from the cache).
+pub fn build_nonce() -> String {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE
+        .get_or_init(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("# test run {}-{now}\n", std::process::id())
+        })
+        .clone()
 }
 
 /// A log sink that keeps every line a job wrote.

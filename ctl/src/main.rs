@@ -9,6 +9,7 @@ mod estimate;
 mod fleet;
 mod ledger;
 mod local;
+mod markdown;
 mod org;
 mod output;
 mod query;
@@ -69,9 +70,13 @@ enum Command {
     },
     /// A whole run: configuration, timing, every repository's result
     Show {
+        /// The run, or `latest`
         run_id: String,
         #[arg(long)]
         json: bool,
+        /// text (default), json, or markdown (a GitHub-flavoured summary for CI)
+        #[arg(long, value_enum, default_value_t = query::Format::Text)]
+        format: query::Format,
     },
     /// A repository's history, newest first
     Results {
@@ -264,8 +269,13 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
         Command::Status { run_id, json } => {
             query::status(&Ctx::new(settings).await, run_id.as_deref(), json).await
         }
-        Command::Show { run_id, json } => {
-            query::show(&Ctx::new(settings).await, &run_id, json).await
+        Command::Show {
+            run_id,
+            json,
+            format,
+        } => {
+            let format = if json { query::Format::Json } else { format };
+            query::show(&Ctx::new(settings).await, &run_id, format).await
         }
         Command::Results {
             repo,

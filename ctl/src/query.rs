@@ -64,14 +64,26 @@ pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, C
     Ok(0)
 }
 
-pub async fn show(ctx: &Ctx, run_id: &str, json: bool) -> Result<u8, CtlError> {
+/// How `show` prints a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+pub async fn show(ctx: &Ctx, run_id: &str, format: Format) -> Result<u8, CtlError> {
     let ledger = ctx.ledger()?;
-    let run_id = ledger.resolve_run(Some(run_id)).await?;
+    // `latest`: the newest run (what CI shows after `run`).
+    let run_id = ledger
+        .resolve_run(Some(run_id).filter(|id| *id != "latest"))
+        .await?;
     let view = ledger.run_view(&run_id).await?;
-    if json {
-        return print_json(&view).map(|()| 0);
+    match format {
+        Format::Json => return print_json(&view).map(|()| 0),
+        Format::Markdown => print!("{}", crate::markdown::run_markdown(&view)),
+        Format::Text => println!("{}", output::show_text(&view)),
     }
-    println!("{}", output::show_text(&view));
     Ok(0)
 }
 

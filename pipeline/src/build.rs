@@ -593,6 +593,17 @@ mod reuse_tests {
         let before_link = h(None, &args, &ids, &bases);
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
         assert_ne!(before_link, h(None, &args, &ids, &bases));
+        // A repository's traps: a link to a device and a FIFO are named, never read (a read
+        // would never end).
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let with_traps = h(None, &args, &ids, &bases);
+        assert_ne!(before_link, with_traps);
     }
 
     #[test]

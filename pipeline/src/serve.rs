@@ -449,7 +449,13 @@ async fn run_worker<E: ContainerEngine>(
         sink,
     } = *env;
     let spec = &ctx.job.spec;
-    let mut vars = w.env.clone();
+    // janitord's port, never one the repository's environment names.
+    let mut vars: Vec<String> = w
+        .env
+        .iter()
+        .filter(|kv| !kv.starts_with("RUNPOD_REALTIME_PORT="))
+        .cloned()
+        .collect();
     vars.push(format!("RUNPOD_REALTIME_PORT={WORKER_PORT}"));
     let container = ContainerSpec {
         name: name.to_string(),

@@ -774,6 +774,7 @@ pub(crate) mod tests {
             patch: None,
             patch_error: None,
             patch_text: None,
+            head_commit: None,
             pr_status: "created".into(),
             pr_url: Some("https://github.com/runpod-workers/worker-x/pull/12".into()),
             pr_error: None,

@@ -94,6 +94,7 @@ fn fix(pr: Option<&str>) -> FixReport {
         patch: None,
         patch_error: None,
         patch_text: None,
+        head_commit: None,
         pr_status: if pr.is_some() {
             "created"
         } else {

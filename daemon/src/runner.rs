@@ -69,6 +69,7 @@ impl<X: Services> Daemon<X> {
                 token: token.to_string(),
                 author_name: self.settings.git_author_name.clone(),
                 author_email: self.settings.git_author_email.clone(),
+                status_target_url: self.settings.status_target_url.clone(),
             });
         }
         // Bedrock: the agent's own short-lived credentials, minted for this job only.

@@ -55,6 +55,10 @@ pub struct Flags {
     /// sent to no other URL [default: https://github.com]
     #[arg(long, env = "JANITOR_GITHUB_GIT_URL")]
     pub github_git_url: Option<String>,
+    /// The commit status's link (`report_status: true`): a URL with `{run_id}` and `{job_id}`
+    /// replaced (the run's page, a console link to the report) [default: none]
+    #[arg(long, env = "JANITOR_STATUS_TARGET_URL")]
+    pub status_target_url: Option<String>,
     /// The agent container's user, uid:gid (never root) [default: 10001:10001]
     #[arg(long, env = "JANITOR_AGENT_USER")]
     pub agent_user: Option<String>,
@@ -210,6 +214,7 @@ struct FileSettings {
     secrets_dir: Option<PathBuf>,
     github_api_url: Option<String>,
     github_git_url: Option<String>,
+    status_target_url: Option<String>,
     agent_user: Option<String>,
     agent_memory_mib: Option<u64>,
     agent_cpus: Option<f64>,
@@ -336,6 +341,7 @@ pub struct Settings {
     pub secrets_dir: PathBuf,
     pub github_api_url: String,
     pub github_git_url: String,
+    pub status_target_url: Option<String>,
     pub agent_limits: janitor_pipeline::agent::AgentLimits,
     /// The Bedrock role the agent's credentials are minted from, and the region; `None`: off.
     pub agent_bedrock: Option<(String, Option<String>)>,
@@ -396,6 +402,7 @@ impl Settings {
             token: token.to_string(),
             author_name: self.git_author_name.clone(),
             author_email: self.git_author_email.clone(),
+            status_target_url: self.status_target_url.clone(),
         })
     }
 
@@ -702,6 +709,11 @@ pub fn load(flags: &Flags) -> Result<Settings, SettingsError> {
             .clone()
             .or(file.github_api_url)
             .unwrap_or_else(|| "https://api.github.com".to_string()),
+        status_target_url: flags
+            .status_target_url
+            .clone()
+            .or(file.status_target_url)
+            .filter(|u| !u.is_empty()),
         github_git_url: flags
             .github_git_url
             .clone()

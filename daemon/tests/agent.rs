@@ -429,6 +429,7 @@ async fn agent_always_adds_runpod_tests_and_they_run_in_the_revalidation() {
         token: "ghp_hubTestToken".into(),
         author_name: "janitor-test".into(),
         author_email: "janitor@test".into(),
+        status_target_url: None,
     });
     let (r, out) = janitor_testkit::run_in_process(&ctx).await;
     assert_eq!(r.status, JobStatus::Changed, "{r:#?}\n{out:#?}");

@@ -197,9 +197,13 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
     let origin = repos.path().join("local/fix-pr");
     let run_id = "20261201T000000Z-fixpr1";
     gh.fail_next(&[502]);
+    let validated = janitor_testkit::git(&origin, &["rev-parse", "HEAD"]);
+    let validated = validated.trim();
+    let mut heads = Vec::new();
     for round in 1..=2 {
         let mut job = spec("fix-pr", &url, Duration::from_secs(240));
         job.agent_image = Some("janitor-test-fixer3:latest".into());
+        job.report_status = Some(true);
         let work = tempfile::tempdir().unwrap();
         let mut ctx = janitor_testkit::job_context(
             &format!("fix-pr-{round}"),
@@ -214,6 +218,7 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
             token: "t0ken-value".into(),
             author_name: "janitor-test".into(),
             author_email: "janitor@test".into(),
+            status_target_url: None,
         });
         let (r, _) = janitor_testkit::run_in_process(&ctx).await;
         assert_eq!(r.status, JobStatus::Fixed, "{r:#?}");
@@ -221,8 +226,47 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
         let want = if round == 1 { "created" } else { "updated" };
         assert_eq!(fix.pr_status, want, "{fix:#?}");
         assert_eq!(fix.pr_url.as_deref(), Some("https://github.example/pull/1"));
+        // The verdict on the validated commit (failed, fixed in the pull request), and the
+        // pull request's head passing; the retried job finds its own status on the first.
+        assert_eq!(r.commit.as_deref(), Some(validated));
+        let head = fix.head_commit.clone().unwrap();
+        assert_eq!(r.statuses.len(), 2, "{:#?}", r.statuses);
+        assert_eq!(r.statuses[0].commit, validated);
+        assert_eq!(r.statuses[0].state, "failure");
+        assert!(
+            r.statuses[0]
+                .description
+                .ends_with("; fixed in the pull request"),
+            "{:#?}",
+            r.statuses
+        );
+        let first = if round == 1 {
+            "posted"
+        } else {
+            "already_posted"
+        };
+        assert_eq!(r.statuses[0].outcome, first, "{:#?}", r.statuses);
+        assert_eq!(
+            (
+                r.statuses[1].commit.as_str(),
+                r.statuses[1].state.as_str(),
+                r.statuses[1].outcome.as_str()
+            ),
+            (head.as_str(), "success", "posted")
+        );
+        heads.push(head);
     }
-    let seen = gh.seen();
+    // One status on the validated commit however often the job ran; one on each head pushed.
+    let on = |sha: &str| gh.statuses().iter().filter(|(c, _)| c == sha).count();
+    assert_eq!(on(validated), 1, "{:#?}", gh.statuses());
+    assert!(heads.iter().all(|h| on(h) == 1), "{:#?}", gh.statuses());
+    let (_, posted) = &gh.statuses()[0];
+    assert_eq!(posted["context"], "janitor/validate");
+    let seen: Vec<_> = gh
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/pulls"))
+        .collect();
     let posts: Vec<_> = seen.iter().filter(|s| s.method == "POST").collect();
     assert_eq!(posts.len(), 1, "one pull request: {seen:#?}");
     let gets = seen.iter().filter(|s| s.method == "GET").count();
@@ -233,7 +277,10 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
     assert!(seen
         .iter()
         .any(|s| s.method == "PATCH" && s.path == "/repos/local/fix-pr/pulls/1"));
-    assert!(seen.iter().all(|s| s.authorization == "Bearer t0ken-value"));
+    assert!(gh
+        .seen()
+        .iter()
+        .all(|s| s.authorization == "Bearer t0ken-value"));
     let created = &posts[0].body;
     assert_eq!(created["head"], format!("janitor/{run_id}"));
     assert_eq!(

@@ -112,6 +112,7 @@ echo '* filter=evil diff=evil' > .gitattributes
                 token: "ghp_hostileTestToken".into(),
                 author_name: "janitor-test".into(),
                 author_email: "janitor@test".into(),
+                status_target_url: None,
             });
         },
     )
@@ -362,6 +363,7 @@ printf '{"status":"fixed","summary":"fixed with key %s"}' "$ANTHROPIC_API_KEY" >
             token: "ghp_leakyTestToken".into(),
             author_name: "janitor-test".into(),
             author_email: "janitor@test".into(),
+            status_target_url: None,
         });
     })
     .await;

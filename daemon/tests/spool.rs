@@ -113,6 +113,7 @@ async fn a_failed_upload_is_spooled_and_retried_before_the_message_goes() {
             secrets_dir: cache.path().join("secrets"),
             github_api_url: "http://127.0.0.1:9".into(),
             github_git_url: "https://github.com".into(),
+            status_target_url: None,
             agent_limits: Default::default(),
             agent_bedrock: None,
             prefetch_images: Vec::new(),

@@ -75,6 +75,9 @@ pub struct JobSpec {
     /// Whether a fix is pushed and proposed as a pull request (`publish:`), else only kept
     /// as a patch.
     pub publish: bool,
+    /// Whether the verdict is posted as a commit status on the validated commit
+    /// (`report_status:`, per repository or for the file; `None`: the file's, else no).
+    pub report_status: Option<bool>,
     /// The job's secrets: an environment name and where its value is kept
     /// (`secretsmanager:janitor/…` or `ssm:/janitor/…`), the file's global `secrets:` under
     /// the repository's own.
@@ -299,6 +302,7 @@ impl JobSpec {
             max_fix_attempts: DEFAULT_MAX_FIX_ATTEMPTS,
             agent: AgentOptions::default(),
             publish: true,
+            report_status: None,
             secrets: Vec::new(),
         }
     }
@@ -386,6 +390,7 @@ const TOP_FIELDS: &[&str] = &[
     "secrets",
     "model_api_url",
     "model",
+    "report_status",
 ];
 const REPO_FIELDS: &[&str] = &[
     "name",
@@ -416,6 +421,7 @@ const REPO_FIELDS: &[&str] = &[
     "model_api_url",
     "model",
     "publish",
+    "report_status",
     "secrets",
 ];
 
@@ -584,6 +590,7 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
     let mut global_secrets: Vec<(String, String)> = Vec::new();
     let mut global_api_url: Option<String> = None;
     let mut global_model: Option<String> = None;
+    let mut global_report_status = false;
     let repos_node = match &root.value {
         // `infra/repos.yaml` may be a plain list of `org/name` strings.
         Value::Seq(_) => Some(&root),
@@ -615,6 +622,14 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
                             global_model = c.check(value, key, check_model(&s).map(|()| s));
                         }
                     }
+                    "report_status" => match value.as_bool() {
+                        Some(b) => global_report_status = b,
+                        None => c.err(
+                            value.line,
+                            key,
+                            format!("must be true or false, found {}", value.kind()),
+                        ),
+                    },
                     _ => {}
                 }
             }
@@ -679,6 +694,7 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
         if spec.agent.model.is_none() {
             spec.agent.model = global_model.clone();
         }
+        spec.report_status.get_or_insert(global_report_status);
         for (name, reference) in &global_secrets {
             if !spec.secrets.iter().any(|(n, _)| n == name) {
                 spec.secrets.push((name.clone(), reference.clone()));
@@ -879,6 +895,10 @@ fn repo_entry(
             }
             "publish" => match value.as_bool() {
                 Some(b) => spec.publish = b,
+                None => c.err(value.line, f, format!("must be true or false, found {}", value.kind())),
+            },
+            "report_status" => match value.as_bool() {
+                Some(b) => spec.report_status = Some(b),
                 None => c.err(value.line, f, format!("must be true or false, found {}", value.kind())),
             },
             "max_fix_attempts" => {
@@ -1188,7 +1208,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, model_api_url, model, publish, secrets",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, model_api_url, model, publish, report_status, secrets",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

@@ -72,6 +72,9 @@ pub struct JobMessage {
     /// Absent means true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<bool>,
+    /// Absent means false: no commit status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_status: Option<bool>,
     /// `[name, reference]` pairs: where each secret is kept, never its value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<(String, String)>,
@@ -138,6 +141,7 @@ impl JobMessage {
             model_api_url: spec.agent.api_url.clone(),
             model: spec.agent.model.clone(),
             publish: (!spec.publish).then_some(false),
+            report_status: (spec.report_status == Some(true)).then_some(true),
             secrets: spec.secrets.clone(),
             enqueued_at,
         }
@@ -358,6 +362,7 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
                 model: msg.model,
             },
             publish: msg.publish.unwrap_or(true),
+            report_status: msg.report_status,
             secrets: msg.secrets,
         },
     })
@@ -415,6 +420,7 @@ mod tests {
             max_fix_attempts: 2,
             agent: sample_agent(),
             publish: false,
+            report_status: Some(true),
             secrets: vec![("GITHUB_TOKEN".into(), "ssm:/janitor/github-token".into())],
             env: vec![("K".into(), "v".into())],
         };

@@ -306,6 +306,9 @@ pub struct FixReport {
     /// The patch's text, for the daemon to store; never in the report itself.
     #[serde(skip)]
     pub patch_text: Option<String>,
+    /// The commit pushed for the pull request (its head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_commit: Option<String>,
     /// `created | updated | failed | no_changes | not_applicable`.
     pub pr_status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,6 +316,21 @@ pub struct FixReport {
     /// Why publishing failed, when it did (the patch is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_error: Option<String>,
+}
+
+/// A commit status janitord posted on GitHub (`context` `janitor/validate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostedStatus {
+    pub commit: String,
+    /// `success`, `failure` or `error`.
+    pub state: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_url: Option<String>,
+    /// `posted`, `already_posted` (a retried job found its own status there), or `failed`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One round: the agent, then the changed tree validated again.
@@ -480,6 +498,12 @@ pub struct Report {
     /// The agent's fix attempts, each re-validated, and what became of the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<FixReport>,
+    /// The commit validated (the checkout's `HEAD`), when the repository is a git repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The commit statuses posted (`report_status: true`), or why one was not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<PostedStatus>,
     pub daemon_version: String,
 }
 
@@ -541,6 +565,8 @@ impl Report {
             output: None,
             agent: None,
             fix: None,
+            commit: None,
+            statuses: Vec::new(),
             daemon_version: version.to_string(),
         }
     }

@@ -319,6 +319,7 @@ fn ended(
             patch: None,
             patch_error: None,
             patch_text: patch.filter(|_| kept),
+            head_commit: None,
             pr_status: if kept || any_change {
                 "not_applicable".to_string()
             } else {

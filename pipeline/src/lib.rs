@@ -19,6 +19,7 @@ pub mod publish;
 pub mod run;
 pub mod scan;
 pub mod serve;
+pub mod status;
 pub mod steps;
 pub mod verdict;
 
@@ -216,6 +217,17 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         Ok(()) => clone::clone(ctx, &repo_dir, deadline, cancel, sink).await,
     };
     let cloned = steps.record(StepName::Clone, t, cloned);
+    // The commit validated (a local directory copied is no git repository: none).
+    let commit = if cloned {
+        checkout
+            .run(&["rev-parse", "HEAD"])
+            .await
+            .ok()
+            .map(|o| o.trim().to_string())
+            .filter(|c| c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+    } else {
+        None
+    };
 
     let env = StepEnv {
         engine,
@@ -226,6 +238,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
     };
     let first = validate(tools, &env, &repo_dir, &mut steps, cloned).await;
     let (mut status, mut reason) = verdict::verdict(&steps.list, &first.errors);
+    let first_reason = reason.clone();
 
     let mut fixed = None;
     let mut agent_output = None;
@@ -335,6 +348,40 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         }
     }
 
+    // The verdict on the commit, where the repository asks for it.
+    let statuses = match (&ctx.publish, spec.report_status == Some(true)) {
+        (Some(settings), true) => {
+            let planned = status::plan(
+                commit.as_deref(),
+                status,
+                first_reason.as_deref(),
+                first.tests.as_ref(),
+                fixed.as_ref().and_then(|f| f.head_commit.as_deref()),
+                &redactor,
+            );
+            let target = settings.status_target_url.as_ref().map(|u| {
+                u.replace("{run_id}", &ctx.job.run_id)
+                    .replace("{job_id}", &ctx.job.job_id)
+            });
+            status::post(
+                settings,
+                &spec.repo.organization,
+                &spec.repo.name,
+                planned,
+                target,
+            )
+            .await
+        }
+        (None, true) => vec![janitor_model::report::PostedStatus {
+            commit: commit.clone().unwrap_or_default(),
+            state: String::new(),
+            description: String::new(),
+            target_url: None,
+            outcome: "failed".to_string(),
+            error: Some("no GitHub token on this instance: no commit status".to_string()),
+        }],
+        (_, false) => Vec::new(),
+    };
     let finished_at = OffsetDateTime::now_utc();
     if let Err(e) = tokio::fs::remove_dir_all(&job_dir).await {
         tracing::warn!(path = %job_dir.display(), error = %e, "could not remove the job workspace");
@@ -381,6 +428,8 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         output: None,
         agent: agent_output,
         fix: fixed,
+        commit,
+        statuses,
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     redact_report(report, &redactor, ctx)

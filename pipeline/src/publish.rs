@@ -28,6 +28,8 @@ pub struct PublishSettings {
     pub token: String,
     pub author_name: String,
     pub author_email: String,
+    /// The commit status's link, `{run_id}` and `{job_id}` replaced.
+    pub status_target_url: Option<String>,
 }
 
 impl std::fmt::Debug for PublishSettings {
@@ -128,9 +130,10 @@ pub async fn publish(
     story: &Story<'_>,
 ) {
     match publish_inner(settings, ctx, repo, redactor, fix, story).await {
-        Ok((status, url)) => {
+        Ok((status, url, head)) => {
             fix.pr_status = status.to_string();
             fix.pr_url = Some(url);
+            fix.head_commit = head;
         }
         Err(e) => {
             tracing::warn!(error = %e, "the fix was not published; the patch is kept");
@@ -147,7 +150,7 @@ async fn publish_inner(
     redactor: &Redactor,
     fix: &FixReport,
     story: &Story<'_>,
-) -> Result<(&'static str, String), String> {
+) -> Result<(&'static str, String, Option<String>), String> {
     let (before, after) = (story.before, story.after);
     let (what, happened) = match story.mode {
         crate::fix::Mode::Fix => (
@@ -205,6 +208,7 @@ async fn publish_inner(
         ],
     )
     .await?;
+    let head = git(repo, &["rev-parse", "HEAD"]).await.ok();
     let (transport, env) = push_access(&settings.git_url, &target, &settings.token);
     let refspec = format!("HEAD:refs/heads/{branch}");
     repo.run_with(
@@ -235,7 +239,7 @@ async fn publish_inner(
                 .update_pull(owner, name, pr.number, &serde_json::json!({ "body": body }))
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(("updated", updated.html_url))
+            Ok(("updated", updated.html_url, head))
         }
         None => {
             let fields = serde_json::json!({
@@ -248,7 +252,7 @@ async fn publish_inner(
                 .create_pull(owner, name, &fields)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(("created", created.html_url))
+            Ok(("created", created.html_url, head))
         }
     }
 }

@@ -303,6 +303,33 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// Posts a commit status on `sha` (`POST /repos/{owner}/{repo}/statuses/{sha}`).
+    pub async fn create_status(
+        &self,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+        fields: &serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let path = format!("/repos/{owner}/{repo}/statuses/{sha}");
+        self.call(hyper::Method::POST, &path, Some(fields)).await?;
+        Ok(())
+    }
+
+    /// The statuses already on `sha`, newest first (one page of 100).
+    pub async fn commit_statuses(
+        &self,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+    ) -> Result<Vec<serde_json::Value>, ServiceError> {
+        let path = format!("/repos/{owner}/{repo}/commits/{sha}/statuses?per_page=100");
+        let (_, list) = self.call(hyper::Method::GET, &path, None).await?;
+        Ok(list.as_array().cloned().unwrap_or_default())
+    }
+}
+
 /// The rate-limit and paging headers of an answer.
 #[derive(Default)]
 struct RateHeaders {

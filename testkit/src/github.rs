@@ -40,6 +40,8 @@ struct State {
     /// The organisation's repositories, and how many a page holds.
     org: Vec<OrgRepo>,
     page_size: usize,
+    /// Commit statuses posted: (commit, the status as sent).
+    statuses: Vec<(String, serde_json::Value)>,
 }
 
 /// The running fixture.
@@ -156,7 +158,10 @@ pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(
 fn answer(state: &Mutex<State>, head: &str, body: &[u8], base: &str) -> Failure {
     let (status, json) = match org_answer(state, head, base) {
         Some(answered) => return answered,
-        None => pulls_answer(state, head, body),
+        None => match statuses_answer(state, head, body) {
+            Some(answered) => answered,
+            None => pulls_answer(state, head, body),
+        },
     };
     (status, Vec::new(), json)
 }
@@ -242,6 +247,64 @@ fn org_answer(state: &Mutex<State>, head: &str, base: &str) -> Option<Failure> {
             )
         }
     })
+}
+
+/// `POST /repos/{o}/{r}/statuses/{sha}` and `GET /repos/{o}/{r}/commits/{sha}/statuses`;
+/// `None` for any other request.
+fn statuses_answer(
+    state: &Mutex<State>,
+    head: &str,
+    body: &[u8],
+) -> Option<(u16, serde_json::Value)> {
+    let first = head.lines().next().unwrap_or("");
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path.split('/').collect();
+    // ["", "repos", o, r, "statuses", sha] or ["", "repos", o, r, "commits", sha, "statuses"]
+    let sha = match (method, segments.as_slice()) {
+        ("POST", ["", "repos", _, _, "statuses", sha]) => *sha,
+        ("GET", ["", "repos", _, _, "commits", sha, "statuses"]) => *sha,
+        _ => return None,
+    };
+    let mut s = state.lock().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    s.seen.push(Seen {
+        method: method.to_string(),
+        path: path.to_string(),
+        authorization: head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("authorization")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default(),
+        body: json.clone(),
+    });
+    if !s.failures.is_empty() {
+        let (status, _, answer) = s.failures.remove(0);
+        return Some((status, answer));
+    }
+    if method == "POST" {
+        s.statuses.push((sha.to_string(), json.clone()));
+        return Some((201, json));
+    }
+    let list: Vec<serde_json::Value> = s
+        .statuses
+        .iter()
+        .rev()
+        .filter(|(c, _)| c == sha)
+        .map(|(_, v)| v.clone())
+        .collect();
+    Some((200, serde_json::Value::Array(list)))
+}
+
+impl GitHubFixture {
+    /// The commit statuses posted so far: (commit, the status as sent).
+    pub fn statuses(&self) -> Vec<(String, serde_json::Value)> {
+        self.state.lock().unwrap().statuses.clone()
+    }
 }
 
 fn pulls_answer(state: &Mutex<State>, head: &str, body: &[u8]) -> (u16, serde_json::Value) {

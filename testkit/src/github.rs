@@ -122,6 +122,17 @@ impl GitHubFixture {
     }
 }
 
+/// The request's `Authorization` header, or empty.
+fn authorization(head: &str) -> String {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -179,14 +190,7 @@ fn org_answer(state: &Mutex<State>, head: &str, base: &str) -> Option<Failure> {
     s.seen.push(Seen {
         method: "GET".into(),
         path: path.to_string(),
-        authorization: head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("authorization")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default(),
+        authorization: authorization(head),
         body: serde_json::Value::Null,
     });
     if !s.failures.is_empty() {
@@ -272,14 +276,7 @@ fn statuses_answer(
     s.seen.push(Seen {
         method: method.to_string(),
         path: path.to_string(),
-        authorization: head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("authorization")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default(),
+        authorization: authorization(head),
         body: json.clone(),
     });
     if !s.failures.is_empty() {
@@ -313,14 +310,7 @@ fn pulls_answer(state: &Mutex<State>, head: &str, body: &[u8]) -> (u16, serde_js
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let authorization = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("authorization")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
+    let authorization = authorization(head);
     let body: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
     s.seen.push(Seen {
         method: method.clone(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, idempotently:
 # Debian's busybox-static (for the offline base image), mmdebstrap (for the runpod test image),
-# git, shellcheck and systemd's tools, a Python venv in .venv with testkit/requirements.txt
+# git, shellcheck and systemd's tools, Debian's chromium (the run page's browser test), a Python venv in .venv with testkit/requirements.txt
 # (moto, the Prometheus parser, python-hcl2, checkov, pytest), the runpod test image
 # and the older-SDK image (scripts/runpod-image.sh, once per machine), and checks that Docker and the Rust tools
 # answer. Fails loudly.
@@ -31,6 +31,8 @@ if [ "$mode" != demo ]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  # The run page's test loads it in a real, headless browser.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test-deps: installing ${missing[*]}"

@@ -16,7 +16,7 @@ pub const SQS_BATCH: usize = 10;
 pub const SEND_ATTEMPTS: u32 = 3;
 
 /// Who started a run: `$USER@host`.
-fn whoami() -> String {
+pub fn whoami() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())

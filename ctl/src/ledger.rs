@@ -58,6 +58,25 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// A finished job from its report (a local run's, which has no ledger).
+    pub fn finished(report: &Report) -> JobView {
+        JobView {
+            job_id: report.job_id.clone(),
+            repository: report.repo.full_name(),
+            prompt: report.prompt.clone(),
+            state: JobState::Finished,
+            status: Some(report.status),
+            attempt: report.attempt,
+            instance_id: Some(report.instance.id.clone()),
+            started_at: Some(report.timings.started_at),
+            finished_at: Some(report.timings.finished_at),
+            duration_seconds: Some(report.timings.duration_seconds),
+            reason: report.reason.clone(),
+            tests: report.tests.clone(),
+            report: Some(report.clone()),
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.repository
             .rsplit('/')
@@ -240,6 +259,41 @@ impl Ledger {
             .put_json(key, body)
             .await
             .map_err(CtlError::service("writing the ledger"))
+    }
+
+    /// Writes the run's page beside its manifest (`runs/{run}/index.html`) and returns a
+    /// presigned link to it, valid for `expiry`.
+    pub async fn put_page(
+        &self,
+        run_id: &str,
+        html: String,
+        expiry: std::time::Duration,
+    ) -> Result<String, CtlError> {
+        let key = format!("{}runs/{run_id}/index.html", ledger::PREFIX);
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("text/html; charset=utf-8")
+            .body(html.into_bytes().into())
+            .send()
+            .await
+            .map_err(|e| {
+                CtlError::Usage(format!("cannot write s3://{}/{key}: {e}", self.bucket))
+            })?;
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expiry)
+            .map_err(|e| CtlError::Usage(format!("--page-expiry-days: {e}")))?;
+        let presigned = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .presigned(config)
+            .await
+            .map_err(|e| {
+                CtlError::Usage(format!("cannot presign s3://{}/{key}: {e}", self.bucket))
+            })?;
+        Ok(presigned.uri().to_string())
     }
 
     /// Run ids, oldest first (they start with their UTC time).

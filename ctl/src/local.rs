@@ -150,6 +150,25 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let _ = std::fs::remove_dir_all(&work_root);
     println!("\n{}", output::results_table(&reports));
     println!("Reports: {}", run_dir.display());
+    // The run's page, as `run` writes it beside the manifest on the fleet.
+    let view = crate::ledger::RunView {
+        run_id: run_id.clone(),
+        config_path: cfg.path.display().to_string(),
+        created_by: crate::enqueue::whoami(),
+        created_at: now,
+        timeout_seconds: cfg.repositories.iter().map(|s| s.timeout.as_secs()).sum(),
+        max_concurrent_instances: 1,
+        estimated_cost_usd: None,
+        jobs: reports
+            .iter()
+            .map(crate::ledger::JobView::finished)
+            .collect(),
+    };
+    let page = run_dir.join("index.html");
+    match std::fs::write(&page, crate::page::run_html(&view)) {
+        Ok(()) => println!("The run's page: {}", page.display()),
+        Err(e) => eprintln!("janitorctl: cannot write {}: {e}", page.display()),
+    }
     let all_ok = reports.len() == total && reports.iter().all(|r| r.status.is_ok());
     Ok(if all_ok { 0 } else { 1 })
 }

@@ -12,6 +12,7 @@ mod local;
 mod markdown;
 mod org;
 mod output;
+mod page;
 mod query;
 mod run;
 mod settings;
@@ -77,6 +78,9 @@ enum Command {
         /// text (default), json, or markdown (a GitHub-flavoured summary for CI)
         #[arg(long, value_enum, default_value_t = query::Format::Text)]
         format: query::Format,
+        /// Also write the run's page (one self-contained HTML file) here
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
     },
     /// A repository's history, newest first
     Results {
@@ -273,9 +277,10 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             run_id,
             json,
             format,
+            html,
         } => {
             let format = if json { query::Format::Json } else { format };
-            query::show(&Ctx::new(settings).await, &run_id, format).await
+            query::show(&Ctx::new(settings).await, &run_id, format, html.as_deref()).await
         }
         Command::Results {
             repo,

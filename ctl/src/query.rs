@@ -72,13 +72,25 @@ pub enum Format {
     Markdown,
 }
 
-pub async fn show(ctx: &Ctx, run_id: &str, format: Format) -> Result<u8, CtlError> {
+pub async fn show(
+    ctx: &Ctx,
+    run_id: &str,
+    format: Format,
+    html: Option<&std::path::Path>,
+) -> Result<u8, CtlError> {
     let ledger = ctx.ledger()?;
     // `latest`: the newest run (what CI shows after `run`).
     let run_id = ledger
         .resolve_run(Some(run_id).filter(|id| *id != "latest"))
         .await?;
     let view = ledger.run_view(&run_id).await?;
+    if let Some(path) = html {
+        std::fs::write(path, crate::page::run_html(&view)).map_err(|source| CtlError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        eprintln!("The run's page: {}", path.display());
+    }
     match format {
         Format::Json => return print_json(&view).map(|()| 0),
         Format::Markdown => print!("{}", crate::markdown::run_markdown(&view)),

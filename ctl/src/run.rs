@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// How long to wait for the instances to stop after the run, in minutes
     #[arg(long, default_value_t = 5)]
     pub wait_minutes: u64,
+    /// How long the run page's presigned link stays valid, in days (1 to 7, S3's limit)
+    #[arg(long, default_value_t = 7)]
+    pub page_expiry_days: u64,
     /// Seconds between progress checks
     #[arg(long, default_value_t = 5)]
     pub poll_seconds: u64,
@@ -218,6 +221,18 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     .await?;
     println!("\n{}", output::run_results(&view));
     let all_ok = view.is_done() && view.succeeded() == view.jobs.len();
+    // The run's page beside its manifest, and a link a maintainer can open without AWS access.
+    let expiry = Duration::from_secs(args.page_expiry_days.clamp(1, 7) * 86_400);
+    match ledger
+        .put_page(&run_id, crate::page::run_html(&view), expiry)
+        .await
+    {
+        Ok(url) => println!(
+            "The run's page (valid {} days): {url}",
+            args.page_expiry_days.clamp(1, 7)
+        ),
+        Err(e) => eprintln!("The run's page was not written: {e}"),
+    }
 
     let waited = wait_for_stop(
         &fleet,

@@ -238,6 +238,17 @@ fn local_run_reports_and_exit_codes() {
         .unwrap()
         .unwrap()
         .path();
+    // The run's page beside the reports, its path the last line.
+    let page = run_dir.join("index.html");
+    assert!(
+        out.contains(&format!("The run's page: {}", page.display())),
+        "{out}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("local/local-ok") && html.contains("<svg"),
+        "{html}"
+    );
     let files: Vec<String> = std::fs::read_dir(&run_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

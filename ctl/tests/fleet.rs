@@ -148,6 +148,24 @@ async fn a_run_on_two_instances_prints_the_table_and_waits_for_scale_in() {
         .find_map(|l| l.strip_prefix("Run ").and_then(|r| r.split(':').next()))
         .unwrap()
         .to_string();
+    // The run's page beside the manifest, and a presigned link that fetches it.
+    let page = fx
+        .s3()
+        .get_object()
+        .bucket(&fx.bucket)
+        .key(format!("janitor-reports/runs/{run_id}/index.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.content_type(), Some("text/html; charset=utf-8"));
+    let link = out
+        .lines()
+        .find_map(|l| l.strip_prefix("The run's page (valid 7 days): "))
+        .unwrap_or_else(|| panic!("no page link in:\n{out}"));
+    assert!(
+        link.contains(&format!("runs/{run_id}/index.html")) && link.contains("X-Amz-Signature="),
+        "{link}"
+    );
     let shown = ctl_json(&fx, &["show", &run_id, "--json"]);
     let instances: std::collections::BTreeSet<&str> = shown["jobs"]
         .as_array()

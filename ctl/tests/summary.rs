@@ -1,6 +1,10 @@
 //! `janitorctl show RUN --format markdown` on a run stored in moto with every verdict (and a
-//! queued and a running job), against the golden file `ctl/tests/golden/show.md`. Set
-//! `UPDATE_GOLDEN=1` to write the file from the output instead (then read the diff).
+//! queued and a running job), against the golden file `ctl/tests/golden/show.md` (set
+//! `UPDATE_GOLDEN=1` to write the file from the output instead, then read the diff); and
+//! `show RUN --html FILE` for a 45-job run over 20 instances, loaded in headless Chromium
+//! (Debian's `chromium`, installed by scripts/test-deps.sh): every repository's row and one
+//! timeline bar per started job in the DOM, no network request made, screenshots at desktop
+//! and phone widths kept in `target/screenshots/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -13,6 +17,7 @@ use janitor_model::report::{
     TestsReport,
 };
 use janitor_testkit::{workspace_root, Fixture, Proc};
+use std::process::Command;
 use time::OffsetDateTime;
 
 const RUN: &str = "20261203T030000Z-golden";
@@ -218,10 +223,14 @@ fn stored_run() -> (RunManifest, Vec<Report>, Vec<StartedRecord>) {
     (manifest, reports, started)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_markdown_summary_of_a_stored_run_matches_the_golden_file() {
-    let fx = Fixture::start(&[]).await;
-    let (manifest, reports, started) = stored_run();
+/// Stores the run in moto.
+async fn store(
+    fx: &Fixture,
+    manifest: &RunManifest,
+    reports: &[Report],
+    started: &[StartedRecord],
+) {
+    let run = manifest.run_id.clone();
     let s3 = fx.s3();
     let put = |key: String, body: String| {
         let s3 = s3.clone();
@@ -237,24 +246,31 @@ async fn the_markdown_summary_of_a_stored_run_matches_the_golden_file() {
         }
     };
     put(
-        ledger::manifest_key(RUN),
-        serde_json::to_string(&manifest).unwrap(),
+        ledger::manifest_key(&run),
+        serde_json::to_string(manifest).unwrap(),
     )
     .await;
-    for s in &started {
+    for s in started {
         put(
-            ledger::started_key(RUN, &s.job_id, 1),
+            ledger::started_key(&run, &s.job_id, 1),
             serde_json::to_string(s).unwrap(),
         )
         .await;
     }
-    for r in &reports {
+    for r in reports {
         put(
-            ledger::report_key(RUN, &r.job_id),
+            ledger::report_key(&run, &r.job_id),
             serde_json::to_string(r).unwrap(),
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_markdown_summary_of_a_stored_run_matches_the_golden_file() {
+    let fx = Fixture::start(&[]).await;
+    let (manifest, reports, started) = stored_run();
+    store(&fx, &manifest, &reports, &started).await;
     let mut p = Proc::spawn(
         Path::new(env!("CARGO_BIN_EXE_janitorctl")),
         &["show", RUN, "--format", "markdown"],
@@ -270,4 +286,242 @@ async fn the_markdown_summary_of_a_stored_run_matches_the_golden_file() {
     assert_eq!(got, want, "the Markdown differs from {}", golden.display());
     // Whatever the golden file says, nothing a worker wrote opens HTML or an image.
     assert!(!got.contains("<script>") && !got.contains("!["), "{got}");
+}
+
+/// 45 jobs over 20 instances: the seven verdicts' reports and 38 more succeeded or failed ones,
+/// each with its steps, started in waves.
+fn big_run() -> (RunManifest, Vec<Report>, Vec<StartedRecord>) {
+    use janitor_model::report::{StepName, StepReport, StepStatus};
+    let (mut manifest, mut reports, mut started) = stored_run();
+    for n in 0..38 {
+        let name = format!("worker-{n:02}");
+        let ok = n % 5 != 0;
+        let mut r = report(
+            &name,
+            if ok {
+                JobStatus::Succeeded
+            } else {
+                JobStatus::Failed
+            },
+            60.0 + f64::from(n * 7 % 50),
+            if ok {
+                ""
+            } else {
+                "test: 0/1 tests passed; `basic` failed: CUDA out of memory"
+            },
+        );
+        reports.push(r.clone());
+        manifest.jobs.push(ManifestJob {
+            job_id: format!("{name}-1"),
+            repository: format!("runpod-workers/{name}"),
+            prompt: "validate".into(),
+            gpu_required: true,
+            timeout_seconds: 1800,
+            instance_type: Some("g5.xlarge".into()),
+        });
+        r.steps.clear();
+        started.push(StartedRecord {
+            job_id: format!("{name}-1"),
+            run_id: RUN.into(),
+            attempt: 1,
+            instance: instance(),
+            started_at: at(10),
+        });
+    }
+    // Twenty instances, each job on one; steps in every report.
+    for (i, r) in reports.iter_mut().enumerate() {
+        let wave = (i / 20) as i64;
+        r.instance.id = format!("i-0{:015}", i % 20);
+        r.timings.started_at = at(10 + wave * 400);
+        r.timings.finished_at = at(10 + wave * 400 + r.timings.duration_seconds as i64);
+        let d = r.timings.duration_seconds;
+        r.steps = [
+            (StepName::Clone, 0.05),
+            (StepName::Preflight, 0.02),
+            (StepName::Build, 0.4),
+            (StepName::Test, 0.5),
+            (StepName::Agent, 0.03),
+        ]
+        .iter()
+        .map(|(name, share)| StepReport {
+            name: *name,
+            status: StepStatus::Succeeded,
+            duration_seconds: d * share,
+            exit_code: None,
+            detail: "ok".into(),
+            output: None,
+        })
+        .collect();
+    }
+    for s in &mut started {
+        match reports.iter().find(|r| r.job_id == s.job_id) {
+            Some(r) => {
+                s.instance.id = r.instance.id.clone();
+                s.started_at = r.timings.started_at;
+            }
+            // The running job, on the first instance.
+            None => s.instance.id = format!("i-0{:015}", 0),
+        }
+    }
+    (manifest, reports, started)
+}
+
+/// Loads `page` in headless Chromium behind a proxy that counts every request; returns the
+/// DOM and the requests the proxy saw.
+fn chromium(page: &Path, args: &[&str]) -> (String, Vec<String>) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    // The proxy answers every request at once with 502 and records its first line.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = proxy.local_addr().unwrap().port();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorded = lines.clone();
+    std::thread::spawn(move || {
+        for conn in proxy.incoming() {
+            let Ok(mut c) = conn else { break };
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let mut buf = [0u8; 1024];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if line == "STOP" {
+                break;
+            }
+            recorded.lock().unwrap().push(line);
+            let _ = c.write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--no-pings",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,Translate,MediaRouter",
+            "--timeout=10000",
+            &format!("--proxy-server=http://127.0.0.1:{port}"),
+            "--proxy-bypass-list=<-loopback>",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium must be installed (scripts/test-deps.sh installs Debian's chromium)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        let _ = c.write_all(b"STOP\r\n");
+    }
+    // The browser's own services (its clock, component updates, sign-in) are not the page's.
+    let browser_own = |line: &String| {
+        ["google.com", "googleapis.com", "gvt1.com", "gstatic.com"]
+            .iter()
+            .any(|h| {
+                line.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|t| t.contains(h))
+            })
+    };
+    let seen = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| !browser_own(l))
+        .cloned()
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_run_page_renders_offline_in_a_real_browser() {
+    let fx = Fixture::start(&[]).await;
+    let (manifest, reports, started) = big_run();
+    store(&fx, &manifest, &reports, &started).await;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("index.html");
+    let mut p = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_janitorctl")),
+        &["show", RUN, "--html", page.to_str().unwrap()],
+        &fx.env(None),
+    );
+    assert_eq!(p.wait(Duration::from_secs(60)), 0, "{}", p.output());
+    let size = std::fs::metadata(&page).unwrap().len();
+    assert!(size < 1_000_000, "the page is {size} bytes");
+    let began = std::time::Instant::now();
+    let (dom, requests) = chromium(&page, &["--dump-dom"]);
+    eprintln!(
+        "page: {size} bytes; loaded and dumped by headless chromium in {:.2} s",
+        began.elapsed().as_secs_f64()
+    );
+    let jobs = manifest.jobs.len();
+    assert_eq!(jobs, 47);
+    assert_eq!(
+        dom.matches("<tr id=\"row-").count(),
+        jobs,
+        "every repository's row"
+    );
+    // One bar per started job (the queued one has none).
+    assert_eq!(dom.matches("<g class=\"job\"").count(), started.len());
+    assert_eq!(
+        dom.matches("class=\"lane\"").count(),
+        20,
+        "one lane per instance"
+    );
+    assert!(
+        dom.contains("Timeline of the run"),
+        "the timeline's text alternative"
+    );
+    assert!(!dom.contains("<script>alert"), "a worker's text stays text");
+    assert!(requests.is_empty(), "the page made requests: {requests:?}");
+    // The proxy does see a page's request: a page with an outside image is caught.
+    let leaky = dir.path().join("leaky.html");
+    std::fs::write(
+        &leaky,
+        "<!doctype html><img src=\"http://pixel.example.invalid/p.png\">",
+    )
+    .unwrap();
+    let (_, caught) = chromium(&leaky, &["--dump-dom"]);
+    assert!(
+        caught.iter().any(|r| r.contains("pixel.example.invalid")),
+        "{caught:?}"
+    );
+    // Screenshots at desktop and phone widths, kept for CI's artefacts.
+    let shots = workspace_root().join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (name, size) in [("desktop", "1280,2400"), ("phone", "390,2400")] {
+        let file = shots.join(format!("run-page-{name}.png"));
+        let _ = std::fs::remove_file(&file);
+        let (_, requests) = chromium(
+            &page,
+            &[
+                &format!("--screenshot={}", file.display()),
+                &format!("--window-size={size}"),
+            ],
+        );
+        assert!(requests.is_empty(), "{requests:?}");
+        let png = std::fs::read(&file).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{name}: {} bytes",
+            png.len()
+        );
+    }
 }

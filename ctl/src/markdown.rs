@@ -19,10 +19,7 @@ const CAUSE_CHARS: usize = 200;
 /// line breaks as spaces, bounded.
 pub fn cell(text: &str, max_chars: usize) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut cut: String = one_line.chars().take(max_chars).collect();
-    if one_line.chars().count() > max_chars {
-        cut.push('…');
-    }
+    let cut = crate::page::bounded(&one_line, max_chars);
     let mut out = String::with_capacity(cut.len());
     for c in cut.chars() {
         match c {
@@ -53,15 +50,6 @@ fn mark(state: JobState, status: Option<JobStatus>) -> &'static str {
     }
 }
 
-fn verdict(j: &JobView) -> String {
-    match (j.state, j.status) {
-        (JobState::Finished, Some(s)) => s.as_str().to_string(),
-        (JobState::Finished, None) => "unknown".to_string(),
-        (JobState::Running, _) => "running".to_string(),
-        (JobState::Queued, _) => "queued".to_string(),
-    }
-}
-
 fn took(seconds: Option<f64>) -> String {
     seconds.map_or(String::new(), |s| {
         duration::format(Duration::from_secs_f64(s.max(0.0)))
@@ -79,11 +67,7 @@ fn pr_cell(j: &JobView) -> String {
         return String::new();
     };
     // Only an https URL of plain characters becomes a link; anything else is shown as text.
-    let plain = url.starts_with("https://")
-        && url
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._~/:%?=&#".contains(c));
-    if !plain {
+    if !crate::page::plain_https(url) {
         return cell(url, 120);
     }
     let number = url.rsplit('/').next().unwrap_or("PR");
@@ -156,7 +140,7 @@ pub fn run_markdown(view: &RunView) -> String {
             "| {} | {} | {} | {} | {tests} | {cause} | {} | {} |\n",
             mark(j.state, j.status),
             cell(&j.repository, 100),
-            verdict(j),
+            crate::page::verdict(j),
             took(j.duration_seconds),
             pr_cell(j),
             cost(j),

@@ -15,12 +15,26 @@ use janitor_model::report::{JobStatus, StepName, StepStatus, TestStatus};
 use crate::ledger::{JobState, JobView, RunView};
 use crate::output::when;
 
-/// Text as HTML: `&<>"'` as entities, bounded.
-pub fn esc(text: &str, max_chars: usize) -> String {
+/// `text` cut to `max_chars`, with an ellipsis when cut.
+pub fn bounded(text: &str, max_chars: usize) -> String {
     let mut cut: String = text.chars().take(max_chars).collect();
     if text.chars().count() > max_chars {
         cut.push('…');
     }
+    cut
+}
+
+/// Whether `url` is an `https://` URL of plain characters (one that may become a link).
+pub fn plain_https(url: &str) -> bool {
+    url.starts_with("https://")
+        && url
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~/:%?=&#+".contains(c))
+}
+
+/// Text as HTML: `&<>"'` as entities, bounded.
+pub fn esc(text: &str, max_chars: usize) -> String {
+    let cut = bounded(text, max_chars);
     let mut out = String::with_capacity(cut.len());
     for c in cut.chars() {
         match c {
@@ -69,7 +83,8 @@ fn secs(s: f64) -> String {
     duration::format(Duration::from_secs_f64(s.max(0.0)))
 }
 
-fn verdict(j: &JobView) -> &'static str {
+/// The job's verdict word, or where it stands.
+pub fn verdict(j: &JobView) -> &'static str {
     match (j.state, j.status) {
         (JobState::Finished, Some(s)) => s.as_str(),
         (JobState::Finished, None) => "unknown",
@@ -80,11 +95,7 @@ fn verdict(j: &JobView) -> &'static str {
 
 /// A plain https URL becomes a link; anything else stays text.
 fn link(url: &str, text: &str) -> String {
-    let plain = url.starts_with("https://")
-        && url
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._~/:%?=&#+".contains(c));
-    if plain {
+    if plain_https(url) {
         format!("<a href=\"{}\">{}</a>", esc(url, 500), esc(text, 100))
     } else {
         esc(url, 200)

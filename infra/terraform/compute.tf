@@ -36,6 +36,9 @@ locals {
     prefetch_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
     default_agent_image = "${aws_ecr_repository.agent.repository_url}:latest"
     pinned_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
+    %{if var.status_target_url != ""~}
+    status_target_url = "${var.status_target_url}"
+    %{endif~}
     %{if local.bedrock~}
     agent_bedrock_role_arn = "arn:${data.aws_partition.current.partition}:iam::${local.account_id}:role/${local.name}-agent-bedrock"
     agent_bedrock_region = "${var.region}"

@@ -157,3 +157,14 @@ variable "github_repository" {
   type        = string
   default     = ""
 }
+
+variable "status_target_url" {
+  description = "The link of the commit statuses janitord posts for repositories with `report_status: true`: a URL with `{run_id}` and `{job_id}` replaced (where the run pages are served); empty for none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.status_target_url == "" || startswith(var.status_target_url, "https://")
+    error_message = "status_target_url must be empty or an https:// URL."
+  }
+}

@@ -58,12 +58,7 @@ fn took(seconds: Option<f64>) -> String {
 
 /// The pull request cell: `[#12](url)` for a URL GitHub gave.
 fn pr_cell(j: &JobView) -> String {
-    let Some(url) = j
-        .report
-        .as_ref()
-        .and_then(|r| r.fix.as_ref())
-        .and_then(|f| f.pr_url.as_deref())
-    else {
+    let Some(url) = crate::page::pr_url(j) else {
         return String::new();
     };
     // Only an https URL of plain characters becomes a link; anything else is shown as text.
@@ -78,11 +73,10 @@ fn cost(j: &JobView) -> String {
     let Some(r) = &j.report else {
         return String::new();
     };
-    let total = r.estimated_cost_usd.unwrap_or(0.0) + r.model_cost_usd.unwrap_or(0.0);
     if r.estimated_cost_usd.is_none() && r.model_cost_usd.is_none() {
         String::new()
     } else {
-        format!("${total:.2}")
+        format!("${:.2}", crate::page::report_cost(r))
     }
 }
 
@@ -111,10 +105,7 @@ pub fn run_markdown(view: &RunView) -> String {
     }
     let reports: Vec<_> = view.jobs.iter().filter_map(|j| j.report.as_ref()).collect();
     if !reports.is_empty() {
-        let spent: f64 = reports
-            .iter()
-            .map(|r| r.estimated_cost_usd.unwrap_or(0.0) + r.model_cost_usd.unwrap_or(0.0))
-            .sum();
+        let spent: f64 = reports.iter().map(|r| crate::page::report_cost(r)).sum();
         let estimate = view
             .estimated_cost_usd
             .map_or(String::new(), |e| format!(" (estimate ${e:.2})"));
@@ -124,11 +115,7 @@ pub fn run_markdown(view: &RunView) -> String {
     out.push_str("\n\n| | repository | verdict | time | tests | first cause | PR | cost |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for j in &view.jobs {
-        let tests = j
-            .tests
-            .as_ref()
-            .filter(|t| t.total > 0)
-            .map_or(String::new(), |t| format!("{}/{}", t.passed, t.total));
+        let tests = crate::page::tests_passed(j);
         let cause = match j.status {
             Some(JobStatus::Succeeded) => String::new(),
             _ => j

@@ -83,6 +83,27 @@ fn secs(s: f64) -> String {
     duration::format(Duration::from_secs_f64(s.max(0.0)))
 }
 
+/// What a job cost: the instance's estimate and the model calls.
+pub fn report_cost(r: &janitor_model::report::Report) -> f64 {
+    r.estimated_cost_usd.unwrap_or(0.0) + r.model_cost_usd.unwrap_or(0.0)
+}
+
+/// The job's pull request, if it opened one.
+pub fn pr_url(j: &JobView) -> Option<&str> {
+    j.report
+        .as_ref()
+        .and_then(|r| r.fix.as_ref())
+        .and_then(|f| f.pr_url.as_deref())
+}
+
+/// `passed/total` of the job's tests, or empty without tests.
+pub fn tests_passed(j: &JobView) -> String {
+    j.tests
+        .as_ref()
+        .filter(|t| t.total > 0)
+        .map_or(String::new(), |t| format!("{}/{}", t.passed, t.total))
+}
+
 /// The job's verdict word, or where it stands.
 pub fn verdict(j: &JobView) -> &'static str {
     match (j.state, j.status) {
@@ -227,10 +248,7 @@ pub fn run_html(view: &RunView) -> String {
         }),
     );
     let reports: Vec<_> = view.jobs.iter().filter_map(|j| j.report.as_ref()).collect();
-    let spent: f64 = reports
-        .iter()
-        .map(|r| r.estimated_cost_usd.unwrap_or(0.0) + r.model_cost_usd.unwrap_or(0.0))
-        .sum();
+    let spent: f64 = reports.iter().map(|r| report_cost(r)).sum();
     fact(
         "Cost",
         match view.estimated_cost_usd {
@@ -250,29 +268,18 @@ pub fn run_html(view: &RunView) -> String {
     h.push_str("<h2 id=\"verdicts\">Verdicts</h2><table class=\"verdicts\"><thead><tr><th scope=\"col\">Repository</th><th scope=\"col\">Verdict</th><th scope=\"col\">Time</th><th scope=\"col\">Tests</th><th scope=\"col\">First cause</th><th scope=\"col\">Pull request</th><th scope=\"col\">Cost</th></tr></thead><tbody>");
     for j in &view.jobs {
         let v = verdict(j);
-        let tests = j
-            .tests
-            .as_ref()
-            .filter(|t| t.total > 0)
-            .map_or(String::new(), |t| format!("{}/{}", t.passed, t.total));
+        let tests = tests_passed(j);
         let cause = match j.status {
             Some(JobStatus::Succeeded) => String::new(),
             _ => j.reason.as_deref().map_or(String::new(), |r| esc(r, 300)),
         };
-        let pr = j
+        let pr = pr_url(j).map_or(String::new(), |u| {
+            link(u, u.rsplit('/').next().unwrap_or("PR"))
+        });
+        let cost = j
             .report
             .as_ref()
-            .and_then(|r| r.fix.as_ref())
-            .and_then(|f| f.pr_url.as_deref())
-            .map_or(String::new(), |u| {
-                link(u, u.rsplit('/').next().unwrap_or("PR"))
-            });
-        let cost = j.report.as_ref().map_or(String::new(), |r| {
-            format!(
-                "${:.2}",
-                r.estimated_cost_usd.unwrap_or(0.0) + r.model_cost_usd.unwrap_or(0.0)
-            )
-        });
+            .map_or(String::new(), |r| format!("${:.2}", report_cost(r)));
         let _ = write!(
             h,
             "<tr id=\"row-{}\"><th scope=\"row\" data-label=\"Repository\"><a href=\"#job-{}\">{}</a></th><td data-label=\"Verdict\" class=\"v-{v}\">{v}</td><td data-label=\"Time\" class=\"num\">{}</td><td data-label=\"Tests\" class=\"num\">{tests}</td><td data-label=\"First cause\">{cause}</td><td data-label=\"Pull request\">{pr}</td><td data-label=\"Cost\" class=\"num\">{cost}</td></tr>",

@@ -294,10 +294,47 @@ def setup(endpoint):
             "log_group": "/janitor-runner", "asg_name": "janitor-asg"}
 
 
+def setup_pool(endpoint, spec):
+    """A pool as Terraform makes one: its queue with a dead-letter queue, launch template and
+    group with the drain hook. `spec` is name:instance_type:gpu_memory_gb[:max_instances].
+    Returns its entry of Terraform's `pools` output."""
+    import boto3
+
+    name, itype, gpu, *rest = spec.split(":")
+    most = int(rest[0]) if rest else 4
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    sqs = boto3.client("sqs", **kw)
+    dlq_url = sqs.create_queue(QueueName=f"janitor-{name}-jobs-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=f"janitor-{name}-jobs",
+        Attributes={
+            "VisibilityTimeout": "30",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
+        },
+    )["QueueUrl"]
+    ec2 = boto3.client("ec2", **kw)
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    ec2.create_launch_template(LaunchTemplateName=f"janitor-{name}", LaunchTemplateData={"ImageId": ami, "InstanceType": itype})
+    asg = boto3.client("autoscaling", **kw)
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=f"janitor-{name}",
+        LaunchTemplate={"LaunchTemplateName": f"janitor-{name}", "Version": "$Latest"},
+        MinSize=0, MaxSize=most, DesiredCapacity=0, AvailabilityZones=["us-east-1a"],
+    )
+    asg.put_lifecycle_hook(
+        LifecycleHookName="janitor-drain", AutoScalingGroupName=f"janitor-{name}",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=300, DefaultResult="CONTINUE",
+    )
+    return name, {"queue_url": queue_url, "dlq_url": dlq_url, "asg_name": f"janitor-{name}",
+                  "instance_type": itype, "gpu_memory_gb": int(gpu), "max_instances": most}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instance", action="append", default=[], help="id[:type[:az[:lifecycle]]]")
     parser.add_argument("--setup", action="store_true")
+    parser.add_argument("--pool", action="append", default=[], help="name:instance_type:gpu_memory_gb[:max_instances]")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
@@ -313,6 +350,7 @@ def main():
     ready = {"endpoint": endpoint, "imds": imds}
     if args.setup:
         ready.update(setup(endpoint))
+    ready["pools"] = dict(setup_pool(endpoint, p) for p in args.pool)
     print(json.dumps(ready), flush=True)
     try:
         while True:

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::fleet::{self, auto_desired, sqs_err};
 use crate::ledger::JobState;
+use crate::pools::Pool;
 use crate::{print_json, CtlError, Ctx};
 
 /// Upper bound on receive calls while purging, so a busy queue cannot hold kill-all forever.
@@ -16,6 +17,7 @@ const PURGE_MAX_RECEIVES: usize = 1000;
 
 #[derive(Serialize)]
 struct Scaled {
+    pool: String,
     group: String,
     before: i32,
     after: i32,
@@ -23,56 +25,100 @@ struct Scaled {
     protected: usize,
 }
 
+/// The pools a command acts on: the one named, else all.
+fn chosen(pools: Vec<Pool>, only: Option<&str>) -> Result<Vec<Pool>, CtlError> {
+    let Some(name) = only else {
+        return Ok(pools);
+    };
+    let names: Vec<String> = pools.iter().map(|p| p.name().to_string()).collect();
+    let picked: Vec<Pool> = pools.into_iter().filter(|p| p.name() == name).collect();
+    if picked.is_empty() {
+        return Err(CtlError::Usage(format!(
+            "--pool {name}: no such pool; the pools are {}",
+            names.join(", ")
+        )));
+    }
+    Ok(picked)
+}
+
+/// `scale`: each chosen pool's group to its own target. JSON: one object per pool, in a list
+/// when there are several.
 pub async fn scale(
     ctx: &Ctx,
+    pool: Option<&str>,
     auto: bool,
     desired: Option<i32>,
     jobs_per_worker: u32,
     json: bool,
 ) -> Result<u8, CtlError> {
-    let fleet = ctx.fleet()?;
-    let g = fleet.describe().await?;
-    let (target, backlog) = match (auto, desired) {
-        (true, _) => {
-            let d = fleet::depth(&ctx.sqs(), &ctx.settings.queue_url()?).await?;
-            let backlog = d.waiting + d.in_flight;
-            (
-                auto_desired(backlog, jobs_per_worker, g.max_size, g.protected()),
-                Some(backlog),
-            )
-        }
-        (false, Some(n)) => {
-            if n < g.min_size || n > g.max_size {
-                return Err(CtlError::Usage(format!(
-                    "--desired {n}: the group {} takes {} to {}",
-                    g.name, g.min_size, g.max_size
-                )));
+    let pools = chosen(ctx.settings.pools()?, pool)?;
+    if desired.is_some() && pools.len() > 1 {
+        return Err(CtlError::Usage(format!(
+            "--desired sets one group: name its pool with --pool ({})",
+            pools.iter().map(Pool::name).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut done = Vec::new();
+    for p in &pools {
+        let fleet = p.fleet(ctx)?;
+        let g = fleet.describe().await?;
+        let (target, backlog) = match (auto, desired) {
+            (true, _) => {
+                let d = fleet::depth(&ctx.sqs(), &p.queue_url).await?;
+                let backlog = d.waiting + d.in_flight;
+                (
+                    auto_desired(backlog, jobs_per_worker, g.max_size, g.protected()),
+                    Some(backlog),
+                )
             }
-            (n, None)
+            (false, Some(n)) => {
+                if n < g.min_size || n > g.max_size {
+                    return Err(CtlError::Usage(format!(
+                        "--desired {n}: the group {} takes {} to {}",
+                        g.name, g.min_size, g.max_size
+                    )));
+                }
+                (n, None)
+            }
+            (false, None) => return Err(CtlError::Usage("give --auto or --desired N".to_string())),
+        };
+        if target != g.desired_capacity {
+            fleet.set_desired(target).await?;
         }
-        (false, None) => return Err(CtlError::Usage("give --auto or --desired N".to_string())),
-    };
-    if target != g.desired_capacity {
-        fleet.set_desired(target).await?;
+        done.push(Scaled {
+            pool: p.name().to_string(),
+            group: g.name.clone(),
+            before: g.desired_capacity,
+            after: target,
+            backlog,
+            protected: g.protected(),
+        });
     }
-    let out = Scaled {
-        group: g.name.clone(),
-        before: g.desired_capacity,
-        after: target,
-        backlog,
-        protected: g.protected(),
-    };
     if json {
-        return print_json(&out).map(|()| 0);
+        return match done.as_slice() {
+            [one] => print_json(one),
+            all => print_json(&all),
+        }
+        .map(|()| 0);
     }
-    let why = backlog.map_or(String::new(), |b| {
-        format!(" (backlog {b}, {} busy)", out.protected)
-    });
-    println!(
-        "Desired capacity of {}: {} → {}{why}",
-        out.group, out.before, out.after
-    );
+    for out in &done {
+        let why = out.backlog.map_or(String::new(), |b| {
+            format!(" (backlog {b}, {} busy)", out.protected)
+        });
+        println!(
+            "Desired capacity of {}: {} → {}{why}",
+            out.group, out.before, out.after
+        );
+    }
     Ok(0)
+}
+
+/// One pool's part of a kill-all.
+#[derive(Serialize, Default)]
+struct PoolKilled {
+    pool: String,
+    group: String,
+    desired_before: i32,
 }
 
 #[derive(Serialize, Default)]
@@ -80,39 +126,36 @@ struct Killed {
     run_id: Option<String>,
     purged: usize,
     released: usize,
+    /// The groups' desired capacities before, summed over the pools.
     desired_before: i32,
     unprotected: Vec<String>,
     terminated: Vec<String>,
     cancelled: Vec<String>,
+    pools: Vec<PoolKilled>,
     errors: Vec<String>,
 }
 
-pub async fn kill_all(
+/// Empties one pool: its pending jobs (of the run, or all), its capacity, its instances.
+async fn kill_pool(
     ctx: &Ctx,
+    pool: &Pool,
     run_id: Option<&str>,
-    all: bool,
-    json: bool,
-) -> Result<u8, CtlError> {
-    let fleet = ctx.fleet()?;
-    let queue_url = ctx.settings.queue_url()?;
-    let ledger = ctx.ledger()?;
-    let run_id = match (all, run_id) {
-        (true, None) => None,
-        (_, r) => Some(ledger.resolve_run(r).await?),
-    };
-    let mut done = Killed {
-        run_id: run_id.clone(),
-        ..Killed::default()
-    };
-
+    done: &mut Killed,
+) -> Result<(), CtlError> {
+    let fleet = pool.fleet(ctx)?;
     // 1. Pending jobs off the queue first, so nothing new starts.
-    let (purged, released) = purge(&ctx.sqs(), &queue_url, run_id.as_deref()).await?;
-    done.purged = purged;
-    done.released = released;
+    let (purged, released) = purge(&ctx.sqs(), &pool.queue_url, run_id).await?;
+    done.purged += purged;
+    done.released += released;
 
     // 2. No protection, no capacity, no instances. Every step is tried even if one fails.
     let g = fleet.describe().await?;
-    done.desired_before = g.desired_capacity;
+    done.desired_before += g.desired_capacity;
+    done.pools.push(PoolKilled {
+        pool: pool.name().to_string(),
+        group: g.name.clone(),
+        desired_before: g.desired_capacity,
+    });
     let protected: Vec<String> = g
         .instances
         .iter()
@@ -120,14 +163,13 @@ pub async fn kill_all(
         .map(|i| i.instance_id.clone())
         .collect();
     match fleet.unprotect(&protected).await {
-        Ok(()) => done.unprotected = protected,
+        Ok(()) => done.unprotected.extend(protected),
         Err(e) => done.errors.push(e.to_string()),
     }
     if let Err(e) = fleet.zero(&g).await {
         done.errors.push(e.to_string());
     }
     // Zero capacity starts terminating the unprotected instances; the rest are terminated here.
-    let stopping: Vec<String> = g.instances.iter().map(|i| i.instance_id.clone()).collect();
     let still = fleet.describe().await?;
     for i in &still.instances {
         if i.lifecycle_state.starts_with("Terminat") {
@@ -137,7 +179,37 @@ pub async fn kill_all(
             done.errors.push(e.to_string());
         }
     }
-    done.terminated = stopping;
+    done.terminated
+        .extend(g.instances.iter().map(|i| i.instance_id.clone()));
+    Ok(())
+}
+
+/// `kill-all`: every pool emptied (one failing does not stop the others), then the run's
+/// unfinished jobs marked cancelled.
+pub async fn kill_all(
+    ctx: &Ctx,
+    run_id: Option<&str>,
+    all: bool,
+    json: bool,
+) -> Result<u8, CtlError> {
+    let pools = ctx.settings.pools()?;
+    for p in &pools {
+        p.fleet(ctx)?;
+    }
+    let ledger = ctx.ledger()?;
+    let run_id = match (all, run_id) {
+        (true, None) => None,
+        (_, r) => Some(ledger.resolve_run(r).await?),
+    };
+    let mut done = Killed {
+        run_id: run_id.clone(),
+        ..Killed::default()
+    };
+    for p in &pools {
+        if let Err(e) = kill_pool(ctx, p, run_id.as_deref(), &mut done).await {
+            done.errors.push(format!("pool {}: {e}", p.name()));
+        }
+    }
 
     // 3. The ledger says what happened to the jobs that will not finish.
     if let Some(run_id) = &run_id {
@@ -193,13 +265,14 @@ pub async fn kill_all(
         .as_deref()
         .map_or("any run".to_string(), |r| format!("run {r}"));
     println!(
-        "Purged {} pending job(s) of {scope} from the queue ({} of other runs left there)",
-        done.purged, done.released
+        "Purged {} pending job(s) of {scope} from the queue{} ({} of other runs left there)",
+        done.purged,
+        if pools.len() > 1 { "s" } else { "" },
+        done.released
     );
-    println!(
-        "Desired capacity of {}: {} → 0",
-        g.name, done.desired_before
-    );
+    for p in &done.pools {
+        println!("Desired capacity of {}: {} → 0", p.group, p.desired_before);
+    }
     println!(
         "Removed scale-in protection from {} instance(s)",
         done.unprotected.len()

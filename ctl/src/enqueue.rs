@@ -1,4 +1,5 @@
-//! The run manifest to S3, then one message per repository to SQS (`SendMessageBatch`).
+//! The run manifest to S3, then one message per repository to its pool's queue
+//! (`SendMessageBatch`).
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use janitor_model::config::WorkersConfig;
@@ -7,6 +8,7 @@ use janitor_model::ledger::{self, ManifestJob, RunManifest};
 use time::OffsetDateTime;
 
 use crate::ledger::Ledger;
+use crate::pools::{Plan, Pool};
 use crate::CtlError;
 use janitor_services::error::{ErrorKind, ServiceError};
 
@@ -24,28 +26,47 @@ pub fn whoami() -> String {
     format!("{user}@{host}")
 }
 
-/// Writes the manifest, then sends the messages. Returns the manifest.
+/// Writes the manifest, then sends each placed job to its pool's queue. Returns the manifest.
 pub async fn enqueue(
     cfg: &WorkersConfig,
     ledger: &Ledger,
     sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
+    pools: &[Pool],
+    plan: &Plan,
     discovery: Option<janitor_model::ledger::Discovery>,
 ) -> Result<RunManifest, CtlError> {
     let now = OffsetDateTime::now_utc();
     let run_id = ledger::new_run_id(now);
-    let messages: Vec<JobMessage> = cfg
-        .repositories
+    // (pool index, message, why that pool)
+    let placed: Vec<(usize, JobMessage, String)> = plan
+        .placed
         .iter()
-        .map(|spec| {
-            JobMessage::new(
+        .filter_map(|p| {
+            let spec = cfg.repositories.get(p.index)?;
+            let mut m = JobMessage::new(
                 ledger::new_job_id(&spec.repo.name),
                 run_id.clone(),
                 spec,
                 now,
-            )
+            );
+            // A pool without a GPU runs the job without one (a hub.json `runsOn: CPU`, a
+            // `pool: cpu`): the daemon must not fail it for the GPU it was never meant to have.
+            if pools
+                .get(p.pool)
+                .is_some_and(|pool| pool.shape.gpu_memory_gb == Some(0))
+            {
+                m.gpu_required = false;
+                m.gpu_must_be_used = Some(false);
+            }
+            Some((p.pool, m, p.why.clone()))
         })
         .collect();
+    let instance_type = |pool: usize, m: &JobMessage| {
+        m.instance_type
+            .clone()
+            .or_else(|| pools.get(pool).map(|p| p.shape.instance_type.clone()))
+    };
+    let pool_name = |pool: usize| pools.get(pool).map(|p| p.name().to_string());
     let manifest = RunManifest {
         schema: 1,
         run_id: run_id.clone(),
@@ -53,25 +74,35 @@ pub async fn enqueue(
         created_by: whoami(),
         created_at: now,
         max_concurrent_instances: cfg.max_concurrent_instances,
-        jobs: messages
+        jobs: placed
             .iter()
-            .map(|m| ManifestJob {
+            .map(|(pool, m, why)| ManifestJob {
                 job_id: m.job_id.clone(),
                 repository: m.repo.full_name(),
                 prompt: m.prompt.clone(),
                 gpu_required: m.gpu_required,
                 timeout_seconds: m.timeout,
-                instance_type: m.instance_type.clone(),
+                instance_type: instance_type(*pool, m),
+                pool: pool_name(*pool),
+                route: Some(why.clone()),
             })
             .collect(),
-        estimated_cost_usd: Some(crate::estimate::estimate(cfg).total_usd),
+        estimated_cost_usd: Some(crate::pools::estimate(cfg, pools, plan).total_usd),
         discovery,
+        not_run: plan.not_run.clone(),
     };
     ledger
         .put(&ledger::manifest_key(&run_id), &manifest)
         .await?;
-    for chunk in messages.chunks(SQS_BATCH) {
-        send_batch(sqs, queue_url, chunk).await?;
+    for (i, pool) in pools.iter().enumerate() {
+        let messages: Vec<JobMessage> = placed
+            .iter()
+            .filter(|(p, _, _)| *p == i)
+            .map(|(_, m, _)| m.clone())
+            .collect();
+        for chunk in messages.chunks(SQS_BATCH) {
+            send_batch(sqs, &pool.queue_url, chunk).await?;
+        }
     }
     Ok(manifest)
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use janitor_model::config::WorkersConfig;
 use janitor_model::duration;
 use janitor_model::pricing;
 
@@ -17,35 +16,34 @@ pub struct Estimate {
     pub unknown: Vec<String>,
 }
 
-/// Jobs × timeout × hourly price, grouped by instance type.
-pub fn estimate(cfg: &WorkersConfig) -> Estimate {
-    let mut groups: std::collections::BTreeMap<(&str, u64), usize> =
+/// Jobs × timeout × hourly price: (pool, instance type, timeout seconds) each, one line per
+/// pool and instance type.
+pub fn estimate_jobs<'a>(jobs: impl Iterator<Item = (Option<&'a str>, &'a str, u64)>) -> Estimate {
+    let mut groups: std::collections::BTreeMap<(Option<&str>, &str, u64), usize> =
         std::collections::BTreeMap::new();
-    for r in &cfg.repositories {
-        let t = r
-            .instance_type
-            .as_deref()
-            .unwrap_or(pricing::DEFAULT_INSTANCE_TYPE);
-        *groups.entry((t, r.timeout.as_secs())).or_default() += 1;
+    for key in jobs {
+        *groups.entry(key).or_default() += 1;
     }
     let mut out = Estimate {
         total_usd: 0.0,
         lines: Vec::new(),
         unknown: Vec::new(),
     };
-    for ((t, secs), n) in groups {
+    for ((pool, t, secs), n) in groups {
         let took = duration::format(Duration::from_secs(secs));
+        let pool = pool.map_or(String::new(), |p| format!("{p}: "));
         match pricing::hourly_usd(t) {
             Some(h) => {
                 let cost = h * secs as f64 / 3600.0 * n as f64;
                 out.total_usd += cost;
                 out.lines
-                    .push(format!("{n} × {t} × {took} at ${h}/h = ${cost:.2}"));
+                    .push(format!("{pool}{n} × {t} × {took} at ${h}/h = ${cost:.2}"));
             }
             None => {
                 out.unknown.push(t.to_string());
-                out.lines
-                    .push(format!("{n} × {t} × {took}: price unknown, not counted"));
+                out.lines.push(format!(
+                    "{pool}{n} × {t} × {took}: price unknown, not counted"
+                ));
             }
         }
     }
@@ -56,17 +54,15 @@ pub fn estimate(cfg: &WorkersConfig) -> Estimate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use janitor_model::config::{parse, ParseOptions};
 
     #[test]
     fn estimate_groups_and_flags_unknown_types() {
-        let cfg = parse(
-            std::path::Path::new("c.yaml"),
-            "repositories:\n  - a/one\n  - a/two\n  - {name: three, organization: a, instance_type: x9.huge}\n",
-            &ParseOptions::default(),
-        )
-        .unwrap();
-        let e = estimate(&cfg);
+        let jobs = [
+            (None, "g5.xlarge", 1800),
+            (None, "g5.xlarge", 1800),
+            (None, "x9.huge", 1800),
+        ];
+        let e = estimate_jobs(jobs.into_iter());
         assert_eq!(e.total_usd, 1.006);
         assert_eq!(e.unknown, ["x9.huge"]);
         assert_eq!(e.lines[0], "2 × g5.xlarge × 30m00s at $1.006/h = $1.01");
@@ -74,5 +70,18 @@ mod tests {
             e.lines[1],
             "1 × x9.huge × 30m00s: price unknown, not counted"
         );
+        let pooled = [
+            (Some("cpu"), "c7i.xlarge", 3600),
+            (Some("gpu-48"), "g6e.xlarge", 1800),
+        ];
+        let e = estimate_jobs(pooled.into_iter());
+        assert_eq!(
+            e.lines,
+            [
+                "cpu: 1 × c7i.xlarge × 1h00m at $0.1785/h = $0.18",
+                "gpu-48: 1 × g6e.xlarge × 30m00s at $1.861/h = $0.93"
+            ]
+        );
+        assert_eq!(e.total_usd, 1.109);
     }
 }

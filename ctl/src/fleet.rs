@@ -46,6 +46,7 @@ pub struct QueueDepth {
     pub in_flight: u64,
 }
 
+#[derive(Clone)]
 pub struct Fleet {
     pub asg: Asg,
     pub name: String,

@@ -39,6 +39,9 @@ pub struct JobView {
     pub job_id: String,
     pub repository: String,
     pub prompt: String,
+    /// The pool whose queue it was sent to (runs before pools have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     pub state: JobState,
     /// The final status when finished; `interrupted` while a retry is awaited.
     pub status: Option<JobStatus>,
@@ -64,6 +67,7 @@ impl JobView {
             job_id: report.job_id.clone(),
             repository: report.repo.full_name(),
             prompt: report.prompt.clone(),
+            pool: None,
             state: JobState::Finished,
             status: Some(report.status),
             attempt: report.attempt,
@@ -98,6 +102,9 @@ pub struct RunView {
     pub max_concurrent_instances: u32,
     pub estimated_cost_usd: Option<f64>,
     pub jobs: Vec<JobView>,
+    /// Repositories no pool could run (not enqueued), and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<janitor_model::ledger::SkippedRepo>,
 }
 
 impl RunView {
@@ -458,6 +465,7 @@ impl Ledger {
                 job_id: mj.job_id.clone(),
                 repository: mj.repository.clone(),
                 prompt: mj.prompt.clone(),
+                pool: mj.pool.clone(),
                 state: JobState::Queued,
                 status: None,
                 attempt: latest_start.unwrap_or(0),
@@ -530,6 +538,7 @@ impl Ledger {
             max_concurrent_instances: manifest.max_concurrent_instances,
             estimated_cost_usd: manifest.estimated_cost_usd,
             jobs,
+            not_run: manifest.not_run.clone(),
         })
     }
 

@@ -20,7 +20,7 @@ const LOCAL_AGENT_IMAGE: &str = "janitor-agent:latest";
 
 pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let opts = crate::parse_options(true, run.timeout_minutes)?;
-    let Some((cfg, _)) = crate::run::config(&run, &opts).await? else {
+    let Some(crate::run::Prepared { cfg, .. }) = crate::run::config(&run, &opts).await? else {
         return Ok(0);
     };
     let stop_grace = Duration::from_secs(run.stop_grace_seconds);
@@ -163,6 +163,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             .iter()
             .map(crate::ledger::JobView::finished)
             .collect(),
+        not_run: Vec::new(),
     };
     let page = run_dir.join("index.html");
     match std::fs::write(&page, crate::page::run_html(&view)) {

@@ -13,6 +13,7 @@ mod markdown;
 mod org;
 mod output;
 mod page;
+mod pools;
 mod query;
 mod run;
 mod settings;
@@ -57,9 +58,16 @@ enum Command {
         /// Accept file:// and relative repository URLs (the daemon must allow them too)
         #[arg(long, env = "JANITOR_ALLOW_LOCAL_REPOS")]
         allow_local_repos: bool,
-        /// Leave the Auto Scaling group as it is
+        /// Leave the Auto Scaling groups as they are
         #[arg(long)]
         no_scale: bool,
+        /// GitHub's REST API, for the files routing reads
+        #[arg(
+            long,
+            env = "JANITOR_GITHUB_API_URL",
+            default_value = "https://api.github.com"
+        )]
+        github_api_url: String,
     },
     /// Run every repository of FILE: on the fleet (default) or on this machine (--local)
     Run(run::RunArgs),
@@ -114,8 +122,11 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
-    /// Set the fleet's desired capacity
+    /// Set the desired capacity of each pool's group (or of one, with --pool)
     Scale {
+        /// Only this pool's group (required with --desired when there are several pools)
+        #[arg(long)]
+        pool: Option<String>,
         /// min(max, ceil(backlog / jobs-per-worker)), never below the busy instances
         #[arg(long, conflicts_with = "desired")]
         auto: bool,
@@ -126,7 +137,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Emergency stop: purge the run's pending jobs, scale to zero, terminate every instance
+    /// Emergency stop: purge the run's pending jobs, scale every pool to zero, terminate every instance
     KillAll {
         /// The run whose pending jobs are purged (default: the latest)
         run_id: Option<String>,
@@ -249,21 +260,27 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             timeout_minutes,
             allow_local_repos,
             no_scale,
+            github_api_url,
         } => {
             let opts = parse_options(allow_local_repos, timeout_minutes)?;
             let cfg = load_config(&file, &opts)?;
             let ctx = Ctx::new(settings).await;
-            let queue_url = ctx.settings.queue_url()?;
-            let fleet = if no_scale { None } else { Some(ctx.fleet()?) };
-            let manifest =
-                enqueue::enqueue(&cfg, &ctx.ledger()?, &ctx.sqs(), &queue_url, None).await?;
+            let pools = ctx.settings.pools()?;
+            let ledger = ctx.ledger()?;
+            if !no_scale {
+                for p in &pools {
+                    p.fleet(&ctx)?;
+                }
+            }
+            let plan = run::route(&cfg, &pools, &github_api_url, &Default::default()).await?;
+            let manifest = enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &pools, &plan, None).await?;
             eprintln!(
                 "enqueued {} job(s) for run {}",
                 manifest.jobs.len(),
                 manifest.run_id
             );
-            if let Some(fleet) = fleet {
-                run::scale_up(&fleet, &cfg).await?;
+            if !no_scale {
+                run::scale_up(&ctx, &cfg, &pools, &plan).await?;
             }
             println!("{}", manifest.run_id);
             Ok(0)
@@ -303,6 +320,7 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             follow,
         } => query::logs(&Ctx::new(settings).await, &job_id, run.as_deref(), follow).await,
         Command::Scale {
+            pool,
             auto,
             desired,
             jobs_per_worker,
@@ -310,6 +328,7 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
         } => {
             admin::scale(
                 &Ctx::new(settings).await,
+                pool.as_deref(),
                 auto,
                 desired,
                 jobs_per_worker,

@@ -180,6 +180,8 @@ pub struct Found {
     pub name: String,
     /// The Dockerfile the pipeline will build.
     pub dockerfile: String,
+    /// Which of the files routing reads (`pools::HINT_FILES`) the tree has.
+    pub hint_files: Vec<String>,
 }
 
 /// What discovery found.
@@ -261,6 +263,11 @@ pub async fn discover(
                         Some(d) => Ok(Found {
                             name: r.name.clone(),
                             dockerfile: d.clone(),
+                            hint_files: paths
+                                .iter()
+                                .filter(|p| crate::pools::HINT_FILES.contains(&p.as_str()))
+                                .cloned()
+                                .collect(),
                         }),
                         None => Err(skip(
                             &r.name,
@@ -453,10 +460,12 @@ mod tests {
                 Found {
                     name: "worker-basic".into(),
                     dockerfile: "Dockerfile".into(),
+                    hint_files: Vec::new(),
                 },
                 Found {
                     name: "worker-vllm".into(),
                     dockerfile: "Dockerfile".into(),
+                    hint_files: Vec::new(),
                 },
             ],
             skipped: vec![skip(

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::fleet::{GroupView, QueueDepth};
 use crate::ledger::{JobState, JobView, RunView};
+use crate::query::PoolStatus;
 
 /// One line saying what a valid config holds.
 pub fn summary(cfg: &WorkersConfig) -> String {
@@ -382,13 +383,7 @@ fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
 }
 
 /// `make check-parallel-status`: seed 002's shape plus the queue and the instances.
-pub fn status_text(
-    view: &RunView,
-    queue: Option<QueueDepth>,
-    dead_letter: Option<u64>,
-    group: Option<&GroupView>,
-    now: OffsetDateTime,
-) -> String {
+pub fn status_text(view: &RunView, pools: &[PoolStatus], now: OffsetDateTime) -> String {
     let mut out = format!(
         "Parallel Run: {}\nStarted: {}\n",
         view.run_id,
@@ -409,7 +404,21 @@ pub fn status_text(
             minutes(secs(left.as_seconds_f64()))
         ));
     }
-    for j in &view.jobs {
+    // With jobs in more than one pool, each pool's jobs under its name.
+    let mut names: Vec<&str> = view.jobs.iter().filter_map(|j| j.pool.as_deref()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let by_pool = names.len() > 1;
+    let mut order: Vec<&JobView> = view.jobs.iter().collect();
+    if by_pool {
+        order.sort_by_key(|j| j.pool.as_deref().unwrap_or(""));
+    }
+    let mut heading: Option<&str> = None;
+    for j in order {
+        if by_pool && heading != j.pool.as_deref() {
+            heading = j.pool.as_deref();
+            out.push_str(&format!("Pool {}:\n", heading.unwrap_or("?")));
+        }
         let line = match (j.state, j.status) {
             (JobState::Finished, Some(s)) => {
                 let mark = if s == JobStatus::Succeeded {
@@ -449,10 +458,37 @@ pub fn status_text(
             }
             _ => format!("{}: ⏳ queued", j.name()),
         };
+        if by_pool {
+            out.push_str("  ");
+        }
         out.push_str(&line);
         out.push('\n');
     }
-    out.push('\n');
+    for n in &view.not_run {
+        out.push_str(&format!("{}: not run — {}\n", n.name, n.reason));
+    }
+    for p in pools {
+        out.push('\n');
+        if pools.len() > 1 {
+            out.push_str(&format!("Pool {} ({}):\n", p.pool, p.instance_type));
+        }
+        out.push_str(&pool_text(p.queue, p.dead_letter, p.group.as_ref()));
+    }
+    if pools.is_empty() {
+        out.push_str(
+            "\nQueue and instances: set the pools (or queue_url and asg_name) to see them\n",
+        );
+    }
+    out
+}
+
+/// A pool's queue and instances, for `status`.
+fn pool_text(
+    queue: Option<QueueDepth>,
+    dead_letter: Option<u64>,
+    group: Option<&GroupView>,
+) -> String {
+    let mut out = String::new();
     match (queue, dead_letter) {
         (Some(q), Some(d)) => out.push_str(&format!(
             "Queue: {} waiting, {} in flight; dead-letter queue: {d}\n",
@@ -536,8 +572,44 @@ pub fn show_text(view: &RunView) -> String {
             instances + model
         ));
     }
+    out.push_str(&by_pool(view));
+    for n in &view.not_run {
+        out.push_str(&format!("Not run: {}: {}\n", n.name, n.reason));
+    }
     out.push('\n');
     out.push_str(&run_results(view));
+    out
+}
+
+/// One line per pool when the run used more than one: its jobs, how many passed, what its
+/// instances cost.
+pub fn by_pool(view: &RunView) -> String {
+    let mut pools: Vec<&str> = view.jobs.iter().filter_map(|j| j.pool.as_deref()).collect();
+    pools.sort_unstable();
+    pools.dedup();
+    if pools.len() < 2 {
+        return String::new();
+    }
+    let mut out = String::from("By pool:\n");
+    for p in pools {
+        let jobs: Vec<&JobView> = view
+            .jobs
+            .iter()
+            .filter(|j| j.pool.as_deref() == Some(p))
+            .collect();
+        let passed = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Finished && j.status.is_some_and(JobStatus::is_ok))
+            .count();
+        let cost: f64 = jobs
+            .iter()
+            .filter_map(|j| j.report.as_ref()?.estimated_cost_usd)
+            .sum();
+        out.push_str(&format!(
+            "  {p}: {} job(s), {passed} passed, instances ${cost:.2}\n",
+            jobs.len()
+        ));
+    }
     out
 }
 

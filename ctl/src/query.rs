@@ -17,50 +17,82 @@ use crate::{output, print_json, CtlError, Ctx};
 /// How many of the newest runs `logs` searches for a job.
 const LOG_RUN_SEARCH: usize = 20;
 
+/// One pool's queue and group, as `status` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub pool: String,
+    pub instance_type: String,
+    pub queue: Option<QueueDepth>,
+    pub dead_letter: Option<u64>,
+    pub group: Option<GroupView>,
+}
+
 #[derive(Serialize)]
 struct StatusView {
     run: RunView,
     minutes_left: i64,
+    /// With one pool, its queue, dead letters and group, as before pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
     queue: Option<QueueDepth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     dead_letter: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<GroupView>,
+    pools: Vec<PoolStatus>,
+}
+
+/// Every pool's queue depth, dead letters and group (what the settings allow to read).
+async fn pool_status(ctx: &Ctx) -> Result<Vec<PoolStatus>, CtlError> {
+    let Ok(pools) = ctx.settings.pools() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for p in &pools {
+        let dead_letter = match &p.dlq_url {
+            Some(url) => Some(fleet::depth(&ctx.sqs(), url).await?.waiting),
+            None => None,
+        };
+        let group = match p.fleet(ctx) {
+            Ok(f) => Some(f.describe().await?),
+            Err(_) => None,
+        };
+        out.push(PoolStatus {
+            pool: p.name().to_string(),
+            instance_type: p.shape.instance_type.clone(),
+            queue: Some(fleet::depth(&ctx.sqs(), &p.queue_url).await?),
+            dead_letter,
+            group,
+        });
+    }
+    Ok(out)
 }
 
 pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, CtlError> {
     let ledger = ctx.ledger()?;
     let run_id = ledger.resolve_run(run_id).await?;
     let mut run = ledger.run_view(&run_id).await?;
-    let queue = match ctx.settings.queue_url() {
-        Ok(url) => Some(fleet::depth(&ctx.sqs(), &url).await?),
-        Err(_) => None,
-    };
-    let dead_letter = match ctx.settings.dlq_url() {
-        Some(url) => Some(fleet::depth(&ctx.sqs(), &url).await?.waiting),
-        None => None,
-    };
-    let group = match ctx.fleet() {
-        Ok(f) => Some(f.describe().await?),
-        Err(_) => None,
-    };
+    let pools = pool_status(ctx).await?;
     let now = OffsetDateTime::now_utc();
     if json {
         for j in &mut run.jobs {
             j.report = None;
         }
         let minutes_left = ((run.deadline() - now).whole_seconds().max(0) + 59) / 60;
+        let one = match pools.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
         return print_json(&StatusView {
             run,
             minutes_left,
-            queue,
-            dead_letter,
-            group,
+            queue: one.as_ref().and_then(|p| p.queue),
+            dead_letter: one.as_ref().and_then(|p| p.dead_letter),
+            group: one.and_then(|p| p.group),
+            pools,
         })
         .map(|()| 0);
     }
-    print!(
-        "{}",
-        output::status_text(&run, queue, dead_letter, group.as_ref(), now)
-    );
+    print!("{}", output::status_text(&run, &pools, now));
     Ok(0)
 }
 

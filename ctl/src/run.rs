@@ -10,8 +10,11 @@ use janitor_model::duration;
 use janitor_model::ledger::Discovery;
 use janitor_model::pricing;
 
+use std::collections::BTreeMap;
+
 use crate::fleet::Fleet;
 use crate::ledger::{JobState, RunView};
+use crate::pools::{Plan, Pool};
 use crate::{output, CtlError, Ctx, EXIT_GAVE_UP};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,24 +66,81 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-/// Raises the group to `min(max_concurrent_instances, jobs)`, never lowering it.
-pub async fn scale_up(fleet: &Fleet, cfg: &WorkersConfig) -> Result<(), CtlError> {
-    let want = cfg
-        .repositories
-        .len()
-        .min(cfg.max_concurrent_instances as usize);
-    let (before, after) = fleet
-        .raise_to(i32::try_from(want).unwrap_or(i32::MAX))
-        .await?;
-    if after > before {
-        eprintln!("Desired capacity of {}: {before} → {after}", fleet.name);
-    } else {
-        eprintln!(
-            "Desired capacity of {} stays at {before} (asked for {want})",
-            fleet.name
-        );
+/// Raises each pool's group to `min(max_concurrent_instances, the pool's max_instances, its
+/// jobs)`, never lowering it.
+pub async fn scale_up(
+    ctx: &Ctx,
+    cfg: &WorkersConfig,
+    pools: &[Pool],
+    plan: &Plan,
+) -> Result<(), CtlError> {
+    for (i, jobs) in plan.counts() {
+        let Some(pool) = pools.get(i) else { continue };
+        let fleet = pool.fleet(ctx)?;
+        let want = jobs
+            .min(cfg.max_concurrent_instances as usize)
+            .min(pool.max_instances.map_or(usize::MAX, |m| m as usize));
+        let (before, after) = fleet
+            .raise_to(i32::try_from(want).unwrap_or(i32::MAX))
+            .await?;
+        if after > before {
+            eprintln!("Desired capacity of {}: {before} → {after}", fleet.name);
+        } else {
+            eprintln!(
+                "Desired capacity of {} stays at {before} (asked for {want})",
+                fleet.name
+            );
+        }
     }
     Ok(())
+}
+
+/// Routes the run's repositories to the pools (reading their files where routing needs them)
+/// and says where each goes and which cannot run.
+pub async fn route(
+    cfg: &WorkersConfig,
+    pools: &[Pool],
+    github_api_url: &str,
+    known: &BTreeMap<String, Vec<String>>,
+) -> Result<Plan, CtlError> {
+    let wants_github = cfg.repositories.iter().any(|s| {
+        crate::pools::needs_hints(s, pools) && s.repo.clone_url().starts_with("https://github.com/")
+    });
+    let gh = if wants_github {
+        let token = std::env::var("GITHUB_TOKEN").unwrap_or_default();
+        Some(
+            janitor_services::github::GitHub::new(github_api_url, token.trim())
+                .map_err(|e| CtlError::Usage(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let hints = crate::pools::gather_hints(cfg, pools, gh.as_ref(), known).await;
+    let plan = crate::pools::plan(cfg, &hints, pools);
+    if pools.len() > 1 {
+        for (i, n) in plan.counts() {
+            let Some(pool) = pools.get(i) else { continue };
+            eprintln!(
+                "Pool {} ({}): {n} job(s)",
+                pool.name(),
+                pool.shape.instance_type
+            );
+            for p in plan.placed.iter().filter(|p| p.pool == i) {
+                if let Some(spec) = cfg.repositories.get(p.index) {
+                    eprintln!("  {}: {}", spec.repo.full_name(), p.why);
+                }
+            }
+        }
+    }
+    for n in &plan.not_run {
+        eprintln!("Not run: {}: {}", n.name, n.reason);
+    }
+    if plan.placed.is_empty() {
+        return Err(CtlError::Usage(
+            "no repository can run on this fleet's pools (see above)".to_string(),
+        ));
+    }
+    Ok(plan)
 }
 
 fn confirm(yes: bool) -> Result<(), CtlError> {
@@ -103,19 +163,31 @@ fn confirm(yes: bool) -> Result<(), CtlError> {
     }
 }
 
+/// The run's config, from FILE or from an organisation's repositories.
+pub struct Prepared {
+    pub cfg: WorkersConfig,
+    pub discovery: Option<Discovery>,
+    /// `--org`: which of the files routing reads each repository has (from its tree).
+    pub known: BTreeMap<String, Vec<String>>,
+}
+
 /// The run's config: FILE, or an organisation's repositories (FILE then holds overrides).
 /// `Ok(None)`: a dry run, printed.
 pub async fn config(
     args: &RunArgs,
     opts: &janitor_model::config::ParseOptions,
-) -> Result<Option<(WorkersConfig, Option<Discovery>)>, CtlError> {
+) -> Result<Option<Prepared>, CtlError> {
     let Some(org) = &args.org.org else {
         let Some(file) = &args.file else {
             return Err(CtlError::Usage(
                 "name a workers config FILE, or an organisation with --org".to_string(),
             ));
         };
-        return Ok(Some((crate::load_config(file, opts)?, None)));
+        return Ok(Some(Prepared {
+            cfg: crate::load_config(file, opts)?,
+            discovery: None,
+            known: BTreeMap::new(),
+        }));
     };
     janitor_model::names::check_organization(org)
         .map_err(|e| CtlError::Usage(format!("--org {org}: {e}")))?;
@@ -167,25 +239,40 @@ pub async fn config(
             count: errors.0.len(),
         }
     })?;
-    Ok(Some((
+    let known = found
+        .jobs
+        .iter()
+        .map(|f| (format!("{org}/{}", f.name), f.hint_files.clone()))
+        .collect();
+    Ok(Some(Prepared {
         cfg,
-        Some(crate::org::record(org, &found, &overrides)),
-    )))
+        discovery: Some(crate::org::record(org, &found, &overrides)),
+        known,
+    }))
 }
 
 pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     let opts = crate::parse_options(args.allow_local_repos, args.timeout_minutes)?;
-    let Some((cfg, discovery)) = config(&args, &opts).await? else {
+    let Some(Prepared {
+        cfg,
+        discovery,
+        known,
+    }) = config(&args, &opts).await?
+    else {
         return Ok(0);
     };
     // Every setting up front: nothing is sent unless all are there.
-    let queue_url = ctx.settings.queue_url()?;
+    let pools = ctx.settings.pools()?;
     let ledger = ctx.ledger()?;
-    let fleet = ctx.fleet()?;
-    let est = crate::estimate::estimate(&cfg);
+    let fleets = pools
+        .iter()
+        .map(|p| p.fleet(&ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = route(&cfg, &pools, &args.org.github_api_url, &known).await?;
+    let est = crate::pools::estimate(&cfg, &pools, &plan);
     eprintln!(
         "Launching parallel validation for {} repositories...",
-        cfg.repositories.len()
+        plan.placed.len()
     );
     eprintln!(
         "Cost estimate (if every job used its whole timeout): ${:.2}",
@@ -197,10 +284,16 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     eprintln!("  prices: {}", pricing::PRICES_AS_OF);
     confirm(args.yes)?;
     let manifest =
-        crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &queue_url, discovery).await?;
+        crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &pools, &plan, discovery).await?;
     let run_id = manifest.run_id.clone();
     eprintln!("Run {run_id}: {} job(s) enqueued", manifest.jobs.len());
-    scale_up(&fleet, &cfg).await?;
+    scale_up(&ctx, &cfg, &pools, &plan).await?;
+    // The run waits for the groups it used to stop.
+    let used: Vec<Fleet> = plan
+        .counts()
+        .keys()
+        .filter_map(|i| fleets.get(*i).cloned())
+        .collect();
     let timeout = Duration::from_secs(crate::ledger::run_timeout_seconds(&manifest));
     if args.no_wait {
         eprintln!();
@@ -220,7 +313,7 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     )
     .await?;
     println!("\n{}", output::run_results(&view));
-    let all_ok = view.is_done() && view.succeeded() == view.jobs.len();
+    let all_ok = view.is_done() && view.succeeded() == view.jobs.len() && plan.not_run.is_empty();
     // The run's page beside its manifest, and a link a maintainer can open without AWS access.
     let expiry = Duration::from_secs(args.page_expiry_days.clamp(1, 7) * 86_400);
     match ledger
@@ -235,7 +328,7 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     }
 
     let waited = wait_for_stop(
-        &fleet,
+        &used,
         Duration::from_secs(args.wait_minutes * 60),
         Duration::from_secs(args.poll_seconds.max(1)),
     )
@@ -243,7 +336,10 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     match waited {
         Ok(took) => println!(
             "All instances of {} stopped {} after the run.",
-            fleet.name,
+            used.iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             duration::format(took)
         ),
         Err(left) => {
@@ -301,21 +397,20 @@ async fn follow(
     }
 }
 
-/// Waits until no instance of the group is InService. `Err` holds the ones still there.
+/// Waits until no instance of the groups is InService. `Err` holds the ones still there.
 async fn wait_for_stop(
-    fleet: &Fleet,
+    fleets: &[Fleet],
     limit: Duration,
     every: Duration,
 ) -> Result<Result<Duration, Vec<String>>, CtlError> {
     let start = Instant::now();
     let mut announced = false;
     loop {
-        let g = fleet.describe().await?;
-        let in_service: Vec<String> = g
-            .in_service()
-            .iter()
-            .map(|i| i.instance_id.clone())
-            .collect();
+        let mut in_service: Vec<String> = Vec::new();
+        for fleet in fleets {
+            let g = fleet.describe().await?;
+            in_service.extend(g.in_service().iter().map(|i| i.instance_id.clone()));
+        }
         if in_service.is_empty() {
             return Ok(Ok(start.elapsed()));
         }

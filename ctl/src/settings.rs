@@ -26,6 +26,11 @@ pub struct Flags {
     /// Auto Scaling group of the GPU instances
     #[arg(long, env = "JANITOR_ASG_NAME", global = true)]
     pub asg_name: Option<String>,
+    /// The pools, as JSON: `{"gpu-24": {"queue_url": …, "dlq_url": …, "asg_name": …,
+    /// "instance_type": "g5.xlarge", "gpu_memory_gb": 24, "max_instances": 10}, …}`
+    /// (Terraform's `pools` output); without it, one pool of queue_url and asg_name
+    #[arg(long, env = "JANITOR_POOLS", global = true)]
+    pub pools: Option<String>,
     /// AWS region (else AWS_REGION or the profile's)
     #[arg(long, env = "JANITOR_REGION", global = true)]
     pub region: Option<String>,
@@ -133,6 +138,38 @@ impl Settings {
     pub fn log_group(&self) -> String {
         self.get(&self.flags.log_group, "log_group")
             .unwrap_or_else(|| janitor_model::ledger::DEFAULT_LOG_GROUP.to_string())
+    }
+
+    /// The pools: `--pools`/`JANITOR_POOLS`, else the file's `pools` (Terraform's output), else
+    /// one pool named `default` of `queue_url`, `asg_name` and `dlq_url`.
+    pub fn pools(&self) -> Result<Vec<crate::pools::Pool>, SettingsError> {
+        if let Some(text) = self.flags.pools.as_deref().filter(|t| !t.trim().is_empty()) {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                SettingsError(format!("--pools (JANITOR_POOLS): not valid JSON: {e}"))
+            })?;
+            return crate::pools::parse(&value, "--pools (JANITOR_POOLS)");
+        }
+        if let Some(v) = self.file.get("pools") {
+            let v = v.get("value").unwrap_or(v);
+            let at = self
+                .file_path
+                .as_ref()
+                .map_or("pools".to_string(), |p| format!("{}: pools", p.display()));
+            return crate::pools::parse(v, &at);
+        }
+        Ok(vec![crate::pools::Pool {
+            shape: janitor_model::pools::PoolShape {
+                name: crate::pools::DEFAULT_POOL.to_string(),
+                instance_type: self
+                    .in_file("instance_type")
+                    .unwrap_or_else(|| janitor_model::pricing::DEFAULT_INSTANCE_TYPE.to_string()),
+                gpu_memory_gb: None,
+            },
+            queue_url: self.queue_url()?,
+            dlq_url: self.dlq_url(),
+            asg_name: self.get(&self.flags.asg_name, "asg_name"),
+            max_instances: None,
+        }])
     }
 
     pub fn region(&self) -> Option<String> {

@@ -54,6 +54,8 @@ pub struct JobSpec {
     pub gpu_required: bool,
     pub timeout: Duration,
     pub instance_type: Option<String>,
+    /// The pool it runs in (`pool:`), over the routing by GPU (`janitor_model::pools`).
+    pub pool: Option<String>,
     pub dockerfile: Option<String>,
     pub smoke_command: Option<Vec<String>>,
     pub expected_errors: Vec<String>,
@@ -290,6 +292,7 @@ impl JobSpec {
             gpu_required: true,
             timeout,
             instance_type: None,
+            pool: None,
             dockerfile: None,
             smoke_command: None,
             expected_errors: Vec::new(),
@@ -400,6 +403,7 @@ const REPO_FIELDS: &[&str] = &[
     "timeout_minutes",
     "timeout",
     "instance_type",
+    "pool",
     "url",
     "ref",
     "dockerfile",
@@ -802,6 +806,11 @@ fn repo_entry(
             "instance_type" => {
                 if let Some(s) = c.string(value, f) {
                     spec.instance_type = c.check(value, f, names::check_instance_type(&s).map(|()| s));
+                }
+            }
+            "pool" => {
+                if let Some(s) = c.string(value, f) {
+                    spec.pool = c.check(value, f, names::check_pool(&s).map(|()| s));
                 }
             }
             "url" => {
@@ -1208,7 +1217,7 @@ mod tests {
                 "cfg.yaml:5: repositories[0].timeout: `5` has no unit; write it like `90s`, `20m` or `1h30m`",
                 "cfg.yaml:6: repositories[0].smoke_command: must be a non-empty list of strings (an argv such as [\"python\", \"-c\", \"print(1)\"]), found a string",
                 "cfg.yaml:7: repositories[0].expected_errors[0]: not a valid regular expression: error: unclosed group",
-                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, model_api_url, model, publish, report_status, secrets",
+                "cfg.yaml:8: repositories[0].colour: unknown field; valid fields are: name, organization, prompt, gpu_required, timeout_minutes, timeout, instance_type, pool, url, ref, dockerfile, smoke_command, expected_errors, agent_image, tests, tests_file, gpu_must_be_used, env, builder, target, build_args, build_secrets, max_fix_attempts, agent, max_turns, model_budget_usd, model_api_url, model, publish, report_status, secrets",
                 "cfg.yaml:10: repositories[2]: `justname` must be written `organization/name`",
                 "cfg.yaml:11: max_concurrent_instances: must be a whole number from 1 to 100, found `0`",
             ],

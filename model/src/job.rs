@@ -334,6 +334,8 @@ pub fn decode(body: &str, allow_local_repos: bool) -> Result<Job, Rejection> {
             gpu_required: msg.gpu_required,
             timeout: Duration::from_secs(msg.timeout),
             instance_type: msg.instance_type,
+            // The queue it came from is the pool.
+            pool: None,
             dockerfile: msg.dockerfile,
             smoke_command: msg.smoke_command,
             expected_errors: msg.expected_errors,

@@ -208,6 +208,9 @@ pub struct RunManifest {
     /// `run --org`: what the organisation had and what was left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<Discovery>,
+    /// Repositories of the config that no pool could run, and why (not enqueued).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<SkippedRepo>,
 }
 
 /// An organisation run's discovery, as the manifest records it.
@@ -229,15 +232,21 @@ pub struct SkippedRepo {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManifestJob {
     pub job_id: String,
     pub repository: String,
     pub prompt: String,
     pub gpu_required: bool,
     pub timeout_seconds: u64,
+    /// The instance type it runs on: its pool's (or its own `instance_type:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// The pool whose queue it was sent to, and why that pool (`janitor_model::pools`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 /// `runs/{run_id}/jobs/{job_id}/started-{attempt}.json`.

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod job;
 pub mod ledger;
 pub mod names;
+pub mod pools;
 pub mod pricing;
 pub mod report;
 pub mod runpod;

@@ -90,6 +90,17 @@ pub fn check_ref(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A pool's name, as Terraform's `pools` map keys it: `gpu-48`.
+pub fn check_pool(s: &str) -> Result<(), String> {
+    static R: OnceLock<Regex> = OnceLock::new();
+    if !re(&R, r"^[a-z][a-z0-9-]{0,19}$").is_match(s) {
+        return Err(format!(
+            "`{s}` is not a pool name: 1 to 20 lowercase letters, digits or `-`, starting with a letter (such as `gpu-48`)"
+        ));
+    }
+    Ok(())
+}
+
 /// An instance type such as `g5.xlarge`.
 pub fn check_instance_type(s: &str) -> Result<(), String> {
     static R: OnceLock<Regex> = OnceLock::new();

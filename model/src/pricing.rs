@@ -14,6 +14,8 @@ pub const HOURLY_USD: &[(&str, f64)] = &[
     ("g5.xlarge", 1.006),
     ("g5.2xlarge", 1.212),
     ("g5.4xlarge", 1.624),
+    ("c7i.xlarge", 0.1785),
+    ("c7i.2xlarge", 0.357),
     ("g6.xlarge", 0.8048),
     ("g6.2xlarge", 0.9776),
     ("g6e.xlarge", 1.861),

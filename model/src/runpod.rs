@@ -731,6 +731,17 @@ pub fn parse_test_input(file: &str, text: &str) -> Result<TestCase, String> {
     Ok(case)
 }
 
+/// Whether `.runpod/hub.json` says the listing runs on CPU (`config.runsOn: "CPU"`, any case).
+pub fn hub_runs_on_cpu(text: &str) -> bool {
+    let Ok(doc) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    doc.get("config")
+        .and_then(|c| c.get("runsOn"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case("cpu"))
+}
+
 /// Parses the parts of `.runpod/hub.json` that matter here.
 pub fn parse_hub(file: &str, text: &str) -> Result<Hub, String> {
     let doc = parse_json(file, text)?;

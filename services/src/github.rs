@@ -415,6 +415,49 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// The text of one file of `owner/repo` at `git_ref` (the default branch when `None`),
+    /// through the contents API. `Ok(None)`: no such file.
+    pub async fn file_text(
+        &self,
+        owner: &str,
+        repo: &str,
+        path: &str,
+        git_ref: Option<&str>,
+    ) -> Result<Option<String>, ServiceError> {
+        let mut call = format!("/repos/{owner}/{repo}/contents/{path}");
+        if let Some(r) = git_ref {
+            call.push_str(&format!("?ref={r}"));
+        }
+        let a = match self.call_full(hyper::Method::GET, &call, None).await {
+            Ok(a) => a,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(encoded) = a.json.get("content").and_then(|c| c.as_str()) else {
+            return Err(error(
+                &call,
+                ErrorKind::Rejected,
+                format!(
+                    "GET {call}: the answer has no `content` (a directory, or a file over 1 MB)"
+                ),
+            ));
+        };
+        use base64::Engine as _;
+        let compact: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| {
+                error(
+                    &call,
+                    ErrorKind::Rejected,
+                    format!("GET {call}: content is not base64: {e}"),
+                )
+            })?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
 fn pull(v: &serde_json::Value) -> Option<PullRequest> {
     Some(PullRequest {
         number: v.get("number")?.as_u64()?,

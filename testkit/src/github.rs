@@ -1,6 +1,6 @@
 //! A stand-in for the GitHub endpoints janitor uses, on loopback: a head's open pull requests,
 //! creating and updating one (publishing), an organisation's repositories in pages with `Link`
-//! headers and a repository's tree (organisation runs). It records every request, so tests
+//! headers, a repository's tree and its files' contents (organisation runs and routing). It records every request, so tests
 //! assert on the body, the auth header and idempotency, and it fails the next calls on cue,
 //! with the headers a rate limit carries.
 
@@ -25,6 +25,8 @@ pub struct OrgRepo {
     pub fork: bool,
     /// Its files' paths; `None`: an empty repository (GitHub answers its tree with 409).
     pub files: Option<Vec<String>>,
+    /// The contents of some of its files (path, text), served by the contents API.
+    pub texts: Vec<(String, String)>,
 }
 
 /// An answer with its extra headers (also one given on cue instead of the real one).
@@ -183,7 +185,8 @@ fn org_answer(state: &Mutex<State>, head: &str, base: &str) -> Option<Failure> {
     let path = first.split_whitespace().nth(1).unwrap_or("");
     let is_org = path.starts_with("/orgs/");
     let is_tree = path.contains("/git/trees/");
-    if !is_org && !is_tree {
+    let is_contents = path.starts_with("/repos/") && path.contains("/contents/");
+    if !is_org && !is_tree && !is_contents {
         return None;
     }
     let mut s = state.lock().unwrap();
@@ -227,6 +230,30 @@ fn org_answer(state: &Mutex<State>, head: &str, base: &str) -> Option<Failure> {
             ));
         }
         return Some((200, headers, serde_json::Value::Array(items)));
+    }
+    // /repos/{org}/{name}/contents/{path}?ref={ref}
+    if is_contents {
+        use base64::Engine as _;
+        let name = path.split('/').nth(3).unwrap_or("");
+        let file = path
+            .split_once("/contents/")
+            .map(|(_, f)| f.split('?').next().unwrap_or(f))
+            .unwrap_or("");
+        let text = s
+            .org
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.texts.iter().find(|(p, _)| p == file))
+            .map(|(_, t)| t.clone());
+        return Some(match text {
+            Some(t) => (
+                200,
+                Vec::new(),
+                serde_json::json!({"type": "file", "encoding": "base64", "path": file,
+                    "content": base64::engine::general_purpose::STANDARD.encode(t.as_bytes())}),
+            ),
+            None => (404, Vec::new(), serde_json::json!({"message": "Not Found"})),
+        });
     }
     // /repos/{org}/{name}/git/trees/{branch}?recursive=1
     let name = path.split('/').nth(3).unwrap_or("");

@@ -361,6 +361,8 @@ pub struct Fixture {
     pub bucket: String,
     pub log_group: String,
     pub asg_name: String,
+    /// Pools made with [`Fixture::start_with_pools`], as Terraform's `pools` output.
+    pub pools: serde_json::Value,
     pub imds: std::sync::Mutex<HashMap<String, String>>,
     pub sdk: aws_config::SdkConfig,
 }
@@ -376,11 +378,20 @@ impl Fixture {
     /// Starts the fixture with the standard resources and one IMDS per instance
     /// (`id` or `id:type:az:lifecycle`).
     pub async fn start(instances: &[&str]) -> Fixture {
+        Fixture::start_with_pools(instances, &[]).await
+    }
+
+    /// [`Fixture::start`] plus pools (`name:instance_type:gpu_memory_gb[:max_instances]`), each
+    /// with its queue, dead-letter queue and group, as Terraform makes them.
+    pub async fn start_with_pools(instances: &[&str], pools: &[&str]) -> Fixture {
         let mut cmd = Command::new(python());
         cmd.arg(workspace_root().join("testkit/fixture.py"))
             .arg("--setup");
         for i in instances {
             cmd.arg("--instance").arg(i);
+        }
+        for p in pools {
+            cmd.arg("--pool").arg(p);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -416,6 +427,7 @@ impl Fixture {
             bucket: s("bucket"),
             log_group: s("log_group"),
             asg_name: s("asg_name"),
+            pools: ready["pools"].clone(),
             imds: std::sync::Mutex::new(imds),
             sdk,
         }
@@ -477,10 +489,15 @@ impl Fixture {
 
     /// The group's desired capacity and its instances' (id, lifecycle state, protected).
     pub async fn group(&self) -> (i32, Vec<(String, String, bool)>) {
+        self.group_of(&self.asg_name).await
+    }
+
+    /// [`Fixture::group`] of the group named `name` (a pool's).
+    pub async fn group_of(&self, name: &str) -> (i32, Vec<(String, String, bool)>) {
         let out = self
             .asg()
             .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&self.asg_name)
+            .auto_scaling_group_names(name)
             .send()
             .await
             .unwrap();
@@ -707,8 +724,13 @@ impl Fixture {
     /// Raises the group to `n` and returns its instance ids, each with an IMDS.
     pub async fn launch(&self, n: i32) -> Vec<String> {
         self.set_desired(n).await;
+        self.instances_of(&self.asg_name).await
+    }
+
+    /// The instance ids of the group `name`, each given an IMDS.
+    pub async fn instances_of(&self, name: &str) -> Vec<String> {
         let ids: Vec<String> = self
-            .group()
+            .group_of(name)
             .await
             .1
             .into_iter()

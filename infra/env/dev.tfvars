@@ -3,7 +3,6 @@ region                   = "us-east-1"
 vpc_id                   = "vpc-REPLACE-ME"
 subnet_ids               = ["subnet-REPLACE-ME"]
 ami_id                   = "ami-REPLACE-ME" # from `make ami`
-instance_type            = "g5.xlarge"
 max_concurrent_instances = 3
 reports_retention_days   = 90
 log_retention_days       = 14

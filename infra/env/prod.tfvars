@@ -3,7 +3,6 @@ region                   = "us-east-1"
 vpc_id                   = "vpc-REPLACE-ME"
 subnet_ids               = ["subnet-REPLACE-ME-a", "subnet-REPLACE-ME-b"]
 ami_id                   = "ami-REPLACE-ME" # from `make ami`
-instance_type            = "g5.xlarge"
 max_concurrent_instances = 10
 reports_retention_days   = 365
 log_retention_days       = 30

@@ -22,34 +22,39 @@ resource "aws_security_group" "instances" {
   }
 }
 
+# janitord's settings on an instance of each pool: the pool's own queue, and a GPU expected
+# only where the pool has one.
 locals {
-  janitord_toml = <<-TOML
-    queue_url = "${aws_sqs_queue.jobs.url}"
-    bucket = "${aws_s3_bucket.ledger.bucket}"
-    log_group = "${local.log_group}"
-    cache_dir = "/var/lib/janitor"
-    require_cache_volume = true
-    expect_gpus = true
-    heartbeat_file = "/var/lib/janitor/janitord.heartbeat"
-    # The shipped agent is pulled into the cache at start (a first fix pays no pull) and
-    # evicted last.
-    prefetch_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
-    default_agent_image = "${aws_ecr_repository.agent.repository_url}:latest"
-    pinned_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
-    %{if var.status_target_url != ""~}
-    status_target_url = "${var.status_target_url}"
-    %{endif~}
-    %{if local.bedrock~}
-    agent_bedrock_role_arn = "arn:${data.aws_partition.current.partition}:iam::${local.account_id}:role/${local.name}-agent-bedrock"
-    agent_bedrock_region = "${var.region}"
-    %{endif~}
-  TOML
+  janitord_toml = {
+    for name, p in local.pools : name => <<-TOML
+      queue_url = "${aws_sqs_queue.jobs[name].url}"
+      bucket = "${aws_s3_bucket.ledger.bucket}"
+      log_group = "${local.log_group}"
+      cache_dir = "/var/lib/janitor"
+      require_cache_volume = true
+      expect_gpus = ${p.gpu}
+      heartbeat_file = "/var/lib/janitor/janitord.heartbeat"
+      # The shipped agent is pulled into the cache at start (a first fix pays no pull) and
+      # evicted last.
+      prefetch_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
+      default_agent_image = "${aws_ecr_repository.agent.repository_url}:latest"
+      pinned_images = ["${aws_ecr_repository.agent.repository_url}:latest"]
+      %{if var.status_target_url != ""~}
+      status_target_url = "${var.status_target_url}"
+      %{endif~}
+      %{if local.bedrock~}
+      agent_bedrock_role_arn = "arn:${data.aws_partition.current.partition}:iam::${local.account_id}:role/${local.name}-agent-bedrock"
+      agent_bedrock_region = "${var.region}"
+      %{endif~}
+    TOML
+  }
 }
 
-resource "aws_launch_template" "gpu" {
-  name_prefix   = "${local.name}-"
-  image_id      = var.ami_id
-  instance_type = var.instance_type
+resource "aws_launch_template" "pool" {
+  for_each      = local.pools
+  name_prefix   = "${local.name}-${each.key}-"
+  image_id      = each.value.ami_id
+  instance_type = each.value.instance_type
   ebs_optimized = true
 
   iam_instance_profile {
@@ -89,7 +94,7 @@ resource "aws_launch_template" "gpu" {
     device_name = "/dev/sdf"
     ebs {
       volume_type           = "gp3"
-      volume_size           = var.cache_volume_gb
+      volume_size           = each.value.cache_volume_gb
       iops                  = 3000
       throughput            = var.cache_volume_throughput
       encrypted             = true
@@ -101,7 +106,7 @@ resource "aws_launch_template" "gpu" {
     #!/bin/bash
     install -d -m 0755 /etc/janitor
     cat > /etc/janitor/janitord.toml <<'TOML'
-    ${local.janitord_toml}
+    ${local.janitord_toml[each.key]}
     TOML
     systemctl restart janitord.service
   EOT
@@ -109,19 +114,20 @@ resource "aws_launch_template" "gpu" {
 
   tag_specifications {
     resource_type = "instance"
-    tags          = merge(local.tags, { Name = "${local.name}-gpu" })
+    tags          = merge(local.tags, { Name = "${local.name}-${each.key}", JanitorPool = each.key })
   }
 
   tag_specifications {
     resource_type = "volume"
-    tags          = merge(local.tags, { Name = "${local.name}-gpu" })
+    tags          = merge(local.tags, { Name = "${local.name}-${each.key}", JanitorPool = each.key })
   }
 }
 
-resource "aws_autoscaling_group" "gpu" {
-  name                  = local.name
+resource "aws_autoscaling_group" "pool" {
+  for_each              = local.pools
+  name                  = "${local.name}-${each.key}"
   min_size              = 0
-  max_size              = var.max_concurrent_instances
+  max_size              = each.value.max_instances
   desired_capacity      = 0
   vpc_zone_identifier   = var.subnet_ids
   health_check_type     = "EC2"
@@ -150,8 +156,8 @@ resource "aws_autoscaling_group" "gpu" {
   dynamic "launch_template" {
     for_each = var.spot ? [] : [1]
     content {
-      id      = aws_launch_template.gpu.id
-      version = aws_launch_template.gpu.latest_version
+      id      = aws_launch_template.pool[each.key].id
+      version = aws_launch_template.pool[each.key].latest_version
     }
   }
 
@@ -166,11 +172,11 @@ resource "aws_autoscaling_group" "gpu" {
       }
       launch_template {
         launch_template_specification {
-          launch_template_id = aws_launch_template.gpu.id
-          version            = aws_launch_template.gpu.latest_version
+          launch_template_id = aws_launch_template.pool[each.key].id
+          version            = aws_launch_template.pool[each.key].latest_version
         }
         dynamic "override" {
-          for_each = var.spot_instance_types
+          for_each = each.value.spot_instance_types
           content {
             instance_type = override.value
           }
@@ -185,7 +191,7 @@ resource "aws_autoscaling_group" "gpu" {
     content {
       pool_state                  = "Stopped"
       min_size                    = 0
-      max_group_prepared_capacity = min(var.warm_pool_max_prepared, var.max_concurrent_instances)
+      max_group_prepared_capacity = min(each.value.warm_pool_max_prepared, each.value.max_instances)
       instance_reuse_policy {
         reuse_on_scale_in = true
       }
@@ -202,7 +208,13 @@ resource "aws_autoscaling_group" "gpu" {
 
   tag {
     key                 = "Name"
-    value               = "${local.name}-gpu"
+    value               = "${local.name}-${each.key}"
+    propagate_at_launch = true
+  }
+
+  tag {
+    key                 = "JanitorPool"
+    value               = each.key
     propagate_at_launch = true
   }
 
@@ -216,8 +228,9 @@ resource "aws_autoscaling_group" "gpu" {
 # Only upward changes (ChangeInCapacity, every step positive): it never lowers the desired
 # capacity that janitorctl set; the daemons bring it down when idle.
 resource "aws_autoscaling_policy" "queue_backlog" {
-  name                      = "${local.name}-queue-backlog"
-  autoscaling_group_name    = aws_autoscaling_group.gpu.name
+  for_each                  = local.pools
+  name                      = "${local.name}-${each.key}-queue-backlog"
+  autoscaling_group_name    = aws_autoscaling_group.pool[each.key].name
   policy_type               = "StepScaling"
   adjustment_type           = "ChangeInCapacity"
   estimated_instance_warmup = 300
@@ -231,28 +244,29 @@ resource "aws_autoscaling_policy" "queue_backlog" {
   step_adjustment {
     metric_interval_lower_bound = 3
     metric_interval_upper_bound = 10
-    scaling_adjustment          = min(3, var.max_concurrent_instances)
+    scaling_adjustment          = min(3, each.value.max_instances)
   }
 
   step_adjustment {
     metric_interval_lower_bound = 10
-    scaling_adjustment          = var.max_concurrent_instances
+    scaling_adjustment          = each.value.max_instances
   }
 }
 
 resource "aws_cloudwatch_metric_alarm" "queue_backlog" {
-  alarm_name          = "${local.name}-queue-backlog"
-  alarm_description   = "Jobs are waiting: scale the GPU group out (from zero too)."
+  for_each            = local.pools
+  alarm_name          = "${local.name}-${each.key}-queue-backlog"
+  alarm_description   = "Jobs are waiting in pool ${each.key}: scale its group out (from zero too)."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.jobs.name }
+  dimensions          = { QueueName = aws_sqs_queue.jobs[each.key].name }
   statistic           = "Maximum"
   period              = 60
   evaluation_periods  = 2
   comparison_operator = "GreaterThanOrEqualToThreshold"
   threshold           = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_autoscaling_policy.queue_backlog.arn]
+  alarm_actions       = [aws_autoscaling_policy.queue_backlog[each.key].arn]
 }
 
 resource "aws_budgets_budget" "idle" {

@@ -4,7 +4,8 @@
 # instance read every parameter of the account, not only the janitor/ names.
 
 locals {
-  asg_arn = "arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.name}"
+  # Each pool's group by its exact name (a wildcard would reach another environment's).
+  asg_arns = [for k, _ in local.pools : "arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.name}-${k}"]
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -21,7 +22,7 @@ data "aws_iam_policy_document" "janitord" {
   statement {
     sid       = "JobsQueue"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
-    resources = [aws_sqs_queue.jobs.arn]
+    resources = [for q in aws_sqs_queue.jobs : q.arn]
   }
 
   statement {
@@ -102,7 +103,7 @@ data "aws_iam_policy_document" "janitord" {
       # Only `janitord leave`, the dead-man timer's last resort for a stuck instance.
       "autoscaling:TerminateInstanceInAutoScalingGroup",
     ]
-    resources = [local.asg_arn]
+    resources = local.asg_arns
   }
 
   # The SSM agent registers its own instance; no ssm:GetParameter(s) here: parameters are

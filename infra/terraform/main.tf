@@ -7,22 +7,40 @@ locals {
   log_group  = "/janitor-runner"
 }
 
-# The jobs queue and its dead-letter queue: a message received 3 times without being deleted
-# (bad input, or three interruptions) moves there.
+# Each pool's settings with the variables' defaults filled in.
+locals {
+  pools = {
+    for name, p in var.pools : name => {
+      instance_type          = p.instance_type
+      gpu_memory_gb          = p.gpu_memory_gb
+      gpu                    = p.gpu_memory_gb > 0
+      max_instances          = coalesce(p.max_instances, var.max_concurrent_instances)
+      ami_id                 = coalesce(p.ami_id, var.ami_id)
+      warm_pool_max_prepared = coalesce(p.warm_pool_max_prepared, var.warm_pool_max_prepared)
+      cache_volume_gb        = coalesce(p.cache_volume_gb, var.cache_volume_gb)
+      spot_instance_types    = distinct(concat([p.instance_type], coalesce(p.spot_instance_types, var.spot_instance_types)))
+    }
+  }
+}
+
+# Each pool's jobs queue and its dead-letter queue: a message received 3 times without being
+# deleted (bad input, or three interruptions) moves there.
 resource "aws_sqs_queue" "dead_letter" {
-  name                      = "${local.name}-jobs-dlq"
+  for_each                  = local.pools
+  name                      = "${local.name}-${each.key}-jobs-dlq"
   message_retention_seconds = 1209600
   sqs_managed_sse_enabled   = true
 }
 
 resource "aws_sqs_queue" "jobs" {
-  name                       = "${local.name}-jobs"
+  for_each                   = local.pools
+  name                       = "${local.name}-${each.key}-jobs"
   visibility_timeout_seconds = var.visibility_timeout_seconds
   receive_wait_time_seconds  = 20
   message_retention_seconds  = 345600
   sqs_managed_sse_enabled    = true
   redrive_policy = jsonencode({
-    deadLetterTargetArn = aws_sqs_queue.dead_letter.arn
+    deadLetterTargetArn = aws_sqs_queue.dead_letter[each.key].arn
     maxReceiveCount     = 3
   })
 }

@@ -38,11 +38,12 @@ resource "aws_sns_topic_subscription" "alerts_email" {
 
 # A message that failed three times: a job nobody will run until someone looks.
 resource "aws_cloudwatch_metric_alarm" "dead_letters" {
-  alarm_name          = "${local.name}-dead-letters"
-  alarm_description   = "A job message reached the dead-letter queue (rejected, or failed three times): see janitor-reports/rejected/ and the queue."
+  for_each            = local.pools
+  alarm_name          = "${local.name}-${each.key}-dead-letters"
+  alarm_description   = "A job message reached pool ${each.key}'s dead-letter queue (rejected, or failed three times): see janitor-reports/rejected/ and the queue."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.dead_letter.name }
+  dimensions          = { QueueName = aws_sqs_queue.dead_letter[each.key].name }
   statistic           = "Maximum"
   period              = 300
   evaluation_periods  = 1
@@ -55,8 +56,9 @@ resource "aws_cloudwatch_metric_alarm" "dead_letters" {
 # Instances in service while the queue has nothing for them, past the idle SLA: the idle
 # scale-in did not happen (seed 000: down within 5 minutes of the last job).
 resource "aws_cloudwatch_metric_alarm" "idle_instances" {
-  alarm_name          = "${local.name}-idle-instances"
-  alarm_description   = "GPU instances in service with an empty queue for ${var.idle_alarm_minutes} minutes: the idle scale-in is not happening. Check janitord on them (README: Looking at an instance)."
+  for_each            = local.pools
+  alarm_name          = "${local.name}-${each.key}-idle-instances"
+  alarm_description   = "Instances of pool ${each.key} in service with an empty queue for ${var.idle_alarm_minutes} minutes: the idle scale-in is not happening. Check janitord on them (README: Looking at an instance)."
   comparison_operator = "GreaterThanOrEqualToThreshold"
   threshold           = 1
   evaluation_periods  = var.idle_alarm_minutes
@@ -75,7 +77,7 @@ resource "aws_cloudwatch_metric_alarm" "idle_instances" {
     metric {
       namespace   = "AWS/AutoScaling"
       metric_name = "GroupInServiceInstances"
-      dimensions  = { AutoScalingGroupName = aws_autoscaling_group.gpu.name }
+      dimensions  = { AutoScalingGroupName = aws_autoscaling_group.pool[each.key].name }
       stat        = "Maximum"
       period      = 60
     }
@@ -85,7 +87,7 @@ resource "aws_cloudwatch_metric_alarm" "idle_instances" {
     metric {
       namespace   = "AWS/SQS"
       metric_name = "ApproximateNumberOfMessagesVisible"
-      dimensions  = { QueueName = aws_sqs_queue.jobs.name }
+      dimensions  = { QueueName = aws_sqs_queue.jobs[each.key].name }
       stat        = "Maximum"
       period      = 60
     }
@@ -95,40 +97,42 @@ resource "aws_cloudwatch_metric_alarm" "idle_instances" {
     metric {
       namespace   = "AWS/SQS"
       metric_name = "ApproximateNumberOfMessagesNotVisible"
-      dimensions  = { QueueName = aws_sqs_queue.jobs.name }
+      dimensions  = { QueueName = aws_sqs_queue.jobs[each.key].name }
       stat        = "Maximum"
       period      = 60
     }
   }
 }
 
-resource "aws_cloudwatch_dashboard" "fleet" {
-  dashboard_name = local.name
-  dashboard_body = jsonencode({
-    widgets = [
+# One row per pool (its queue and its instances), then the fleet's outcomes, timings, cache
+# and charges.
+locals {
+  pool_names = sort(keys(local.pools))
+  pool_rows = flatten([
+    for i, name in local.pool_names : [
       {
-        type = "metric", x = 0, y = 0, width = 12, height = 6
+        type = "metric", x = 0, y = i * 6, width = 12, height = 6
         properties = {
-          title  = "Queue: waiting, in flight, dead letters"
+          title  = "Pool ${name}: queue waiting, in flight, dead letters"
           region = var.region
           stat   = "Maximum"
           period = 60
           metrics = [
-            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", aws_sqs_queue.jobs.name, { label = "waiting" }],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", aws_sqs_queue.jobs[name].name, { label = "waiting" }],
             [".", "ApproximateNumberOfMessagesNotVisible", ".", ".", { label = "in flight (jobs running)" }],
-            [".", "ApproximateNumberOfMessagesVisible", ".", aws_sqs_queue.dead_letter.name, { label = "dead letters" }],
+            [".", "ApproximateNumberOfMessagesVisible", ".", aws_sqs_queue.dead_letter[name].name, { label = "dead letters" }],
           ]
         }
       },
       {
-        type = "metric", x = 12, y = 0, width = 12, height = 6
+        type = "metric", x = 12, y = i * 6, width = 12, height = 6
         properties = {
-          title  = "Instances by state"
+          title  = "Pool ${name} (${local.pools[name].instance_type}): instances by state"
           region = var.region
           stat   = "Maximum"
           period = 60
           metrics = [
-            ["AWS/AutoScaling", "GroupDesiredCapacity", "AutoScalingGroupName", aws_autoscaling_group.gpu.name],
+            ["AWS/AutoScaling", "GroupDesiredCapacity", "AutoScalingGroupName", aws_autoscaling_group.pool[name].name],
             [".", "GroupInServiceInstances", ".", "."],
             [".", "GroupPendingInstances", ".", "."],
             [".", "GroupTerminatingInstances", ".", "."],
@@ -136,8 +140,17 @@ resource "aws_cloudwatch_dashboard" "fleet" {
           ]
         }
       },
+    ]
+  ])
+  fleet_row = length(local.pool_names) * 6
+}
+
+resource "aws_cloudwatch_dashboard" "fleet" {
+  dashboard_name = local.name
+  dashboard_body = jsonencode({
+    widgets = concat(local.pool_rows, [
       {
-        type = "metric", x = 0, y = 6, width = 8, height = 6
+        type = "metric", x = 0, y = local.fleet_row, width = 8, height = 6
         properties = {
           title  = "Jobs by outcome"
           region = var.region
@@ -149,7 +162,7 @@ resource "aws_cloudwatch_dashboard" "fleet" {
         }
       },
       {
-        type = "metric", x = 8, y = 6, width = 8, height = 6
+        type = "metric", x = 8, y = local.fleet_row, width = 8, height = 6
         properties = {
           title   = "Job duration and queue wait (seconds)"
           region  = var.region
@@ -158,7 +171,7 @@ resource "aws_cloudwatch_dashboard" "fleet" {
         }
       },
       {
-        type = "metric", x = 16, y = 6, width = 8, height = 6
+        type = "metric", x = 16, y = local.fleet_row, width = 8, height = 6
         properties = {
           title  = "Layer cache hit rate"
           region = var.region
@@ -171,7 +184,7 @@ resource "aws_cloudwatch_dashboard" "fleet" {
         }
       },
       {
-        type = "metric", x = 0, y = 12, width = 24, height = 6
+        type = "metric", x = 0, y = local.fleet_row + 6, width = 24, height = 6
         properties = {
           title   = "Estimated charges (USD, the account; billing metrics live in us-east-1)"
           region  = "us-east-1"
@@ -180,7 +193,7 @@ resource "aws_cloudwatch_dashboard" "fleet" {
           metrics = [["AWS/Billing", "EstimatedCharges", "Currency", "USD"]]
         }
       },
-    ]
+    ])
   })
 }
 

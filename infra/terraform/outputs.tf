@@ -1,10 +1,16 @@
 # `make infra-apply` writes these to infra/env/<ENV>.json, where janitorctl reads its settings.
-output "queue_url" {
-  value = aws_sqs_queue.jobs.url
-}
-
-output "dlq_url" {
-  value = aws_sqs_queue.dead_letter.url
+# `pools`: each pool's queue, dead-letter queue, group and shape, which janitorctl routes by.
+output "pools" {
+  value = {
+    for name, p in local.pools : name => {
+      queue_url     = aws_sqs_queue.jobs[name].url
+      dlq_url       = aws_sqs_queue.dead_letter[name].url
+      asg_name      = aws_autoscaling_group.pool[name].name
+      instance_type = p.instance_type
+      gpu_memory_gb = p.gpu_memory_gb
+      max_instances = p.max_instances
+    }
+  }
 }
 
 output "bucket" {
@@ -13,10 +19,6 @@ output "bucket" {
 
 output "log_group" {
   value = aws_cloudwatch_log_group.runner.name
-}
-
-output "asg_name" {
-  value = aws_autoscaling_group.gpu.name
 }
 
 output "region" {

@@ -28,14 +28,47 @@ variable "ami_id" {
   type        = string
 }
 
-variable "instance_type" {
-  description = "GPU instance type."
-  type        = string
-  default     = "g5.xlarge"
+variable "pools" {
+  description = <<-EOT
+    The pools: one queue (with its dead-letter queue), launch template, Auto Scaling group and
+    warm pool each. janitorctl sends each repository to the smallest pool that fits it (its
+    `pool:` or `instance_type:`, else no GPU for `gpu_required: false` or hub.json's
+    `runsOn: CPU`, else the GPU memory its tests' GPU ids need). `gpu_memory_gb` is one GPU's
+    memory (0: no GPU); `max_instances` defaults to max_concurrent_instances; `ami_id`
+    defaults to the golden AMI (which also serves CPU pools: its driver stays idle without a
+    GPU); `warm_pool_max_prepared` and `cache_volume_gb` default to the variables of those names.
+  EOT
+  type = map(object({
+    instance_type          = string
+    gpu_memory_gb          = number
+    max_instances          = optional(number)
+    ami_id                 = optional(string)
+    warm_pool_max_prepared = optional(number)
+    cache_volume_gb        = optional(number)
+    spot_instance_types    = optional(list(string))
+  }))
+  default = {
+    "cpu"    = { instance_type = "c7i.xlarge", gpu_memory_gb = 0 }
+    "gpu-24" = { instance_type = "g5.xlarge", gpu_memory_gb = 24 }
+    "gpu-48" = { instance_type = "g6e.xlarge", gpu_memory_gb = 48, max_instances = 4 }
+  }
+
+  validation {
+    condition     = length(var.pools) >= 1 && alltrue([for k, _ in var.pools : can(regex("^[a-z][a-z0-9-]{0,19}$", k))])
+    error_message = "pools: at least one, each named with 1 to 20 lowercase letters, digits or `-`, starting with a letter (such as gpu-48)."
+  }
+  validation {
+    condition     = alltrue([for _, p in var.pools : p.gpu_memory_gb >= 0 && floor(p.gpu_memory_gb) == p.gpu_memory_gb])
+    error_message = "pools: gpu_memory_gb is a whole number of GB per GPU, 0 for no GPU."
+  }
+  validation {
+    condition     = alltrue([for _, p in var.pools : p.max_instances == null ? true : (p.max_instances >= 1 && p.max_instances <= 100)])
+    error_message = "pools: max_instances 1 to 100."
+  }
 }
 
 variable "max_concurrent_instances" {
-  description = "The group's maximum size: the most GPUs billing at once."
+  description = "Each pool's maximum size unless the pool sets max_instances: the most instances of one pool billing at once."
   type        = number
   default     = 10
   validation {
@@ -69,9 +102,9 @@ variable "spot" {
 }
 
 variable "spot_instance_types" {
-  description = "Instance types the spot policy may use, in order of preference."
+  description = "Instance types the spot policy may use, in order of preference, for a pool that gives none (the pool's own type is always first)."
   type        = list(string)
-  default     = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
+  default     = []
 }
 
 variable "warm_pool" {

@@ -123,7 +123,7 @@ def test_session_manager_without_reading_every_parameter():
 
 
 def test_launch_template_requires_imdsv2_and_encrypts_every_volume():
-    lt = terraform()[("resource", "aws_launch_template", "gpu")]
+    lt = terraform()[("resource", "aws_launch_template", "pool")]
     md = first(lt["metadata_options"])
     assert first(md["http_tokens"]) == "required"
     assert first(md["http_put_response_hop_limit"]) == 1
@@ -134,7 +134,7 @@ def test_launch_template_requires_imdsv2_and_encrypts_every_volume():
         assert first(ebs["encrypted"]) is True, d
         assert first(ebs["volume_type"]) == "gp3", d
     sizes = [first(first(d["ebs"])["volume_size"]) for d in devices]
-    assert "${var.cache_volume_gb}" in sizes
+    assert "${each.value.cache_volume_gb}" in sizes
     ni = first(lt["network_interfaces"])
     assert first(ni["associate_public_ip_address"]) == "${var.associate_public_ip}"
 
@@ -149,9 +149,10 @@ def test_no_security_group_has_ingress():
 
 
 def test_the_group_scales_from_zero_and_drains_on_its_hook():
-    asg = terraform()[("resource", "aws_autoscaling_group", "gpu")]
+    asg = terraform()[("resource", "aws_autoscaling_group", "pool")]
+    assert first(asg["for_each"]) == "${local.pools}"
     assert first(asg["min_size"]) == 0
-    assert first(asg["max_size"]) == "${var.max_concurrent_instances}"
+    assert first(asg["max_size"]) == "${each.value.max_instances}"
     assert "desired_capacity" in str(first(asg["lifecycle"])["ignore_changes"])
     hook = first(asg["initial_lifecycle_hook"])
     assert first(hook["lifecycle_transition"]) == "autoscaling:EC2_INSTANCE_TERMINATING"
@@ -443,9 +444,20 @@ def test_the_agent_bedrock_role_invokes_only_the_configured_models():
     assert "agent_bedrock_role_arn" in guarded and "agent_bedrock_region" in guarded
 
 
+def test_each_pools_daemon_reads_its_own_queue_and_expects_a_gpu_only_there():
+    compute = open(os.path.join(TF_DIR, "compute.tf")).read()
+    toml = compute.split("name => <<-TOML")[1].split("TOML")[0]
+    assert 'queue_url = "${aws_sqs_queue.jobs[name].url}"' in toml
+    assert "expect_gpus = ${p.gpu}" in toml
+    main = open(os.path.join(TF_DIR, "main.tf")).read()
+    assert "gpu                    = p.gpu_memory_gb > 0" in main
+    lt = terraform()[("resource", "aws_launch_template", "pool")]
+    assert "local.janitord_toml[each.key]" in first(lt["user_data"])
+
+
 def test_instances_prefetch_and_pin_the_shipped_agent():
     compute = open(os.path.join(TF_DIR, "compute.tf")).read()
-    toml = compute.split("janitord_toml = <<-TOML")[1].split("TOML")[0]
+    toml = compute.split("name => <<-TOML")[1].split("TOML")[0]
     for key in ("prefetch_images", "pinned_images"):
         line = next(l for l in toml.splitlines() if l.strip().startswith(key))
         assert "aws_ecr_repository.agent.repository_url" in line, line

@@ -680,10 +680,12 @@ mod tests {
                     gpu_required: true,
                     timeout_seconds: 600,
                     instance_type: None,
+                    ..ManifestJob::default()
                 })
                 .collect(),
             estimated_cost_usd: Some(0.5),
             discovery: None,
+            not_run: Vec::new(),
         }
     }
 

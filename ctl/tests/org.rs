@@ -241,3 +241,109 @@ async fn an_organisation_run_records_its_discovery_in_the_manifest() {
     assert_eq!(manifest["jobs"].as_array().unwrap().len(), 3);
     assert_eq!(fx.depth(&fx.queue_url).await, (3, 0));
 }
+
+/// With pools, each repository of the organisation goes to the pool its own files ask for:
+/// hub.json's `runsOn: CPU` to `cpu`, a tests.json L40S to `gpu-48`, nothing to the smallest
+/// GPU pool. The files are read through the contents API only where the tree has them, and
+/// what a hostile file writes in its GPU ids never reaches the terminal.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organisation_run_routes_each_repository_by_its_files() {
+    let gh = GitHubFixture::start().await;
+    let with = |name: &str, files: &[&str], texts: &[(&str, &str)]| OrgRepo {
+        texts: texts
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect(),
+        ..repo(name, files)
+    };
+    gh.set_org(
+        vec![
+            with(
+                "worker-cpu",
+                &[".runpod/Dockerfile", ".runpod/hub.json"],
+                &[(".runpod/hub.json", r#"{"config": {"runsOn": "CPU"}}"#)],
+            ),
+            with(
+                "worker-big",
+                &["Dockerfile", ".runpod/tests.json"],
+                &[(
+                    ".runpod/tests.json",
+                    r#"{"tests": [{"name": "t", "input": {}}], "config": {"gpuTypeId": "NVIDIA L40S"}}"#,
+                )],
+            ),
+            with("worker-basic", &["Dockerfile"], &[]),
+            with(
+                "worker-hostile",
+                &["Dockerfile", ".runpod/hub.json"],
+                &[(
+                    ".runpod/hub.json",
+                    "{\"config\": {\"runsOn\": \"GPU\", \"gpuIds\": \"\\u001b]0;pwned\\u0007,\\u001b[2J\"}}",
+                )],
+            ),
+        ],
+        10,
+    );
+    let fx = Fixture::start_with_pools(
+        &[],
+        &[
+            "cpu:c7i.xlarge:0",
+            "gpu-24:g5.xlarge:24",
+            "gpu-48:g6e.xlarge:48",
+        ],
+    )
+    .await;
+    let mut e = fx.env(None);
+    e.extend(env(&gh, None));
+    e.push(("JANITOR_POOLS".into(), fx.pools.to_string()));
+    let (code, out) = ctl(&["run", "--org", "acme", "--no-wait", "--yes"], &e);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "a repository's escape codes reached the terminal:\n{out:?}"
+    );
+    for line in [
+        "  acme/worker-cpu: `.runpod/hub.json` says `runsOn: CPU`",
+        "  acme/worker-big: `NVIDIA L40S` in .runpod/tests.json needs a 48 GB GPU",
+        "  acme/worker-basic: no GPU id in its files: the smallest GPU pool",
+        "  acme/worker-hostile: none of its 2 GPU id(s) is a RunPod GPU pool or type this fleet knows: the smallest GPU pool",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no line {line:?} in:\n{out}");
+    }
+    let contents: Vec<String> = gh
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/contents/"))
+        .map(|s| s.path)
+        .collect();
+    let mut want = vec![
+        "/repos/acme/worker-big/contents/.runpod/tests.json",
+        "/repos/acme/worker-cpu/contents/.runpod/hub.json",
+        "/repos/acme/worker-hostile/contents/.runpod/hub.json",
+    ];
+    let mut got: Vec<&str> = contents
+        .iter()
+        .map(|p| p.split('?').next().unwrap())
+        .collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "one contents call per file the tree lists");
+    let queue = |pool: &str| fx.pools[pool]["queue_url"].as_str().unwrap().to_string();
+    assert_eq!(fx.depth(&queue("cpu")).await, (1, 0));
+    assert_eq!(fx.depth(&queue("gpu-24")).await, (2, 0));
+    assert_eq!(fx.depth(&queue("gpu-48")).await, (1, 0));
+    let run_id = out.lines().last().unwrap().trim().to_string();
+    let manifest = fx
+        .json(&format!("janitor-reports/runs/{run_id}/manifest.json"))
+        .await;
+    let cpu = manifest["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["repository"] == "acme/worker-cpu")
+        .unwrap();
+    assert_eq!(cpu["pool"], "cpu");
+    assert_eq!(
+        cpu["gpu_required"], false,
+        "the CPU pool runs it without a GPU"
+    );
+}

@@ -201,10 +201,12 @@ fn stored_run() -> (RunManifest, Vec<Report>, Vec<StartedRecord>) {
                 gpu_required: true,
                 timeout_seconds: 1800,
                 instance_type: Some("g5.xlarge".into()),
+                ..ManifestJob::default()
             })
             .collect(),
         estimated_cost_usd: Some(4.53),
         discovery: None,
+        not_run: Vec::new(),
     };
     let started: Vec<StartedRecord> = names
         .iter()
@@ -318,6 +320,7 @@ fn big_run() -> (RunManifest, Vec<Report>, Vec<StartedRecord>) {
             gpu_required: true,
             timeout_seconds: 1800,
             instance_type: Some("g5.xlarge".into()),
+            ..ManifestJob::default()
         });
         r.steps.clear();
         started.push(StartedRecord {

@@ -400,6 +400,7 @@ mod tests {
             gpu_required: false,
             timeout: Duration::from_secs(60),
             instance_type: None,
+            pool: None,
             dockerfile: None,
             smoke_command: Some(vec!["true".into()]),
             expected_errors: vec!["ERROR: fine".into()],

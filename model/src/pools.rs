@@ -207,9 +207,13 @@ pub fn route(spec: &JobSpec, hints: &Hints, pools: &[PoolShape]) -> Result<Route
         ));
     };
     let Some((gb, id, file)) = needed(hints) else {
-        let why = match &hints.unread {
-            Some(e) => format!("its GPU ids could not be read ({e}): the smallest GPU pool"),
-            None => "no GPU id in its files: the smallest GPU pool".to_string(),
+        // Unknown ids are counted, never echoed: they are the repository's text.
+        let why = match (&hints.unread, hints.gpu_ids.len()) {
+            (Some(e), _) => format!("its GPU ids could not be read ({e}): the smallest GPU pool"),
+            (None, 0) => "no GPU id in its files: the smallest GPU pool".to_string(),
+            (None, n) => format!(
+                "none of its {n} GPU id(s) is a RunPod GPU pool or type this fleet knows: the smallest GPU pool"
+            ),
         };
         return Ok(Routed {
             pool: smallest.name.clone(),
@@ -265,7 +269,14 @@ mod tests {
         let tests = runpod::HUB_TESTS;
         let hub = runpod::HUB_FILE;
         // (pool:, instance_type:, gpu_required, hints) -> Ok(pool) or Err(start of message)
-        let cases: Vec<(Option<&str>, Option<&str>, bool, Hints, Result<&str, &str>)> = vec![
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+            Hints,
+            Result<&'a str, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (None, None, true, Hints::default(), Ok("gpu-24")),
             (None, None, false, Hints::default(), Ok("cpu")),
             (Some("gpu-48"), None, false, Hints::default(), Ok("gpu-48")),

@@ -20,7 +20,9 @@ const LOCAL_AGENT_IMAGE: &str = "janitor-agent:latest";
 
 pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let opts = crate::parse_options(true, run.timeout_minutes)?;
-    let Some(crate::run::Prepared { cfg, .. }) = crate::run::config(&run, &opts).await? else {
+    let Some(crate::run::Prepared { cfg, .. }) =
+        crate::run::config(&run, &opts, &crate::pools::default_list()).await?
+    else {
         return Ok(0);
     };
     let stop_grace = Duration::from_secs(run.stop_grace_seconds);

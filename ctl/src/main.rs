@@ -174,13 +174,6 @@ impl Ctx {
         })
     }
 
-    pub fn fleet(&self) -> Result<fleet::Fleet, CtlError> {
-        Ok(fleet::Fleet {
-            asg: aws_sdk_autoscaling::Client::new(&self.sdk),
-            name: self.settings.asg_name()?,
-        })
-    }
-
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.sdk)
     }

@@ -45,6 +45,20 @@ impl Pool {
     }
 }
 
+/// Terraform's default pools, for routing only (a dry run without settings): no queue, no group.
+pub fn default_list() -> Vec<Pool> {
+    pools::default_pools()
+        .into_iter()
+        .map(|shape| Pool {
+            shape,
+            queue_url: String::new(),
+            dlq_url: None,
+            asg_name: None,
+            max_instances: None,
+        })
+        .collect()
+}
+
 /// Reads Terraform's `pools` output: an object of pools by name.
 pub fn parse(value: &serde_json::Value, at: &str) -> Result<Vec<Pool>, SettingsError> {
     let Some(map) = value.as_object().filter(|m| !m.is_empty()) else {

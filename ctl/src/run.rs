@@ -173,9 +173,11 @@ pub struct Prepared {
 
 /// The run's config: FILE, or an organisation's repositories (FILE then holds overrides).
 /// `Ok(None)`: a dry run, printed.
+/// A dry run shows where each repository would go among `pools`.
 pub async fn config(
     args: &RunArgs,
     opts: &janitor_model::config::ParseOptions,
+    pools: &[Pool],
 ) -> Result<Option<Prepared>, CtlError> {
     let Some(org) = &args.org.org else {
         let Some(file) = &args.file else {
@@ -222,9 +224,11 @@ pub async fn config(
     }
     if args.org.dry_run {
         print!("{text}");
-        return Ok(None);
     }
     if found.jobs.is_empty() {
+        if args.org.dry_run {
+            return Ok(None);
+        }
         return Err(CtlError::Usage(format!(
             "{org} has no repository to run (every one was skipped)"
         )));
@@ -239,11 +243,24 @@ pub async fn config(
             count: errors.0.len(),
         }
     })?;
-    let known = found
+    let known: BTreeMap<String, Vec<String>> = found
         .jobs
         .iter()
         .map(|f| (format!("{org}/{}", f.name), f.hint_files.clone()))
         .collect();
+    if args.org.dry_run {
+        // Where each would run, and the estimate, as the run would print them.
+        let plan = route(&cfg, pools, &args.org.github_api_url, &known).await?;
+        let est = crate::pools::estimate(&cfg, pools, &plan);
+        eprintln!(
+            "Cost estimate (if every job used its whole timeout): ${:.2}",
+            est.total_usd
+        );
+        for line in &est.lines {
+            eprintln!("  {line}");
+        }
+        return Ok(None);
+    }
     Ok(Some(Prepared {
         cfg,
         discovery: Some(crate::org::record(org, &found, &overrides)),
@@ -257,7 +274,14 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
         cfg,
         discovery,
         known,
-    }) = config(&args, &opts).await?
+    }) = config(
+        &args,
+        &opts,
+        &ctx.settings
+            .pools()
+            .unwrap_or_else(|_| crate::pools::default_list()),
+    )
+    .await?
     else {
         return Ok(0);
     };

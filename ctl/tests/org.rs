@@ -107,6 +107,7 @@ async fn a_dry_run_prints_the_organisations_config_and_what_it_skipped() {
     let config: Vec<&str> = out
         .lines()
         .skip_while(|l| !l.starts_with("# janitorctl run --org acme"))
+        .take_while(|l| !l.starts_with("Pool "))
         .collect();
     let expected = [
         "# settings and overrides from OVERRIDES",
@@ -137,6 +138,18 @@ async fn a_dry_run_prints_the_organisations_config_and_what_it_skipped() {
         .map(|l| l.replace(&overrides_line, "# settings and overrides from OVERRIDES"))
         .collect();
     assert_eq!(got, expected, "{out}");
+    // Then where each would run among Terraform's default pools (no settings here), and the
+    // estimate by pool.
+    for line in [
+        "Pool gpu-24 (g5.xlarge): 3 job(s)",
+        "  acme/worker-vllm: no GPU id in its files: the smallest GPU pool",
+        "  gpu-24: 2 × g5.xlarge × 30m00s at $1.006/h = $1.01",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing `{line}` in:\n{out}"
+        );
+    }
     // Every page read (the first twice: the 502), the token sent, one tree call per candidate.
     let seen = gh.seen();
     let pages: Vec<&str> = seen

@@ -9,6 +9,7 @@ Each job sleeps --sleep seconds in its container. Reports:
   wall_s          : the manifest's creation (janitorctl's first enqueue) -> the last report
   ideal_s         : max over pools of ceil(jobs / daemons) x sleep (no overhead at all)
   added_s         : wall - ideal, the control plane's and the pipeline's added time
+  first_start_s   : the manifest's creation -> the first job started on a daemon
   job_s_median    : each job's duration in its report (clone, build, run, report)
   reports         : reports stored (must equal the jobs, one each)
   peak RSS (VmHWM) of janitorctl and of each daemon, in MiB
@@ -190,6 +191,11 @@ def main():
             took.append(r["timings"]["duration_seconds"])
             statuses[r["status"]] += 1
             by_pool[pool_of.get(r["job_id"], "?")] += 1
+        starts = []
+        for k in keys:
+            if "/started-" in k:
+                st = json.loads(s3.get_object(Bucket=ready["bucket"], Key=k)["Body"].read())
+                starts.append(datetime.datetime.fromisoformat(st["started_at"].replace("Z", "+00:00")))
         wall = (max(finished) - created).total_seconds()
         ideal = max(math.ceil(n / d) * args.sleep for n, d in zip(jobs, daemons))
         daemon_peaks = [v for k, v in peaks.peak.items() if k.startswith("janitord")]
@@ -200,6 +206,7 @@ def main():
             "reports": len(reports), "statuses": dict(statuses),
             "janitorctl_exit": ctl.returncode,
             "wall_s": round(wall, 2), "ideal_s": ideal, "added_s": round(wall - ideal, 2),
+            "first_start_s": round((min(starts) - created).total_seconds(), 2),
             "job_s_median": round(statistics.median(took), 2), "job_s_max": round(max(took), 2),
             "janitorctl_peak_rss_mib": round(peaks.peak["janitorctl"] / 1024, 1),
             "janitord_peak_rss_mib_median": round(statistics.median(daemon_peaks) / 1024, 1),

@@ -47,10 +47,12 @@ variable "pools" {
     cache_volume_gb        = optional(number)
     spot_instance_types    = optional(list(string))
   }))
+  # Stopped instances kept: 1 + 3 + 1 (550 GB of gp3 when all are there, $1.47 a day: the
+  # README's idle cost), most where most jobs run.
   default = {
-    "cpu"    = { instance_type = "c7i.xlarge", gpu_memory_gb = 0 }
+    "cpu"    = { instance_type = "c7i.xlarge", gpu_memory_gb = 0, warm_pool_max_prepared = 1 }
     "gpu-24" = { instance_type = "g5.xlarge", gpu_memory_gb = 24 }
-    "gpu-48" = { instance_type = "g6e.xlarge", gpu_memory_gb = 48, max_instances = 4 }
+    "gpu-48" = { instance_type = "g6e.xlarge", gpu_memory_gb = 48, max_instances = 4, warm_pool_max_prepared = 1 }
   }
 
   validation {

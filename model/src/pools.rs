@@ -89,7 +89,13 @@ impl Hints {
             }
         }
         if !problems.is_empty() {
-            h.unread = Some(problems.join("; "));
+            // A parse error may quote the file: no control character reaches a terminal.
+            let text = problems.join("; ");
+            h.unread = Some(
+                text.chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect(),
+            );
         }
         h
     }

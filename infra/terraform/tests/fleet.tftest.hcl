@@ -64,6 +64,10 @@ run "three_pools_by_default_each_with_its_queue_group_and_alarms" {
     error_message = "a pool's max_instances, else max_concurrent_instances"
   }
   assert {
+    condition     = [for k in ["cpu", "gpu-24", "gpu-48"] : one(aws_autoscaling_group.pool[k].warm_pool).max_group_prepared_capacity] == [1, 3, 1]
+    error_message = "1 + 3 + 1 stopped instances by default: 550 GB of gp3 idle, inside the $2 a day target"
+  }
+  assert {
     condition     = alltrue([for k, g in aws_autoscaling_group.pool : g.min_size == 0 && g.name == "janitor-dev-${k}"])
     error_message = "every pool scales from zero"
   }

@@ -90,6 +90,17 @@ pub async fn enqueue(
         estimated_cost_usd: Some(crate::pools::estimate(cfg, pools, plan).total_usd),
         discovery,
         not_run: plan.not_run.clone(),
+        pool_instances: plan
+            .counts()
+            .keys()
+            .filter_map(|i| {
+                let p = pools.get(*i)?;
+                let cap = p.max_instances.map_or(cfg.max_concurrent_instances, |m| {
+                    m.min(cfg.max_concurrent_instances)
+                });
+                Some((p.name().to_string(), cap))
+            })
+            .collect(),
     };
     ledger
         .put(&ledger::manifest_key(&run_id), &manifest)

@@ -137,17 +137,40 @@ impl RunView {
     }
 }
 
-/// The run's timeout: the longest job timeout times the waves `max_concurrent_instances` forces.
+/// The run's timeout: the longest job timeout times the waves `max_concurrent_instances`
+/// forces, counted in each pool on its own instances (the longest pool's), or over all jobs
+/// for a run from before pools.
 pub fn run_timeout_seconds(manifest: &RunManifest) -> u64 {
-    let longest = manifest
-        .jobs
+    let waves = |jobs: &[&janitor_model::ledger::ManifestJob], per_wave: u32| {
+        let longest = jobs.iter().map(|j| j.timeout_seconds).max().unwrap_or(0);
+        longest
+            * (jobs.len() as u64)
+                .div_ceil(u64::from(per_wave.max(1)))
+                .max(1)
+    };
+    let all: Vec<&janitor_model::ledger::ManifestJob> = manifest.jobs.iter().collect();
+    if manifest.pool_instances.is_empty() {
+        return waves(&all, manifest.max_concurrent_instances);
+    }
+    let mut pools: BTreeMap<&str, Vec<&janitor_model::ledger::ManifestJob>> = BTreeMap::new();
+    for j in &manifest.jobs {
+        pools
+            .entry(j.pool.as_deref().unwrap_or(""))
+            .or_default()
+            .push(j);
+    }
+    pools
         .iter()
-        .map(|j| j.timeout_seconds)
+        .map(|(p, jobs)| {
+            let cap = manifest
+                .pool_instances
+                .get(*p)
+                .copied()
+                .unwrap_or(manifest.max_concurrent_instances);
+            waves(jobs, cap)
+        })
         .max()
-        .unwrap_or(0);
-    let per_wave = u64::from(manifest.max_concurrent_instances.max(1));
-    let waves = (manifest.jobs.len() as u64).div_ceil(per_wave).max(1);
-    longest * waves
+        .unwrap_or(0)
 }
 
 impl Ledger {
@@ -663,6 +686,19 @@ mod tests {
     use janitor_model::report::InstanceInfo;
     use janitor_testkit::Fixture;
 
+    #[test]
+    fn the_runs_timeout_counts_waves_in_each_pool() {
+        let mut m = manifest("r", &["a", "b", "c", "d", "e", "f"]);
+        // Before pools: 6 jobs, 2 at a time, 600 s each: 3 waves.
+        assert_eq!(run_timeout_seconds(&m), 1800);
+        // Five on a pool of one instance, one on another: the first pool's five waves.
+        for (i, j) in m.jobs.iter_mut().enumerate() {
+            j.pool = Some(if i < 5 { "gpu-48" } else { "cpu" }.to_string());
+        }
+        m.pool_instances = [("gpu-48".to_string(), 1), ("cpu".to_string(), 2)].into();
+        assert_eq!(run_timeout_seconds(&m), 3000);
+    }
+
     fn manifest(run_id: &str, jobs: &[&str]) -> RunManifest {
         RunManifest {
             schema: 1,
@@ -686,6 +722,7 @@ mod tests {
             estimated_cost_usd: Some(0.5),
             discovery: None,
             not_run: Vec::new(),
+            pool_instances: BTreeMap::new(),
         }
     }
 

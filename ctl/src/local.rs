@@ -175,3 +175,20 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     let all_ok = reports.len() == total && reports.iter().all(|r| r.status.is_ok());
     Ok(if all_ok { 0 } else { 1 })
 }
+
+/// The files `paths` of the local repository `dir` at `rev` that exist, read with `git show`
+/// through the pipeline's isolated git (no config of the machine, no hooks, a deadline): what
+/// routing reads of a local repository before it is enqueued.
+pub async fn read_files(dir: &str, rev: &str, paths: &[&str]) -> Vec<(String, String)> {
+    use janitor_pipeline::git;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut files = Vec::new();
+    for f in paths {
+        let mut cmd = git::isolated(git::Transport::None);
+        cmd.arg("-C").arg(dir).arg("show").arg(format!("{rev}:{f}"));
+        if let Ok(text) = git::output(cmd, "show", deadline).await {
+            files.push((f.to_string(), text));
+        }
+    }
+    files
+}

@@ -112,6 +112,22 @@ pub fn run_markdown(view: &RunView) -> String {
         facts.push(format!("cost ${spent:.2}{estimate}"));
     }
     out.push_str(&facts.join(" · "));
+    let pools: Vec<String> = crate::output::pool_stats(view)
+        .into_iter()
+        .map(|(p, jobs, passed, cost)| {
+            format!("`{}` {passed}/{jobs} passed, ${cost:.2}", cell(&p, 40))
+        })
+        .collect();
+    if !pools.is_empty() {
+        out.push_str(&format!("\n\nBy pool: {}", pools.join(" · ")));
+    }
+    for n in &view.not_run {
+        out.push_str(&format!(
+            "\n\nNot run: {}: {}",
+            cell(&n.name, 100),
+            cell(&n.reason, CAUSE_CHARS)
+        ));
+    }
     out.push_str("\n\n| | repository | verdict | time | tests | first cause | PR | cost |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for j in &view.jobs {
@@ -187,5 +203,43 @@ mod tests {
         );
         assert!(!c.contains('<') && !c.contains("]("));
         assert_eq!(cell("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn a_run_over_pools_says_each_pools_share_and_what_was_not_run() {
+        use crate::output::tests::report;
+        let mut view = RunView {
+            run_id: "20261204T000000Z-pools0".into(),
+            config_path: "c.yaml".into(),
+            created_by: "t@h".into(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            timeout_seconds: 600,
+            max_concurrent_instances: 2,
+            estimated_cost_usd: None,
+            jobs: vec![
+                JobView::finished(&report("a", JobStatus::Succeeded, 10.0, "")),
+                JobView::finished(&report("b", JobStatus::Failed, 10.0, "boom")),
+                JobView::finished(&report("c", JobStatus::Succeeded, 10.0, "")),
+            ],
+            not_run: vec![janitor_model::ledger::SkippedRepo {
+                name: "acme/huge".into(),
+                reason: "needs [80 GB](https://x)".into(),
+            }],
+        };
+        view.jobs[0].pool = Some("cpu".into());
+        view.jobs[1].pool = Some("gpu-24".into());
+        view.jobs[2].pool = Some("gpu-24".into());
+        let md = run_markdown(&view);
+        assert!(
+            md.contains("\n\nBy pool: `cpu` 1/1 passed, $0.00 · `gpu-24` 1/2 passed, $0.00"),
+            "{md}"
+        );
+        assert!(
+            md.contains("\n\nNot run: acme/huge: needs \\[80 GB\\]\\(https://x\\)"),
+            "{md}"
+        );
+        // One pool: no line.
+        view.jobs[0].pool = Some("gpu-24".into());
+        assert!(!run_markdown(&view).contains("By pool"));
     }
 }

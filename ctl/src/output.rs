@@ -581,33 +581,46 @@ pub fn show_text(view: &RunView) -> String {
     out
 }
 
-/// One line per pool when the run used more than one: its jobs, how many passed, what its
-/// instances cost.
-pub fn by_pool(view: &RunView) -> String {
+/// Each pool's jobs, how many passed and what its instances cost, when the run used more
+/// than one pool: (pool, jobs, passed, instances' cost in USD).
+pub fn pool_stats(view: &RunView) -> Vec<(String, usize, usize, f64)> {
     let mut pools: Vec<&str> = view.jobs.iter().filter_map(|j| j.pool.as_deref()).collect();
     pools.sort_unstable();
     pools.dedup();
     if pools.len() < 2 {
+        return Vec::new();
+    }
+    pools
+        .into_iter()
+        .map(|p| {
+            let jobs: Vec<&JobView> = view
+                .jobs
+                .iter()
+                .filter(|j| j.pool.as_deref() == Some(p))
+                .collect();
+            let passed = jobs
+                .iter()
+                .filter(|j| j.state == JobState::Finished && j.status.is_some_and(JobStatus::is_ok))
+                .count();
+            let cost: f64 = jobs
+                .iter()
+                .filter_map(|j| j.report.as_ref()?.estimated_cost_usd)
+                .sum();
+            (p.to_string(), jobs.len(), passed, cost)
+        })
+        .collect()
+}
+
+/// `show`'s `By pool:` lines (none for a run in one pool).
+pub fn by_pool(view: &RunView) -> String {
+    let stats = pool_stats(view);
+    if stats.is_empty() {
         return String::new();
     }
     let mut out = String::from("By pool:\n");
-    for p in pools {
-        let jobs: Vec<&JobView> = view
-            .jobs
-            .iter()
-            .filter(|j| j.pool.as_deref() == Some(p))
-            .collect();
-        let passed = jobs
-            .iter()
-            .filter(|j| j.state == JobState::Finished && j.status.is_some_and(JobStatus::is_ok))
-            .count();
-        let cost: f64 = jobs
-            .iter()
-            .filter_map(|j| j.report.as_ref()?.estimated_cost_usd)
-            .sum();
+    for (p, jobs, passed, cost) in stats {
         out.push_str(&format!(
-            "  {p}: {} job(s), {passed} passed, instances ${cost:.2}\n",
-            jobs.len()
+            "  {p}: {jobs} job(s), {passed} passed, instances ${cost:.2}\n"
         ));
     }
     out

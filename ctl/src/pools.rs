@@ -169,26 +169,10 @@ pub const HINT_FILES: &[&str] = &[
 ];
 
 /// The routing hints of a repository on this machine (a `file://` or path URL): its files
-/// at the ref it will be cloned at, read with `git show`.
-pub fn local_hints(url: &str, git_ref: Option<&str>) -> Hints {
+/// at the ref it will be cloned at.
+pub async fn local_hints(url: &str, git_ref: Option<&str>) -> Hints {
     let dir = url.strip_prefix("file://").unwrap_or(url);
-    let rev = git_ref.unwrap_or("HEAD");
-    let mut files = Vec::new();
-    for f in HINT_FILES {
-        let out = std::process::Command::new("git")
-            .args(["-C", dir, "show", &format!("{rev}:{f}")])
-            .stderr(std::process::Stdio::null())
-            .output();
-        if let Ok(o) = out {
-            if o.status.success() {
-                files.push((
-                    f.to_string(),
-                    String::from_utf8_lossy(&o.stdout).into_owned(),
-                ));
-            }
-        }
-    }
-    Hints::from_files(&files)
+    Hints::from_files(&crate::local::read_files(dir, git_ref.unwrap_or("HEAD"), HINT_FILES).await)
 }
 
 /// The routing hints of every repository that needs them: read from GitHub's contents API
@@ -215,7 +199,7 @@ pub async fn gather_hints(
                 if url.contains("://") && !url.starts_with("file://") {
                     return (name, Hints::default());
                 }
-                return (name, local_hints(&url, spec.repo.git_ref.as_deref()));
+                return (name, local_hints(&url, spec.repo.git_ref.as_deref()).await);
             }
             let Some(gh) = gh else {
                 return (name, Hints::default());

@@ -207,6 +207,7 @@ fn stored_run() -> (RunManifest, Vec<Report>, Vec<StartedRecord>) {
         estimated_cost_usd: Some(4.53),
         discovery: None,
         not_run: Vec::new(),
+        pool_instances: Default::default(),
     };
     let started: Vec<StartedRecord> = names
         .iter()

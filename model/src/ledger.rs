@@ -211,6 +211,10 @@ pub struct RunManifest {
     /// Repositories of the config that no pool could run, and why (not enqueued).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_run: Vec<SkippedRepo>,
+    /// The most instances each pool's jobs could run on at once (its group's limit under
+    /// `max_concurrent_instances`): the waves, hence the run's timeout, are counted by pool.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pool_instances: std::collections::BTreeMap<String, u32>,
 }
 
 /// An organisation run's discovery, as the manifest records it.

@@ -207,28 +207,7 @@ mod tests {
 
     #[test]
     fn a_run_over_pools_says_each_pools_share_and_what_was_not_run() {
-        use crate::output::tests::report;
-        let mut view = RunView {
-            run_id: "20261204T000000Z-pools0".into(),
-            config_path: "c.yaml".into(),
-            created_by: "t@h".into(),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            timeout_seconds: 600,
-            max_concurrent_instances: 2,
-            estimated_cost_usd: None,
-            jobs: vec![
-                JobView::finished(&report("a", JobStatus::Succeeded, 10.0, "")),
-                JobView::finished(&report("b", JobStatus::Failed, 10.0, "boom")),
-                JobView::finished(&report("c", JobStatus::Succeeded, 10.0, "")),
-            ],
-            not_run: vec![janitor_model::ledger::SkippedRepo {
-                name: "acme/huge".into(),
-                reason: "needs [80 GB](https://x)".into(),
-            }],
-        };
-        view.jobs[0].pool = Some("cpu".into());
-        view.jobs[1].pool = Some("gpu-24".into());
-        view.jobs[2].pool = Some("gpu-24".into());
+        let mut view = crate::output::tests::pools_view("needs [80 GB](https://x)");
         let md = run_markdown(&view);
         assert!(
             md.contains("\n\nBy pool: `cpu` 1/1 passed, $0.00 · `gpu-24` 1/2 passed, $0.00"),

@@ -602,10 +602,12 @@ pub fn pool_stats(view: &RunView) -> Vec<(String, usize, usize, f64)> {
                 .iter()
                 .filter(|j| j.state == JobState::Finished && j.status.is_some_and(JobStatus::is_ok))
                 .count();
-            let cost: f64 = jobs
+            // `+ 0.0`: an empty float sum is -0.0, which prints as `$-0.00`.
+            let cost = jobs
                 .iter()
                 .filter_map(|j| j.report.as_ref()?.estimated_cost_usd)
-                .sum();
+                .sum::<f64>()
+                + 0.0;
             (p.to_string(), jobs.len(), passed, cost)
         })
         .collect()
@@ -663,6 +665,33 @@ pub(crate) mod tests {
     use super::*;
     use janitor_model::config::RepoRef;
     use janitor_model::report::{InstanceInfo, JobIdentity};
+
+    /// A run over two pools (`a` on cpu; `b`, failed, and `c` on gpu-24) with one repository
+    /// not run for `reason`.
+    pub(crate) fn pools_view(reason: &str) -> RunView {
+        let mut view = RunView {
+            run_id: "20261204T000000Z-pools0".into(),
+            config_path: "c.yaml".into(),
+            created_by: "t@h".into(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            timeout_seconds: 600,
+            max_concurrent_instances: 2,
+            estimated_cost_usd: None,
+            jobs: vec![
+                JobView::finished(&report("a", JobStatus::Succeeded, 10.0, "")),
+                JobView::finished(&report("b", JobStatus::Failed, 10.0, "boom")),
+                JobView::finished(&report("c", JobStatus::Succeeded, 10.0, "")),
+            ],
+            not_run: vec![janitor_model::ledger::SkippedRepo {
+                name: "acme/huge".into(),
+                reason: reason.into(),
+            }],
+        };
+        view.jobs[0].pool = Some("cpu".into());
+        view.jobs[1].pool = Some("gpu-24".into());
+        view.jobs[2].pool = Some("gpu-24".into());
+        view
+    }
 
     /// A finished report for `name` with `status`, `took` seconds and `reason`.
     pub(crate) fn report(name: &str, status: JobStatus, took: f64, reason: &str) -> Report {

@@ -400,32 +400,13 @@ mod tests {
 
     #[test]
     fn a_run_over_pools_shows_each_pool_and_what_was_not_run_escaped() {
-        use crate::output::tests::report;
-        let mut view = RunView {
-            run_id: "20261204T000000Z-pools0".into(),
-            config_path: "c.yaml".into(),
-            created_by: "t@h".into(),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            timeout_seconds: 600,
-            max_concurrent_instances: 2,
-            estimated_cost_usd: None,
-            jobs: vec![
-                JobView::finished(&report("a", JobStatus::Succeeded, 10.0, "")),
-                JobView::finished(&report("b", JobStatus::Failed, 10.0, "boom")),
-            ],
-            not_run: vec![janitor_model::ledger::SkippedRepo {
-                name: "acme/huge".into(),
-                reason: "<script>alert(1)</script>".into(),
-            }],
-        };
-        view.jobs[0].pool = Some("cpu".into());
-        view.jobs[1].pool = Some("gpu-48".into());
+        let view = crate::output::tests::pools_view("<script>alert(1)</script>");
         let html = run_html(&view);
         assert!(
             html.contains("<dt>Pool cpu</dt><dd>1 of 1 passed, $0.00</dd>"),
             "{html}"
         );
-        assert!(html.contains("<dt>Pool gpu-48</dt><dd>0 of 1 passed, $0.00</dd>"));
+        assert!(html.contains("<dt>Pool gpu-24</dt><dd>1 of 2 passed, $0.00</dd>"));
         assert!(html.contains("<dd>acme/huge: &lt;script&gt;alert(1)&lt;/script&gt;</dd>"));
         assert!(!html.contains("<script>"));
     }

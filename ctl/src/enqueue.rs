@@ -95,9 +95,8 @@ pub async fn enqueue(
             .keys()
             .filter_map(|i| {
                 let p = pools.get(*i)?;
-                let cap = p.max_instances.map_or(cfg.max_concurrent_instances, |m| {
-                    m.min(cfg.max_concurrent_instances)
-                });
+                let limit = cfg.max_instances_for(p.name());
+                let cap = p.max_instances.map_or(limit, |m| m.min(limit));
                 Some((p.name().to_string(), cap))
             })
             .collect(),

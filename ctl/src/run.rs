@@ -66,8 +66,9 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-/// Raises each pool's group to `min(max_concurrent_instances, the pool's max_instances, its
-/// jobs)`, never lowering it.
+/// Raises each pool's group to `min(its jobs, the config's limit for it
+/// (`max_instances_by_pool`, else `max_concurrent_instances`), the pool's max_instances)`, never
+/// lowering it.
 pub async fn scale_up(
     ctx: &Ctx,
     cfg: &WorkersConfig,
@@ -78,7 +79,7 @@ pub async fn scale_up(
         let Some(pool) = pools.get(i) else { continue };
         let fleet = pool.fleet(ctx)?;
         let want = jobs
-            .min(cfg.max_concurrent_instances as usize)
+            .min(cfg.max_instances_for(pool.name()) as usize)
             .min(pool.max_instances.map_or(usize::MAX, |m| m as usize));
         let (before, after) = fleet
             .raise_to(i32::try_from(want).unwrap_or(i32::MAX))
@@ -115,6 +116,16 @@ pub async fn route(
     } else {
         None
     };
+    // A limit for a pool the fleet does not have is a typo that would leave a pool unbounded.
+    for (name, _) in &cfg.max_instances_by_pool {
+        if !pools.iter().any(|p| p.name() == name) {
+            return Err(CtlError::Usage(format!(
+                "{}: max_instances_by_pool: no pool named `{name}`; the pools are {}",
+                cfg.path.display(),
+                pools.iter().map(Pool::name).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     let hints = crate::pools::gather_hints(cfg, pools, gh.as_ref(), known).await;
     let plan = crate::pools::plan(cfg, &hints, pools);
     if pools.len() > 1 {

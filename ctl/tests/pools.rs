@@ -109,9 +109,35 @@ async fn each_repository_runs_in_its_pool_and_every_pool_is_covered() {
          \x20 - {name: pinned, organization: local, url: ./pinned, gpu_required: false, pool: gpu-24, timeout: 2m}\n\
          \x20 - {name: big, organization: local, url: ./big, timeout: 2m}\n\
          \x20 - {name: huge, organization: local, url: ./huge, timeout: 2m}\n\
-         max_concurrent_instances: 5\n",
+         max_concurrent_instances: 5\n\
+         max_instances_by_pool: {cpu: 1}\n",
     )
     .unwrap();
+
+    // A limit for a pool the fleet lacks is refused before anything is sent.
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "repositories:\n  - {name: plain, organization: local, url: ./plain, gpu_required: false}\nmax_instances_by_pool: {gpu-80: 1}\n",
+    )
+    .unwrap();
+    let (code, out) = ctl(
+        &fx,
+        &[
+            "run",
+            typo.to_str().unwrap(),
+            "--yes",
+            "--no-wait",
+            "--allow-local-repos",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "max_instances_by_pool: no pool named `gpu-80`; the pools are cpu, gpu-24, gpu-48"
+        ),
+        "{out}"
+    );
 
     let (code, out) = ctl(
         &fx,
@@ -137,7 +163,8 @@ async fn each_repository_runs_in_its_pool_and_every_pool_is_covered() {
         "  cpu: 2 × c7i.xlarge × 2m00s at $0.1785/h = $0.01",
         "  gpu-24: 1 × g5.xlarge × 2m00s at $1.006/h = $0.03",
         "  gpu-48: 1 × g6e.xlarge × 2m00s at $1.861/h = $0.06",
-        "Desired capacity of janitor-cpu: 0 → 2",
+        // The config's limit for the pool, under the group's own maximum (2).
+        "Desired capacity of janitor-cpu: 0 → 1",
         "Desired capacity of janitor-gpu-24: 0 → 1",
         "Desired capacity of janitor-gpu-48: 0 → 1",
     ] {

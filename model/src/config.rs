@@ -318,6 +318,19 @@ pub struct WorkersConfig {
     pub repositories: Vec<JobSpec>,
     pub default_timeout: Duration,
     pub max_concurrent_instances: u32,
+    /// A lower limit for some pools (`max_instances_by_pool: {gpu-48: 2}`), by pool name.
+    pub max_instances_by_pool: Vec<(String, u32)>,
+}
+
+impl WorkersConfig {
+    /// The most instances `pool` may run for this config: its own limit, else
+    /// `max_concurrent_instances`.
+    pub fn max_instances_for(&self, pool: &str) -> u32 {
+        self.max_instances_by_pool
+            .iter()
+            .find(|(p, _)| p == pool)
+            .map_or(self.max_concurrent_instances, |(_, n)| *n)
+    }
 }
 
 /// How strict to be.
@@ -390,6 +403,7 @@ const TOP_FIELDS: &[&str] = &[
     "repositories",
     "default_timeout_minutes",
     "max_concurrent_instances",
+    "max_instances_by_pool",
     "secrets",
     "model_api_url",
     "model",
@@ -591,6 +605,7 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
     };
     let mut default_timeout = Duration::from_secs(DEFAULT_TIMEOUT_MINUTES * 60);
     let mut max_instances = DEFAULT_MAX_CONCURRENT_INSTANCES;
+    let mut by_pool: Vec<(String, u32)> = Vec::new();
     let mut global_secrets: Vec<(String, String)> = Vec::new();
     let mut global_api_url: Option<String> = None;
     let mut global_model: Option<String> = None;
@@ -614,6 +629,29 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
                             max_instances = n as u32;
                         }
                     }
+                    "max_instances_by_pool" => match &value.value {
+                        Value::Map(pairs) => {
+                            for (k, v) in pairs {
+                                let Some(pool) = k.as_str() else { continue };
+                                let fk = join(key, pool);
+                                if let Err(e) = names::check_pool(pool) {
+                                    c.err(k.line, &fk, e);
+                                } else if let Some(n) =
+                                    c.positive(v, &fk, i64::from(MAX_INSTANCES_LIMIT))
+                                {
+                                    by_pool.push((pool.to_string(), n as u32));
+                                }
+                            }
+                        }
+                        _ => c.err(
+                            value.line,
+                            key,
+                            format!(
+                                "must be a mapping of pool name to a number of instances (`gpu-48: 2`), found {}",
+                                value.kind()
+                            ),
+                        ),
+                    },
                     "secrets" => global_secrets = secrets_map(&mut c, value, key),
                     "model_api_url" => {
                         if let Some(s) = c.string(value, key) {
@@ -710,6 +748,7 @@ pub fn parse(path: &Path, text: &str, opts: &ParseOptions) -> Result<WorkersConf
         repositories,
         default_timeout,
         max_concurrent_instances: max_instances,
+        max_instances_by_pool: by_pool,
     })
 }
 
@@ -1049,6 +1088,32 @@ mod tests {
     /// `check(input, expected)`: the config must fail with exactly these lines, in order.
     fn check(text: &str, expected: &[&str]) {
         assert_eq!(errors(text), expected, "for:\n{text}");
+    }
+
+    #[test]
+    fn a_limit_per_pool_is_read_and_a_bad_one_named() {
+        let cfg = parse(
+            Path::new("c.yaml"),
+            "repositories: [a/b]\nmax_concurrent_instances: 6\nmax_instances_by_pool:\n  gpu-48: 2\n",
+            &ParseOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.max_instances_for("gpu-48"), 2);
+        assert_eq!(cfg.max_instances_for("cpu"), 6);
+        let errors = parse(
+            Path::new("c.yaml"),
+            "repositories: [a/b]\nmax_instances_by_pool:\n  GPU_48: 2\n  cpu: 0\n",
+            &ParseOptions::default(),
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "c.yaml:3: max_instances_by_pool.GPU_48: `GPU_48` is not a pool name: 1 to 20 lowercase letters, digits or `-`, starting with a letter (such as `gpu-48`)",
+                "c.yaml:4: max_instances_by_pool.cpu: must be a whole number from 1 to 100, found `0`",
+            ]
+        );
     }
 
     #[test]

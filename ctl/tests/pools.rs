@@ -291,6 +291,38 @@ async fn each_repository_runs_in_its_pool_and_every_pool_is_covered() {
         assert_eq!((desired, instances.len()), (0, 0), "{group}");
     }
     assert_eq!(fx.depth(&depth("gpu-48")).await, (0, 0));
+    // scale: each pool by its own queue; --desired names its pool.
+    let (code, text) = ctl(&fx, &["scale", "--desired", "1"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--desired sets one group: name its pool with --pool (cpu, gpu-24, gpu-48)"),
+        "{text}"
+    );
+    let (code, text) = ctl(
+        &fx,
+        &["scale", "--desired", "1", "--pool", "gpu-24", "--json"],
+    );
+    assert_eq!(code, 0, "{text}");
+    let one: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (one["pool"].as_str(), one["after"].as_i64()),
+        (Some("gpu-24"), Some(1)),
+        "{one:#}"
+    );
+    let (code, text) = ctl(&fx, &["scale", "--auto", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let after: Vec<(&str, i64)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["pool"].as_str().unwrap(), s["after"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        after,
+        [("cpu", 0), ("gpu-24", 0), ("gpu-48", 0)],
+        "empty queues: every pool to zero"
+    );
     let _ = eventually(Duration::from_secs(5), "the run finished", || async {
         let (_, t) = ctl(&fx, &["status", &run_id]);
         t.contains("big: ✗ cancelled").then_some(())

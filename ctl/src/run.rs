@@ -1,6 +1,7 @@
 //! `janitorctl run FILE`: validate, estimate the cost, enqueue, scale up, follow the run to its
 //! end, print the results, and wait until the fleet has stopped.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,8 +10,6 @@ use janitor_model::config::WorkersConfig;
 use janitor_model::duration;
 use janitor_model::ledger::Discovery;
 use janitor_model::pricing;
-
-use std::collections::BTreeMap;
 
 use crate::fleet::Fleet;
 use crate::ledger::{JobState, RunView};
@@ -183,8 +182,7 @@ pub struct Prepared {
 }
 
 /// The run's config: FILE, or an organisation's repositories (FILE then holds overrides).
-/// `Ok(None)`: a dry run, printed.
-/// A dry run shows where each repository would go among `pools`.
+/// `Ok(None)`: a dry run, printed, with where each repository would go among `pools`.
 pub async fn config(
     args: &RunArgs,
     opts: &janitor_model::config::ParseOptions,
@@ -288,9 +286,14 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     }) = config(
         &args,
         &opts,
-        &ctx.settings
-            .pools()
-            .unwrap_or_else(|_| crate::pools::default_list()),
+        // Configured pools must be right; without any, a dry run shows Terraform's defaults.
+        &if ctx.settings.has_pools() {
+            ctx.settings.pools()?
+        } else {
+            ctx.settings
+                .pools()
+                .unwrap_or_else(|_| crate::pools::default_list())
+        },
     )
     .await?
     else {

@@ -140,6 +140,15 @@ impl Settings {
             .unwrap_or_else(|| janitor_model::ledger::DEFAULT_LOG_GROUP.to_string())
     }
 
+    /// Whether pools are configured (`--pools`, `JANITOR_POOLS` or the file's `pools`).
+    pub fn has_pools(&self) -> bool {
+        self.flags
+            .pools
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty())
+            || self.file.contains_key("pools")
+    }
+
     /// The pools: `--pools`/`JANITOR_POOLS`, else the file's `pools` (Terraform's output), else
     /// one pool named `default` of `queue_url`, `asg_name` and `dlq_url`.
     pub fn pools(&self) -> Result<Vec<crate::pools::Pool>, SettingsError> {
@@ -180,6 +189,46 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pools_from_the_flag_or_one_default_pool_of_the_single_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = Settings::load(
+            Flags {
+                pools: Some("[]".into()),
+                ..Flags::default()
+            },
+            dir.path(),
+        )
+        .unwrap();
+        assert!(bad.has_pools());
+        let e = bad.pools().unwrap_err().to_string();
+        assert!(
+            e.starts_with("--pools (JANITOR_POOLS): must be an object of pools by name"),
+            "{e}"
+        );
+        let single = Settings::load(
+            Flags {
+                queue_url: Some("https://q".into()),
+                asg_name: Some("g".into()),
+                ..Flags::default()
+            },
+            dir.path(),
+        )
+        .unwrap();
+        assert!(!single.has_pools());
+        let p = single.pools().unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (
+                p[0].name(),
+                p[0].queue_url.as_str(),
+                p[0].asg_name.as_deref()
+            ),
+            ("default", "https://q", Some("g"))
+        );
+        assert_eq!(p[0].shape.gpu_memory_gb, None, "takes every job");
+    }
 
     #[test]
     fn flags_then_file_and_terraform_shape() {

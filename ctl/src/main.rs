@@ -260,11 +260,14 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             let ctx = Ctx::new(settings).await;
             let pools = ctx.settings.pools()?;
             let ledger = ctx.ledger()?;
-            if !no_scale {
-                for p in &pools {
-                    p.fleet(&ctx)?;
-                }
-            }
+            let fleets = if no_scale {
+                Vec::new()
+            } else {
+                pools
+                    .iter()
+                    .map(|p| p.fleet(&ctx))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             let plan = run::route(&cfg, &pools, &github_api_url, &Default::default()).await?;
             let manifest = enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &pools, &plan, None).await?;
             eprintln!(
@@ -273,7 +276,7 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
                 manifest.run_id
             );
             if !no_scale {
-                run::scale_up(&ctx, &cfg, &pools, &plan).await?;
+                run::scale_up(&cfg, &pools, &fleets, &plan).await?;
             }
             println!("{}", manifest.run_id);
             Ok(0)

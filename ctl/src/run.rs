@@ -68,15 +68,17 @@ pub struct RunArgs {
 /// Raises each pool's group to `min(its jobs, the config's limit for it
 /// (`max_instances_by_pool`, else `max_concurrent_instances`), the pool's max_instances)`, never
 /// lowering it.
+/// `fleets[i]` is `pools[i]`'s group.
 pub async fn scale_up(
-    ctx: &Ctx,
     cfg: &WorkersConfig,
     pools: &[Pool],
+    fleets: &[Fleet],
     plan: &Plan,
 ) -> Result<(), CtlError> {
     for (i, jobs) in plan.counts() {
-        let Some(pool) = pools.get(i) else { continue };
-        let fleet = pool.fleet(ctx)?;
+        let (Some(pool), Some(fleet)) = (pools.get(i), fleets.get(i)) else {
+            continue;
+        };
         let want = jobs
             .min(cfg.max_instances_for(pool.name()) as usize)
             .min(pool.max_instances.map_or(usize::MAX, |m| m as usize));
@@ -279,28 +281,23 @@ pub async fn config(
 
 pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     let opts = crate::parse_options(args.allow_local_repos, args.timeout_minutes)?;
+    let configured = ctx.settings.pools();
+    // Configured pools must be right; without any, a dry run shows Terraform's defaults.
+    let for_dry_run = match &configured {
+        Ok(p) => p.clone(),
+        Err(_) if !ctx.settings.has_pools() => crate::pools::default_list(),
+        Err(e) => return Err(crate::settings::SettingsError(e.0.clone()).into()),
+    };
     let Some(Prepared {
         cfg,
         discovery,
         known,
-    }) = config(
-        &args,
-        &opts,
-        // Configured pools must be right; without any, a dry run shows Terraform's defaults.
-        &if ctx.settings.has_pools() {
-            ctx.settings.pools()?
-        } else {
-            ctx.settings
-                .pools()
-                .unwrap_or_else(|_| crate::pools::default_list())
-        },
-    )
-    .await?
+    }) = config(&args, &opts, &for_dry_run).await?
     else {
         return Ok(0);
     };
     // Every setting up front: nothing is sent unless all are there.
-    let pools = ctx.settings.pools()?;
+    let pools = configured?;
     let ledger = ctx.ledger()?;
     let fleets = pools
         .iter()
@@ -325,7 +322,7 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
         crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &pools, &plan, discovery).await?;
     let run_id = manifest.run_id.clone();
     eprintln!("Run {run_id}: {} job(s) enqueued", manifest.jobs.len());
-    scale_up(&ctx, &cfg, &pools, &plan).await?;
+    scale_up(&cfg, &pools, &fleets, &plan).await?;
     // The run waits for the groups it used to stop.
     let used: Vec<Fleet> = plan
         .counts()

@@ -249,18 +249,11 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
             None,
         );
     }
-    // janitord keeps the repository's history outside the workspace: a `.git` there was
-    // planted (a gitfile or a config with hooks, fsmonitor, drivers or push URLs).
-    if crate::git::planted_git(input.repo_dir) {
-        let _ = std::fs::remove_dir_all(input.repo_dir.join(".git"))
-            .or_else(|_| std::fs::remove_file(input.repo_dir.join(".git")));
-        return (
-            StepOutcome::failed(
-                "the agent left a .git in /workspace; janitord keeps the repository's history outside the workspace and does not use one written there",
-            )
-            .with_code(outcome.exit_code),
-            None,
-        );
+    // janitord keeps the repository's history outside the workspace: a `.git` there, at any
+    // depth, was planted (a gitfile, or a nested repository whose config has hooks,
+    // fsmonitor, filters or push URLs that host git would run while it looks at a gitlink).
+    if let Err(why) = no_planted_git(input.repo_dir, deadline).await {
+        return (StepOutcome::failed(why).with_code(outcome.exit_code), None);
     }
     let output = read_output(&io_dir.join(AGENT_OUTPUT));
     match (outcome.exit_code, output) {
@@ -293,6 +286,27 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
             out,
         ),
     }
+}
+
+/// `Err` saying where, when the agent left a `.git` anywhere in the workspace (removed then,
+/// so that nothing reads it later) or the tree could not be checked before the deadline.
+/// No git runs on the tree before this has passed.
+async fn no_planted_git(repo_dir: &Path, deadline: tokio::time::Instant) -> Result<(), String> {
+    let dir = repo_dir.to_path_buf();
+    let walk = tokio::task::spawn_blocking(move || crate::git::planted(&dir));
+    let found = match tokio::time::timeout_at(deadline, walk).await {
+        Err(_) => return Err("the agent's workspace could not be checked for a planted .git before the job's deadline".into()),
+        Ok(Err(e)) => return Err(format!("the agent's workspace could not be checked: {e}")),
+        Ok(Ok(Err(e))) => return Err(format!("the agent's workspace could not be checked for a planted .git: {e}")),
+        Ok(Ok(Ok(found))) => found,
+    };
+    let Some(rel) = found else { return Ok(()) };
+    let path = repo_dir.join(&rel);
+    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+    Err(format!(
+        "the agent left a .git in /workspace (`{}`); janitord keeps the repository's history outside the workspace and runs no git on a repository written there",
+        rel.display()
+    ))
 }
 
 /// The agent's `status` and `summary`, checked.

@@ -166,12 +166,17 @@ pub fn is_network_failure(said: &str) -> bool {
     NETWORK_FAILURES.iter().any(|m| lower.contains(m))
 }
 
-/// Copies a directory tree (regular files and directories; links are skipped). Returns the file count.
+/// Copies a directory tree (regular files and directories; links, special files and any
+/// `.git` — a nested repository's history, which host git must never look into — are left
+/// out). Returns the file count.
 pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
     std::fs::create_dir_all(to)?;
     let mut files = 0;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
+        if entry.file_name().eq_ignore_ascii_case(".git") {
+            continue;
+        }
         let kind = entry.file_type()?;
         let target = to.join(entry.file_name());
         if kind.is_dir() {

@@ -221,9 +221,31 @@ pub async fn baseline(repo: &crate::git::Repo) -> Result<(), String> {
 }
 
 /// The agent's change against the cloned commit, as a patch; `None` when there is none. No
-/// external diff or textconv driver runs, whatever the tree's attributes say.
+/// external diff or textconv driver runs, whatever the tree's attributes say. The caller has
+/// checked that no `.git` is left anywhere in the tree ([`crate::git::planted`]); besides,
+/// `git add` is kept off the index's gitlinks (it would ask the nested repository for its
+/// status), and a change that adds or alters a gitlink is refused: the agent's change is
+/// files, never another repository's commit.
 pub async fn change(repo: &crate::git::Repo) -> Result<Option<String>, String> {
-    repo.run(&["add", "-A"]).await.map_err(|e| e.to_string())?;
+    let links = crate::git::gitlinks(repo)
+        .await
+        .map_err(|e| e.to_string())?;
+    let excluded: Vec<String> = links
+        .iter()
+        .map(|p| format!(":(exclude,literal){p}"))
+        .collect();
+    let mut add = vec!["add", "-A", "--", "."];
+    add.extend(excluded.iter().map(String::as_str));
+    repo.run(&add).await.map_err(|e| e.to_string())?;
+    let raw = repo
+        .run(&["diff", "--cached", "--raw", "-z", "--no-renames", "HEAD"])
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(path) = gitlink_changed(&raw) {
+        return Err(format!(
+            "the change adds or alters a submodule (a gitlink) at `{path}`; the agent may change files, not record another repository's commit"
+        ));
+    }
     let patch = repo
         .run(&[
             "diff",
@@ -237,6 +259,20 @@ pub async fn change(repo: &crate::git::Repo) -> Result<Option<String>, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok((!patch.trim().is_empty()).then_some(patch))
+}
+
+/// The first path of `git diff --raw -z` output whose old or new mode is a gitlink's.
+fn gitlink_changed(raw: &str) -> Option<String> {
+    let mut fields = raw.split('\0');
+    while let Some(meta) = fields.next() {
+        let path = fields.next()?;
+        let mut modes = meta.trim_start_matches(':').split(' ');
+        let (old, new) = (modes.next()?, modes.next()?);
+        if old == "160000" || new == "160000" {
+            return Some(path.to_string());
+        }
+    }
+    None
 }
 
 /// What the loop ended with.
@@ -592,6 +628,19 @@ mod tests {
         };
         redacted.line("push ghp_instance with sk-job-secret");
         assert_eq!(seen.tail(), ["push *** with ***"]);
+    }
+
+    #[test]
+    fn a_gitlink_in_the_change_is_found() {
+        let raw = ":100644 100644 aaaa bbbb M\0config.env\0:000000 160000 0000 cccc A\0sub\0";
+        assert_eq!(gitlink_changed(raw).as_deref(), Some("sub"));
+        let raw = ":160000 000000 cccc 0000 D\0vendored\0";
+        assert_eq!(gitlink_changed(raw).as_deref(), Some("vendored"));
+        assert_eq!(
+            gitlink_changed(":100644 100755 aaaa aaaa M\0run.sh\0"),
+            None
+        );
+        assert_eq!(gitlink_changed(""), None);
     }
 
     #[test]

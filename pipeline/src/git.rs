@@ -27,8 +27,15 @@ const HARDENING: &[&str] = &[
     "credential.helper=",
     "protocol.allow=never",
     "submodule.recurse=false",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "fetch.recurseSubmodules=false",
+    "push.recurseSubmodules=no",
     "safe.directory=*",
 ];
+
+/// The most entries [`planted`] walks before it refuses the tree as too large to check.
+pub const MAX_TREE_ENTRIES: u64 = 1_000_000;
 
 /// Which transports a call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,10 +227,56 @@ pub fn basic_credentials(token: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
 }
 
-/// Whether the work tree holds a `.git` (directory, file or link): janitord keeps the
-/// repository's git directory elsewhere, so one there was written by the checkout's user.
-pub fn planted_git(work_tree: &Path) -> bool {
-    std::fs::symlink_metadata(work_tree.join(".git")).is_ok()
+/// The first `.git` (directory, file or link, at any depth, in any letter case) in the work
+/// tree, as a path relative to it. janitord keeps the repository's git directory elsewhere and
+/// a clone checks out none, so one there was written by the checkout's user: a nested
+/// repository whose own config (a filter, fsmonitor or hook) host git would run while it
+/// looks at the gitlink. Links are not followed; `Err` when the tree cannot be read or holds
+/// more than [`MAX_TREE_ENTRIES`] entries.
+pub fn planted(work_tree: &Path) -> Result<Option<PathBuf>, String> {
+    let mut seen = 0u64;
+    let mut dirs = vec![work_tree.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            seen += 1;
+            if seen > MAX_TREE_ENTRIES {
+                return Err(format!(
+                    "the tree holds more than {MAX_TREE_ENTRIES} files and directories"
+                ));
+            }
+            let path = entry.path();
+            if entry.file_name().eq_ignore_ascii_case(".git") {
+                return Ok(Some(
+                    path.strip_prefix(work_tree).unwrap_or(&path).to_path_buf(),
+                ));
+            }
+            // `file_type` is the entry's own (a link is a link, never followed).
+            if entry
+                .file_type()
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .is_dir()
+            {
+                dirs.push(path);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The paths the index holds as gitlinks (mode 160000: a submodule's commit), which a change
+/// must not touch and `git add` must not look into. `git ls-files` reads only the index.
+pub async fn gitlinks(repo: &Repo) -> Result<Vec<String>, GitError> {
+    let listed = repo.run(&["ls-files", "-s", "-z"]).await?;
+    Ok(listed
+        .split('\0')
+        .filter_map(|entry| {
+            let (meta, path) = entry.split_once('\t')?;
+            meta.starts_with("160000 ").then(|| path.to_string())
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -258,5 +311,27 @@ mod tests {
             .collect();
         assert!(envs.contains(&"GIT_CONFIG_NOSYSTEM".to_string()));
         assert!(envs.contains(&"GIT_CONFIG_GLOBAL".to_string()));
+    }
+
+    #[test]
+    fn a_git_at_any_depth_is_found_and_links_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/file"), "x").unwrap();
+        assert_eq!(planted(&tree).unwrap(), None);
+        // A link to a directory holding a .git is a link, not a directory to walk.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join(".git")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/linked")).unwrap();
+        assert_eq!(planted(&tree).unwrap(), None);
+        std::fs::create_dir_all(tree.join("a/b/sub/.git")).unwrap();
+        assert_eq!(planted(&tree).unwrap(), Some(PathBuf::from("a/b/sub/.git")));
+        std::fs::remove_dir(tree.join("a/b/sub/.git")).unwrap();
+        std::fs::write(tree.join("a/.GIT"), "gitdir: /elsewhere").unwrap();
+        assert_eq!(planted(&tree).unwrap(), Some(PathBuf::from("a/.GIT")));
+        std::fs::remove_file(tree.join("a/.GIT")).unwrap();
+        std::os::unix::fs::symlink("/tmp", tree.join(".git")).unwrap();
+        assert_eq!(planted(&tree).unwrap(), Some(PathBuf::from(".git")));
     }
 }

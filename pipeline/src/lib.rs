@@ -544,14 +544,6 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
                     .with_code(outcome.exit_code);
             }
         }
-        let agent_step = janitor_model::report::StepReport {
-            name: StepName::Agent,
-            status: outcome.status,
-            duration_seconds: round_ms(t.elapsed()),
-            exit_code: outcome.exit_code,
-            detail: outcome.detail.clone(),
-            output: None,
-        };
         let answered_unfixable = result
             .as_ref()
             .and_then(|r| r.get("status"))
@@ -561,12 +553,21 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             match fix::change(checkout).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the agent's change");
+                    outcome = StepOutcome::failed(format!("the agent's change is refused: {e}"))
+                        .with_code(outcome.exit_code);
                     None
                 }
             }
         } else {
             None
+        };
+        let agent_step = janitor_model::report::StepReport {
+            name: StepName::Agent,
+            status: outcome.status,
+            duration_seconds: round_ms(t.elapsed()),
+            exit_code: outcome.exit_code,
+            detail: outcome.detail.clone(),
+            output: None,
         };
         let mut attempt = janitor_model::report::FixAttempt {
             attempt: n,

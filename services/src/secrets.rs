@@ -112,6 +112,39 @@ fn json_leaves(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// Secrets at least this long are also matched reversed and base64-encoded (a shorter one's
+/// encodings are too short to match without false alarms).
+pub const MIN_ENCODED_LEN: usize = 8;
+
+/// What a worker or build commonly prints instead of a secret itself: the value reversed,
+/// and its base64 (standard and URL-safe alphabets) at each of the three byte alignments it
+/// can have inside a longer encoded text — each the part of the encoding that depends on the
+/// secret's bytes alone. Not every transformation (hex, a split, one character at a time):
+/// see SECURITY.md.
+fn encoded_forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let bytes = value.as_bytes();
+    let mut out = vec![value.chars().rev().collect::<String>()];
+    for skip in 0..3usize {
+        let mut padded = vec![0u8; skip];
+        padded.extend_from_slice(bytes);
+        for engine in [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::URL_SAFE,
+        ] {
+            let text = engine.encode(&padded);
+            // Characters of the groups that hold the secret's bytes only.
+            let from = skip.div_ceil(3) * 4;
+            let to = (padded.len() / 3) * 4;
+            if to > from {
+                out.push(text[from..to].to_string());
+            }
+        }
+    }
+    out.retain(|f| f.len() >= MIN_ENCODED_LEN);
+    out
+}
+
 impl Redactor {
     pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
         let mut needles = Vec::new();
@@ -130,6 +163,9 @@ impl Redactor {
                 json_leaves(&parsed, &mut forms);
             }
             forms.push(v.clone());
+            if v.len() >= MIN_ENCODED_LEN {
+                forms.extend(encoded_forms(&v));
+            }
             for f in forms {
                 // Each form also as it appears inside JSON text, escaped.
                 let escaped = serde_json::Value::String(f.clone()).to_string();
@@ -441,6 +477,29 @@ mod tests {
         assert!(r.redact_value(&mut tree));
         assert!(!tree.to_string().contains("AAAA"), "{tree}");
         assert!(tree.get("***").is_some(), "keys are redacted too: {tree}");
+    }
+
+    /// `echo "$TOKEN" | base64`, the token inside a longer encoded text at any alignment,
+    /// and `rev`: each caught; a short secret's encodings are not matched.
+    #[test]
+    fn base64_and_reversed_forms_are_redacted() {
+        use base64::Engine as _;
+        let secret = "hf_buildSecretValue42";
+        let r = SecretValues::new(vec![("HF".into(), secret.into())]).redactor(&[]);
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for printed in [
+            b64(&format!("{secret}\n")),
+            b64(&format!("x{secret}")),
+            b64(&format!("ab{secret}yz")),
+            base64::engine::general_purpose::URL_SAFE.encode(format!("~~{secret}")),
+            secret.chars().rev().collect(),
+        ] {
+            let out = r.redact(&format!("[build] {printed}"));
+            assert!(out.contains(REDACTED), "{printed} -> {out}");
+            assert!(!r.leaks(&out), "{out}");
+        }
+        let short = SecretValues::new(vec![("S".into(), "abcd".into())]).redactor(&[]);
+        assert_eq!(short.redact("dcba YWJjZA=="), "dcba YWJjZA==");
     }
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]

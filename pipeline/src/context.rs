@@ -76,22 +76,60 @@ pub fn job_labels(ctx: &JobContext) -> HashMap<String, String> {
     ])
 }
 
-/// The image tag a repository builds to: one per repository, so rebuilds replace it.
+/// The image tag a repository builds to: one per repository, so rebuilds replace it, and
+/// never one another repository's name maps to. GitHub's names are case-insensitive, so the
+/// path is lower case; a name that is already a valid Docker path component is used as it is
+/// with the tag `latest` (`worker-basic`, `worker.x` and `worker_x` stay apart); any other is
+/// written with `-` for what Docker refuses and tagged `n-` and a hash of the exact
+/// lower-cased `org/name`, a tag no `latest` can equal.
 pub fn image_tag(org: &str, name: &str) -> String {
+    let (org, name) = (org.to_ascii_lowercase(), name.to_ascii_lowercase());
+    if docker_component(&org) && docker_component(&name) {
+        return format!("janitor/{org}/{name}:latest");
+    }
     let clean = |s: &str| {
-        let lowered: String = s
-            .to_ascii_lowercase()
+        let mapped: String = s
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let trimmed = lowered.trim_matches('-').to_string();
+        let trimmed = mapped.trim_matches('-').to_string();
         if trimmed.is_empty() {
             "x".to_string()
         } else {
             trimmed
         }
     };
-    format!("janitor/{}/{}:latest", clean(org), clean(name))
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{org}/{name}").as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("janitor/{}/{}:n-{hash}", clean(&org), clean(&name))
+}
+
+/// Whether `s` is one path component of a Docker repository name as it is:
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn docker_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &s[start..i];
+        let dashes = sep.bytes().all(|c| c == b'-');
+        if !(sep == "." || sep == "_" || sep == "__" || dashes) {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -99,11 +137,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_are_docker_safe() {
+    fn tags_are_docker_safe_and_never_shared() {
         assert_eq!(
             image_tag("runpod-workers", "worker-faster_whisper"),
-            "janitor/runpod-workers/worker-faster-whisper:latest"
+            "janitor/runpod-workers/worker-faster_whisper:latest"
         );
-        assert_eq!(image_tag("Org", "A.b"), "janitor/org/a-b:latest");
+        assert_eq!(image_tag("Org", "A.b"), "janitor/org/a.b:latest");
+        assert_eq!(
+            image_tag("org", "a.b"),
+            image_tag("ORG", "A.B"),
+            "one GitHub repository"
+        );
+        let names = [
+            "worker.x",
+            "worker-x",
+            "worker_x",
+            "worker__x",
+            "worker--x",
+            "worker---x",
+            ".worker-x",
+            "worker-x.",
+            "-worker-x",
+            "worker-.x",
+            "worker._x",
+            "worker..x",
+            "_x",
+            "x_",
+            ".x",
+            "x",
+            "__",
+            "-",
+            "..",
+            "worker_-x",
+        ];
+        let tags: Vec<String> = names.iter().map(|n| image_tag("org", n)).collect();
+        for (i, a) in tags.iter().enumerate() {
+            assert!(
+                bollard_safe(a),
+                "{a} (from {}) is not a valid image reference",
+                names[i]
+            );
+            for (j, b) in tags.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {} share a tag", names[i], names[j]);
+            }
+        }
+    }
+
+    /// Docker's reference grammar for `janitor/<component>/<component>:<tag>`.
+    fn bollard_safe(reference: &str) -> bool {
+        let Some((path, tag)) = reference.rsplit_once(':') else {
+            return false;
+        };
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        tag_ok && path.split('/').all(docker_component)
     }
 }

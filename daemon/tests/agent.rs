@@ -374,8 +374,9 @@ async fn janitord_fixes_a_runpod_worker_with_the_shipped_agent_and_no_injection_
 }
 
 /// `agent: always` with the prompt "add a .runpod/tests.json" on a passing runpod worker:
-/// the agent writes it, the re-validation runs the new tests (from `.runpod/tests.json`, not
-/// `test_input.json`), and the change is proposed: `changed`, one pull request.
+/// the agent writes it, the re-validation runs the new tests (from `.runpod/tests.json`) and,
+/// since a change is judged by the tests as they were too, `test_input.json`'s, which the new
+/// file shadows; the change is proposed: `changed`, one pull request saying so.
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_always_adds_runpod_tests_and_they_run_in_the_revalidation() {
     let repos = tempfile::tempdir().unwrap();
@@ -440,7 +441,9 @@ async fn agent_always_adds_runpod_tests_and_they_run_in_the_revalidation() {
     );
     let after = r.fix.as_ref().unwrap().attempts[0].tests.clone().unwrap();
     assert_eq!(after.source, ".runpod/tests.json");
-    assert_eq!((after.passed, after.total), (2, 2), "{after:#?}");
+    assert_eq!((after.passed, after.total), (3, 3), "{after:#?}");
+    let names: Vec<&str> = after.results.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["test_input", "greets", "empty"]);
     let posts: Vec<_> = gh
         .seen()
         .into_iter()
@@ -458,7 +461,11 @@ async fn agent_always_adds_runpod_tests_and_they_run_in_the_revalidation() {
     );
     assert!(
         body.contains("**Before:** passed 1/1 tests")
-            && body.contains("**After:** passed 2/2 tests"),
+            && body.contains("**After:** passed 3/3 tests"),
+        "{body}"
+    );
+    assert!(
+        body.contains("moved the tests from test_input.json to .runpod/tests.json"),
         "{body}"
     );
 }

@@ -308,6 +308,7 @@ async fn a_heredoc_on_an_old_engine_is_an_error_naming_the_engine_it_needs() {
         target: None,
         args: &[],
         secrets: Default::default(),
+        dockerfile_text: None,
     };
     let outcome = engine
         .build(

@@ -288,7 +288,11 @@ printf '{"status":"fixed","summary":"point MODEL at the baked weights"}' > "$JAN
         "janitor: point MODEL at the baked weights"
     );
     let body = created["body"].as_str().unwrap();
-    assert!(body.contains("**Before:** run: "), "{body}");
+    // The worker's failure is its text, fenced: nothing in it renders.
+    assert!(
+        body.contains("**Before:**\n\n```text\nrun: exited with code 1\n```"),
+        "{body}"
+    );
     assert!(body.contains("**After:** every step passed"), "{body}");
     // The branch is on the remote, with the change and the configured author.
     let log = janitor_testkit::git(

@@ -352,6 +352,10 @@ pub struct FixAttempt {
     pub status: Option<JobStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the agent's change did to the repository's tests (`removed test \`x\``): the
+    /// re-validation ran the tests as they were before it, plus the ones it added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests_changed: Vec<String>,
 }
 
 /// The builder a job's image was built with, on which engine.
@@ -380,6 +384,14 @@ pub struct BuildReport {
     pub reused: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<String>,
+    /// How many `RUN --mount=type=cache` mounts were given this repository's own cache id
+    /// (no other repository's build reads or writes them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_mounts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -60,12 +60,26 @@ pub async fn build<E: ContainerEngine>(
         inputs: None,
         reused: false,
         reuse: None,
+        cache_mounts: 0,
     });
-    let path = repo_dir.join(dockerfile);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return StepOutcome::failed(format!(
-            "no Dockerfile at `{dockerfile}` in the repository (set `dockerfile:` for another path)"
-        ));
+    let text = match crate::files::read_text_by(
+        repo_dir,
+        dockerfile,
+        crate::files::MAX_DOCKERFILE_BYTES,
+        deadline,
+    )
+    .await
+    {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            return StepOutcome::failed(format!(
+                "no Dockerfile at `{dockerfile}` in the repository (set `dockerfile:` for another path)"
+            ))
+        }
+        Err(crate::files::FileError::Deadline { .. }) => {
+            return StepOutcome::stopped(janitor_services::engine::StopReason::Deadline, spec.timeout)
+        }
+        Err(e) => return StepOutcome::failed(e.to_string()),
     };
     if let Some(why) = unbuildable(
         &text,
@@ -86,6 +100,24 @@ pub async fn build<E: ContainerEngine>(
             janitor_model::audience::PUBLISH_TOKEN
         ));
     }
+    // BuildKit shares a cache mount with every build that names the same id (by default its
+    // target): each repository's are given ids of its own.
+    let sent = match opts.builder {
+        Builder::Buildkit => {
+            let ns = crate::dockerfile::cache_namespace(&spec.repo.organization, &spec.repo.name);
+            match crate::dockerfile::namespace_cache_mounts(&text, dockerfile, &ns) {
+                Ok((sent, n)) if n > 0 => {
+                    if let Some(b) = built.as_mut() {
+                        b.cache_mounts = u32::try_from(n).unwrap_or(u32::MAX);
+                    }
+                    Some(sent)
+                }
+                Ok(_) => None,
+                Err(why) => return StepOutcome::failed(why),
+            }
+        }
+        Builder::Classic => None,
+    };
     let (secrets, values) = match read_secrets(&ctx.secrets_dir, &opts.secrets, &ctx.secrets) {
         Ok(found) => found,
         Err(why) => return StepOutcome::error(why),
@@ -119,6 +151,7 @@ pub async fn build<E: ContainerEngine>(
         target: opts.target.as_deref(),
         args: &opts.args,
         secrets,
+        dockerfile_text: sent.as_deref(),
     };
     let b = match engine.build(&build, deadline, cancel, &mut on_line).await {
         Err(e) => return StepOutcome::engine(&e),
@@ -126,7 +159,12 @@ pub async fn build<E: ContainerEngine>(
     };
     cache.hits = b.cache_hits;
     cache.steps = b.steps;
-    let cached = format!("{} of {} steps from the layer cache", b.cache_hits, b.steps);
+    let mut cached = format!("{} of {} steps from the layer cache", b.cache_hits, b.steps);
+    if let Some(n) = built.as_ref().map(|b| b.cache_mounts).filter(|n| *n > 0) {
+        cached.push_str(&format!(
+            "; {n} cache mount(s) kept to this repository's own cache"
+        ));
+    }
     match (b.stopped, b.error.map(|e| redactor.redact(&e))) {
         (Some(reason), _) => StepOutcome::stopped(reason, spec.timeout),
         (None, Some(err)) if is_instance_failure(&err) => {
@@ -256,7 +294,9 @@ pub fn inputs_hash(
         Ok(())
     }
     let mut h = Sha256::new();
-    field(&mut h, "janitor-build-inputs", b"1");
+    // 2: cache mounts are sent with the repository's own ids (an image built before that
+    // shared them, and is not reused).
+    field(&mut h, "janitor-build-inputs", b"2");
     field(&mut h, "dockerfile", dockerfile.as_bytes());
     field(&mut h, "target", target.unwrap_or("").as_bytes());
     let mut args: Vec<&(String, String)> = args.iter().collect();

@@ -44,32 +44,9 @@ pub struct Discovered {
     pub groups: Vec<TestGroup>,
 }
 
+/// A repository file through the one door (no link out, regular files only, bounded).
 fn read(repo: &Path, rel: &str) -> Result<Option<String>, String> {
-    let path = repo.join(rel);
-    // A link anywhere on the way may point out of the checkout, at a host file.
-    if let (Ok(real), Ok(root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(repo)) {
-        if !real.starts_with(&root) {
-            return Err(format!(
-                "{rel} is a link out of the repository; a tests file must be in the repository"
-            ));
-        }
-    }
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Err(format!("{rel} is not a regular file")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {rel}: {e}")),
-    };
-    if meta.len() > runpod::MAX_FILE_BYTES {
-        return Err(format!(
-            "{rel} is {} bytes, over the {}-byte limit for a tests file",
-            meta.len(),
-            runpod::MAX_FILE_BYTES
-        ));
-    }
-    std::fs::read_to_string(&path)
-        .map(Some)
-        .map_err(|e| format!("cannot read {rel}: {e}"))
+    crate::files::read_text(repo, rel, runpod::MAX_FILE_BYTES).map_err(|e| e.to_string())
 }
 
 /// Reads what the checkout in `repo` says. `Err` is the repository's own mistake (a tests file
@@ -182,6 +159,137 @@ pub fn discover(repo: &Path, spec: &JobSpec) -> Result<Discovered, String> {
         notes,
         groups,
     })
+}
+
+/// The discovery of a changed checkout, with the tests as they were before the change: every
+/// test of `before` (a removed or shadowed one restored, a changed one as it was), then the
+/// tests the change added. Each keeps the worker template it ran in (the runner's command,
+/// environment and GPUs): `before`'s for its tests, the change's for the added ones, the
+/// image's own command for tests that had none. The rest (the Dockerfile, the environment,
+/// the hub's settings) is the changed checkout's. Returns what the change did to the tests,
+/// one phrase each, empty when they are as they were. Pure.
+pub fn keep_tests(before: &Discovered, mut after: Discovered) -> (Discovered, Vec<String>) {
+    let was: &[TestCase] = match &before.plan {
+        Plan::Server { tests } => tests,
+        Plan::RunToExit => &[],
+    };
+    let now: Vec<TestCase> = match &after.plan {
+        Plan::Server { tests } => tests.clone(),
+        Plan::RunToExit => Vec::new(),
+    };
+    let mut changes = Vec::new();
+    for t in was {
+        match now.iter().find(|n| n.name == t.name) {
+            None => changes.push(format!("removed test `{}`", t.name)),
+            Some(n) if n != t => changes.push(format!("changed test `{}`", t.name)),
+            Some(_) => {}
+        }
+    }
+    // The change's tests that were not there before, with their index in the change's file.
+    let added: Vec<(usize, &TestCase)> = now
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !was.iter().any(|t| t.name == n.name))
+        .collect();
+    changes.extend(
+        added
+            .iter()
+            .map(|(_, t)| format!("added test `{}`", t.name)),
+    );
+    if was.is_empty() {
+        // No tests before (or none readable): the change's own are all there is.
+        return (after, changes);
+    }
+    let template = |g: &TestGroup| {
+        (
+            g.label.clone(),
+            g.command.clone(),
+            g.env.clone(),
+            g.gpu_ids.clone(),
+            g.gpu_count,
+        )
+    };
+    if before.source == after.source
+        && before
+            .groups
+            .iter()
+            .map(template)
+            .ne(after.groups.iter().map(template))
+    {
+        changes.push(format!("changed the worker templates of {}", before.source));
+    }
+    if before.source != after.source {
+        changes.push(format!(
+            "moved the tests from {} to {}",
+            before.source, after.source
+        ));
+    }
+    if changes.is_empty() {
+        return (after, changes);
+    }
+    let image_command = |label: &str, tests: Vec<usize>| TestGroup {
+        label: label.to_string(),
+        command: None,
+        command_from: None,
+        env: Vec::new(),
+        env_from: None,
+        gpu_ids: Vec::new(),
+        gpu_count: None,
+        container_disk_gb: None,
+        note: None,
+        tests,
+    };
+    let mut groups = before.groups.clone();
+    let grouped = !before.groups.is_empty() || !after.groups.is_empty();
+    if grouped && before.groups.is_empty() {
+        groups.push(image_command(
+            "as before the change",
+            (0..was.len()).collect(),
+        ));
+    }
+    // Where each added test is in the kept list.
+    let kept_index = |i: usize| {
+        added
+            .iter()
+            .position(|(at, _)| *at == i)
+            .map(|p| was.len() + p)
+    };
+    let mut placed = vec![false; added.len()];
+    for g in &after.groups {
+        let tests: Vec<usize> = g.tests.iter().filter_map(|i| kept_index(*i)).collect();
+        if tests.is_empty() {
+            continue;
+        }
+        for t in &tests {
+            placed[t - was.len()] = true;
+        }
+        groups.push(TestGroup { tests, ..g.clone() });
+    }
+    let loose: Vec<usize> = (0..added.len())
+        .filter(|p| !placed[*p])
+        .map(|p| was.len() + p)
+        .collect();
+    if grouped && !loose.is_empty() {
+        groups.push(image_command("added by the change", loose));
+    }
+    let mut tests = was.to_vec();
+    tests.extend(added.iter().map(|(_, t)| (*t).clone()));
+    after.plan = Plan::Server { tests };
+    after.groups = groups;
+    if now.is_empty() {
+        after.source = before.source.clone();
+    }
+    after.notes.push(format!(
+        "the agent's change {}: judged by the tests as they were before it ({}){}",
+        changes.join(", "),
+        before.source,
+        if added.is_empty() {
+            ""
+        } else {
+            ", and the ones it added"
+        }
+    ));
+    (after, changes)
 }
 
 fn first_tests_file(repo: &Path) -> Result<Option<(&'static str, runpod::TestsFile)>, String> {
@@ -348,6 +456,175 @@ mod tests {
             discover(r.path(), &spec()).is_err(),
             "through a linked directory too"
         );
+    }
+
+    fn case(name: &str, input: i64) -> TestCase {
+        TestCase {
+            name: name.into(),
+            input: serde_json::json!({ "n": input }),
+            timeout_ms: None,
+            expected_output: Some(serde_json::json!({ "n": input })),
+            expectation_advisory: false,
+        }
+    }
+
+    fn found(source: &str, tests: Vec<TestCase>) -> Discovered {
+        let r = repo(&[]);
+        let mut d = discover(r.path(), &spec()).unwrap();
+        d.source = source.into();
+        d.plan = if tests.is_empty() {
+            Plan::RunToExit
+        } else {
+            Plan::Server { tests }
+        };
+        d
+    }
+
+    fn names(d: &Discovered) -> Vec<String> {
+        match &d.plan {
+            Plan::Server { tests } => tests.iter().map(|t| t.name.clone()).collect(),
+            Plan::RunToExit => Vec::new(),
+        }
+    }
+
+    /// A change that deletes, weakens or moves the failing test is judged by it as it was; a
+    /// test it adds runs too; with no tests before, the change's own are all there is.
+    #[test]
+    fn the_tests_as_they_were_judge_the_change() {
+        let before = found(".runpod/tests.json", vec![case("a", 1), case("slow", 2)]);
+        let check = |after: Discovered, want: &[&str], changes: &[&str]| {
+            let (kept, said) = keep_tests(&before, after);
+            assert_eq!(names(&kept), want);
+            assert_eq!(said, changes);
+            kept
+        };
+        let same = check(
+            found(".runpod/tests.json", vec![case("a", 1), case("slow", 2)]),
+            &["a", "slow"],
+            &[],
+        );
+        assert!(same.notes.is_empty());
+        let kept = check(
+            found(".runpod/tests.json", vec![case("a", 1)]),
+            &["a", "slow"],
+            &["removed test `slow`"],
+        );
+        assert!(matches!(&kept.plan, Plan::Server { tests } if tests[1] == case("slow", 2)));
+        assert!(
+            kept.notes[0].contains("judged by the tests as they were before it"),
+            "{:?}",
+            kept.notes
+        );
+        let kept = check(
+            found(
+                ".runpod/tests.json",
+                vec![case("a", 1), case("slow", 99), case("new", 3)],
+            ),
+            &["a", "slow", "new"],
+            &["changed test `slow`", "added test `new`"],
+        );
+        assert!(matches!(&kept.plan, Plan::Server { tests } if tests[1] == case("slow", 2)));
+        // Every tests file deleted: the worker's CMD would have run; the tests still do.
+        check(
+            found("cmd", vec![]),
+            &["a", "slow"],
+            &[
+                "removed test `a`",
+                "removed test `slow`",
+                "moved the tests from .runpod/tests.json to cmd",
+            ],
+        );
+        // A new file that shadows the old one (tests.json over test_input.json) runs beside
+        // the old tests, under its own name.
+        let old = found("test_input.json", vec![case("test_input", 1)]);
+        let (kept, said) = keep_tests(&old, found(".runpod/tests.json", vec![case("greets", 2)]));
+        assert_eq!(names(&kept), ["test_input", "greets"]);
+        assert_eq!(kept.source, ".runpod/tests.json");
+        assert_eq!(
+            said,
+            [
+                "removed test `test_input`",
+                "added test `greets`",
+                "moved the tests from test_input.json to .runpod/tests.json"
+            ]
+        );
+        assert!(kept.groups.is_empty(), "one worker for all, as both had");
+        // No tests before: the change's are used as they are.
+        let (kept, said) = keep_tests(
+            &found("cmd", vec![]),
+            found("test_input.json", vec![case("t", 1)]),
+        );
+        assert_eq!(
+            (names(&kept), said),
+            (vec!["t".to_string()], vec!["added test `t`".to_string()])
+        );
+    }
+
+    fn group(label: &str, command: &str, tests: Vec<usize>) -> TestGroup {
+        TestGroup {
+            label: label.into(),
+            command: Some(vec![command.into()]),
+            command_from: None,
+            env: Vec::new(),
+            env_from: None,
+            gpu_ids: Vec::new(),
+            gpu_count: None,
+            container_disk_gb: None,
+            note: None,
+            tests,
+        }
+    }
+
+    /// Each test runs in the template it had: the old ones in theirs, the added ones in the
+    /// change's, the ones without a template with the image's own command.
+    #[test]
+    fn kept_tests_keep_their_worker_templates() {
+        let mut before = found(".github/tests.json", vec![case("a", 1), case("b", 2)]);
+        before.groups = vec![
+            group("t1", "serve-a", vec![0]),
+            group("t2", "serve-b", vec![1]),
+        ];
+        // The change drops `b`, edits t1's command and adds `c` to a new template t3.
+        let mut after = found(".github/tests.json", vec![case("a", 1), case("c", 3)]);
+        after.groups = vec![
+            group("t1", "fake", vec![0]),
+            group("t3", "serve-c", vec![1]),
+        ];
+        let (kept, said) = keep_tests(&before, after);
+        assert_eq!(names(&kept), ["a", "b", "c"]);
+        let runs: Vec<(Option<Vec<String>>, Vec<usize>)> = kept
+            .groups
+            .iter()
+            .map(|g| (g.command.clone(), g.tests.clone()))
+            .collect();
+        let cmd = |c: &str| Some(vec![c.to_string()]);
+        assert_eq!(
+            runs,
+            [
+                (cmd("serve-a"), vec![0]),
+                (cmd("serve-b"), vec![1]),
+                (cmd("serve-c"), vec![2])
+            ]
+        );
+        assert_eq!(
+            said,
+            [
+                "removed test `b`",
+                "added test `c`",
+                "changed the worker templates of .github/tests.json"
+            ]
+        );
+        // From one worker for all to templates: the old tests keep the image's command.
+        let plain = found("test_input.json", vec![case("test_input", 1)]);
+        let mut runner = found(".github/tests.json", vec![case("x", 9)]);
+        runner.groups = vec![group("t", "serve-x", vec![0])];
+        let (kept, _) = keep_tests(&plain, runner);
+        let runs: Vec<(Option<Vec<String>>, Vec<usize>)> = kept
+            .groups
+            .iter()
+            .map(|g| (g.command.clone(), g.tests.clone()))
+            .collect();
+        assert_eq!(runs, [(None, vec![0]), (cmd("serve-x"), vec![1])]);
     }
 
     #[test]

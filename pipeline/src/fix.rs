@@ -295,9 +295,10 @@ fn conclude_change(attempts: Vec<FixAttempt>, max_attempts: u32, patch: Option<S
         Some(a) if a.status == Some(JobStatus::Succeeded) => (
             JobStatus::Changed,
             Some(format!(
-                "changed by the agent in attempt {} of {max_attempts}: {}",
+                "changed by the agent in attempt {} of {max_attempts}: {}{}",
                 a.attempt,
-                summary_of(a)
+                summary_of(a),
+                tests_note(a)
             )),
         ),
         Some(a) if a.agent.status == StepStatus::Error => (
@@ -367,6 +368,18 @@ fn ended(
     }
 }
 
+/// `; the change removed test `x`: it passed the tests as they were before it`, when the
+/// attempt's change touched the tests.
+fn tests_note(a: &FixAttempt) -> String {
+    if a.tests_changed.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; the change {}: it passed the tests as they were before it",
+        a.tests_changed.join(", ")
+    )
+}
+
 /// The first line of an attempt's answer, as the report quotes it.
 fn summary_of(a: &FixAttempt) -> String {
     a.result
@@ -411,9 +424,10 @@ pub fn conclude(
         Some(a) if a.status == Some(JobStatus::Succeeded) => (
             JobStatus::Fixed,
             Some(format!(
-                "fixed by the agent in attempt {} of {max_attempts}: {}",
+                "fixed by the agent in attempt {} of {max_attempts}: {}{}",
                 a.attempt,
-                summary_of(a)
+                summary_of(a),
+                tests_note(a)
             )),
         ),
         Some(a) if answered(a).as_deref() == Some("unfixable") && !a.changed => (
@@ -492,6 +506,7 @@ mod tests {
             tests: None,
             status: then,
             reason: then.map(|_| format!("reason {n}")),
+            tests_changed: Vec::new(),
         }
     }
 
@@ -513,6 +528,12 @@ mod tests {
             Some("fixed by the agent in attempt 2 of 3: try 2")
         );
         assert_eq!(fixed.report.patch_text.as_deref(), Some("diff"));
+        let mut touched = attempt(1, "fixed", true, Some(JobStatus::Succeeded));
+        touched.tests_changed = vec!["removed test `slow`".into()];
+        assert_eq!(
+            conclude(&first(), vec![touched], 3, None, Mode::Fix).reason.as_deref(),
+            Some("fixed by the agent in attempt 1 of 3: try 1; the change removed test `slow`: it passed the tests as they were before it")
+        );
 
         let unfixable = conclude(
             &first(),

@@ -10,6 +10,8 @@ pub mod build;
 pub mod clone;
 pub mod context;
 pub mod discover;
+pub mod dockerfile;
+pub mod files;
 pub mod fix;
 pub mod git;
 pub mod gpu_usage;
@@ -58,14 +60,21 @@ struct Validation {
     built_with: Option<janitor_model::report::BuildReport>,
     cache: CacheInfo,
     errors: janitor_model::report::ErrorLines,
+    /// What the preflight found the checkout says (its tests); `None` when it did not pass.
+    found: Option<discover::Discovered>,
+    /// What a change did to the tests of `before` (see [`discover::keep_tests`]).
+    tests_changed: Vec<String>,
 }
 
+/// One validation of the checkout. `before` is the first validation's discovery when this one
+/// judges a change: its tests judge the change, not the changed tests.
 async fn validate<E: ContainerEngine, R: RegistryAuth>(
     tools: &Tools<'_, E, R>,
     env: &StepEnv<'_, E>,
     repo_dir: &std::path::Path,
     steps: &mut Steps,
     cloned: bool,
+    before: Option<&discover::Discovered>,
 ) -> Validation {
     let spec = &env.ctx.job.spec;
     let mut scanner = scan::ErrorScanner::new(&spec.expected_errors);
@@ -76,10 +85,16 @@ async fn validate<E: ContainerEngine, R: RegistryAuth>(
         built_with: None,
         cache: CacheInfo::default(),
         errors: Default::default(),
+        found: None,
+        tests_changed: Vec::new(),
     };
     let found = if cloned {
         let t = Instant::now();
-        let (outcome, found) = preflight_step(env, tools.gpu, repo_dir).await;
+        let (outcome, found) = preflight_step(env, tools.gpu, repo_dir, before).await;
+        let found = found.map(|(d, changed)| {
+            v.tests_changed = changed;
+            d
+        });
         steps
             .record(StepName::Preflight, t, outcome)
             .then_some(found)
@@ -168,6 +183,7 @@ async fn validate<E: ContainerEngine, R: RegistryAuth>(
         steps.record(StepName::Gpu, t, outcome);
     }
     v.errors = scanner.into_lines();
+    v.found = found;
     v
 }
 
@@ -236,7 +252,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         cancel,
         sink,
     };
-    let first = validate(tools, &env, &repo_dir, &mut steps, cloned).await;
+    let first = validate(tools, &env, &repo_dir, &mut steps, cloned, None).await;
     let (mut status, mut reason) = verdict::verdict(&steps.list, &first.errors);
     let first_reason = reason.clone();
 
@@ -284,6 +300,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
                 checkout: &checkout,
                 io_dir: &io_dir,
                 mode,
+                tests_before: first.found.as_ref(),
             };
             let mut ended = fix_loop(tools, &env, &work, failure, &recent).await;
             let leaks = ended
@@ -300,9 +317,11 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
             if matches!(ended.status, JobStatus::Fixed | JobStatus::Changed) && !leaks {
                 match (&ctx.publish, spec.publish) {
                     (Some(settings), true) => {
-                        let after = fix::passed_summary(
-                            ended.report.attempts.last().and_then(|a| a.tests.as_ref()),
-                        );
+                        let last = ended.report.attempts.last();
+                        let after = fix::passed_summary(last.and_then(|a| a.tests.as_ref()));
+                        let tests_note = last
+                            .filter(|a| !a.tests_changed.is_empty())
+                            .map(|a| format!("The change {}; it was judged by the tests as they were before it.", a.tests_changed.join(", ")));
                         publish::publish(
                             settings,
                             ctx,
@@ -313,6 +332,7 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
                                 mode,
                                 before: &before,
                                 after: &after,
+                                tests_note: tests_note.as_deref(),
                             },
                         )
                         .await;
@@ -474,6 +494,8 @@ struct AgentWork<'a> {
     checkout: &'a git::Repo,
     io_dir: &'a std::path::Path,
     mode: fix::Mode,
+    /// The first validation's discovery: its tests judge every change.
+    tests_before: Option<&'a discover::Discovered>,
 }
 
 async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
@@ -488,6 +510,7 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
         checkout,
         io_dir,
         mode,
+        tests_before,
     } = *work;
     let ctx = env.ctx;
     let repo_dir = checkout.work_tree.as_path();
@@ -578,6 +601,7 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             tests: None,
             status: None,
             reason: None,
+            tests_changed: Vec::new(),
         };
         if !outcome.ok() || change.is_none() || answered_unfixable {
             attempts.push(attempt);
@@ -587,8 +611,9 @@ async fn fix_loop<E: ContainerEngine, R: RegistryAuth>(
             "[agent] attempt {n} of {max} changed the checkout; validating it again"
         ));
         let mut again = Steps::default();
-        let v = validate(tools, env, repo_dir, &mut again, true).await;
+        let v = validate(tools, env, repo_dir, &mut again, true, tests_before).await;
         let (status, reason) = verdict::verdict(&again.list, &v.errors);
+        attempt.tests_changed = v.tests_changed.clone();
         attempt.steps = again.list.clone();
         attempt.tests = v.tests.clone();
         attempt.status = Some(status);
@@ -616,24 +641,50 @@ async fn preflight_step<E: ContainerEngine>(
     env: &StepEnv<'_, E>,
     gpu: &dyn GpuProbe,
     repo_dir: &std::path::Path,
-) -> (StepOutcome, Option<discover::Discovered>) {
+    before: Option<&discover::Discovered>,
+) -> (StepOutcome, Option<(discover::Discovered, Vec<String>)>) {
     let spec = &env.ctx.job.spec;
-    let mut found = match discover::discover(repo_dir, spec) {
+    // The repository's files are read off the async threads and given up at the deadline.
+    let (repo, job) = (repo_dir.to_path_buf(), spec.clone());
+    let discovered =
+        files::by_deadline(env.deadline, "reading the repository's tests", move || {
+            discover::discover(&repo, &job)
+        })
+        .await;
+    let late =
+        || StepOutcome::stopped(janitor_services::engine::StopReason::Deadline, spec.timeout);
+    let mut found = match discovered {
         Ok(d) => d,
+        Err(_) if Instant::now() >= env.deadline => return (late(), None),
         Err(e) => return (StepOutcome::failed(e), None),
     };
+    // A change is judged by the tests as they were before it.
+    let mut tests_changed = Vec::new();
+    if let Some(before) = before {
+        (found, tests_changed) = discover::keep_tests(before, found);
+    }
     if let Err(e) = fill_secrets(&mut found.env, spec, &env.ctx.secrets) {
         return (StepOutcome::failed(e), None);
     }
     for note in &found.notes {
         env.sink.line(&format!("[preflight] {note}"));
     }
-    let base_image = match std::fs::read_to_string(repo_dir.join(&found.dockerfile)) {
-        Ok(text) => match preflight::base_image(&text) {
+    let dockerfile = files::read_text_by(
+        repo_dir,
+        &found.dockerfile,
+        files::MAX_DOCKERFILE_BYTES,
+        env.deadline,
+    )
+    .await;
+    let base_image = match dockerfile {
+        Ok(Some(text)) => match preflight::base_image(&text) {
             Some(image) => env.engine.image(&image).await.map(|f| (image, f.env)),
             None => None,
         },
-        Err(_) => None,
+        // No Dockerfile: the build step says so, with the setting to change.
+        Ok(None) => None,
+        Err(files::FileError::Deadline { .. }) => return (late(), None),
+        Err(e) => return (StepOutcome::failed(e.to_string()), None),
     };
     let inventory = spec.gpu_required.then(|| gpu.inventory());
     let facts = preflight::Facts {
@@ -655,7 +706,7 @@ async fn preflight_step<E: ContainerEngine>(
         disk_path: env.ctx.work_root.display().to_string(),
     };
     match preflight::check(&found, &facts) {
-        Ok(detail) => (StepOutcome::succeeded(detail), Some(found)),
+        Ok(detail) => (StepOutcome::succeeded(detail), Some((found, tests_changed))),
         Err(e) => (StepOutcome::error(e), None),
     }
 }

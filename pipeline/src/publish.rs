@@ -66,6 +66,41 @@ fn capped(text: &str, max: usize) -> String {
     out
 }
 
+/// Untrusted text made inert where GitHub reads plain text for references (a title, a commit
+/// message): a zero-width space after each `@` (no mention), `#` (no `#12` or `org/repo#12`)
+/// and `:` of `://` (no issue URL), and inside `GH-`, so that no closing keyword (`Closes
+/// #12`) closes anything and no one is notified. It reads the same.
+pub fn inert(text: &str) -> String {
+    const ZWSP: char = '\u{200B}';
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut prev = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        let next = chars.peek().copied();
+        let breaks = match c {
+            '@' | '#' => true,
+            ':' => next == Some('/'),
+            'H' | 'h' => matches!(prev, Some('G' | 'g')) && next == Some('-'),
+            _ => false,
+        };
+        if breaks {
+            out.push(ZWSP);
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+/// Untrusted text as a fenced code block in a Markdown body: nothing in it is rendered
+/// (no link, image, HTML, mention or reference), the fence longer than any run of backticks
+/// in it; made [`inert`] too.
+pub fn fenced(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}text\n{}\n{fence}", inert(text.trim_end()))
+}
+
 /// Where `org/name` is pushed: built from the validated names on the configured host. `Err`
 /// when the job's repository comes from somewhere else (a `url:` on another host): a fix
 /// is never pushed anywhere but the repository's home on the configured host.
@@ -117,6 +152,9 @@ pub struct Story<'a> {
     pub mode: crate::fix::Mode,
     pub before: &'a str,
     pub after: &'a str,
+    /// What the agent changed of the tests, when it did (the change was judged by the tests
+    /// as they were before it).
+    pub tests_note: Option<&'a str>,
 }
 
 /// Commits the staged change, pushes the branch and opens or updates its pull request;
@@ -181,7 +219,7 @@ async fn publish_inner(
         .map(|s| s.lines().next().unwrap_or("").trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "the agent's fix".to_string());
-    let summary = clean(&summary, MAX_TITLE_CHARS - "janitor: ".len());
+    let summary = inert(&clean(&summary, MAX_TITLE_CHARS - "janitor: ".len()));
     let report = janitor_model::ledger::report_key(&ctx.job.run_id, &ctx.job.job_id);
     let message = clean(
         &format!(
@@ -219,11 +257,20 @@ async fn publish_inner(
     .await
     .map_err(|e| redactor.redact(&e.to_string()))?;
     let gh = GitHub::new(&settings.api_url, &settings.token).map_err(|e| e.to_string())?;
+    // The worker's failure and the agent's words are fenced: the body renders none of them.
     let body = clean(
         &format!(
-            "{what}\n\n**Before:** {before}\n\n**After:** {after}\n\n**The change:** {summary} ({} attempt(s) of {})\n\nRun `{}`, job `{}`; the full report is at `{report}`.\n",
+            "{what}\n\n**Before:**{}\n\n**After:** {after}\n\n**The change**, in the agent's words ({} attempt(s) of {}):\n\n{}\n{}\nRun `{}`, job `{}`; the full report is at `{report}`.\n",
+            match story.mode {
+                // The worker's failure: its words, fenced.
+                crate::fix::Mode::Fix => format!("\n\n{}", fenced(&clean(before, MAX_BODY_CHARS / 4))),
+                // janitord's own count of the tests passed.
+                crate::fix::Mode::Change => format!(" {before}"),
+            },
             fix.attempts.len(),
             fix.max_attempts,
+            fenced(&summary),
+            story.tests_note.map(|n| format!("\n**Tests:**\n\n{}\n", fenced(&clean(n, MAX_BODY_CHARS / 8)))).unwrap_or_default(),
             ctx.job.run_id,
             ctx.job.job_id
         ),
@@ -315,6 +362,21 @@ mod tests {
         let (t, env) = push_access("file:///srv", "file:///srv/o/n", "t");
         assert!(env.is_empty());
         assert_eq!(t, Transport::RemoteAndLocal);
+    }
+
+    /// A summary that mentions, closes, links and breaks out of its fence does none of it.
+    #[test]
+    fn untrusted_text_cannot_mention_close_or_render() {
+        let hostile = "Closes #12, fixes org/repo#3 and GH-7, see https://github.com/o/r/issues/9 cc @maintainer";
+        let title = inert(hostile);
+        for active in ["#12", "#3", "GH-7", "https://", "@maintainer"] {
+            assert!(!title.contains(active), "{active} in {title}");
+        }
+        assert_eq!(title.replace('\u{200B}', ""), hostile, "it reads the same");
+        let body = fenced("```\n![x](https://evil.example/t.png) <img src=x> ````");
+        assert!(body.starts_with("`````text\n"), "{body}");
+        assert!(body.ends_with("\n`````"), "{body}");
+        assert_eq!(fenced("plain"), "```text\nplain\n```");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use bollard::errors::Error as BollardError;
@@ -134,6 +134,9 @@ pub struct BuildSpec<'a> {
     pub args: &'a [(String, String)],
     /// What `RUN --mount=type=secret` may read (BuildKit only).
     pub secrets: SecretStore,
+    /// The Dockerfile as sent, in place of the file at `dockerfile` (its cache mounts given
+    /// the repository's own ids); `None`: the file as it is.
+    pub dockerfile_text: Option<&'a str>,
 }
 
 /// The engine's versions, read once when it is connected.
@@ -622,20 +625,26 @@ async fn stop_signal(deadline: Instant, cancel: &CancellationToken) -> StopReaso
 
 /// The build context as a tar, packed off the async threads, after its size is checked
 /// against [`crate::disk::MAX_TREE_BYTES`] (a context is held in memory while it is sent).
-async fn context_tar(context_dir: &Path) -> Result<Vec<u8>, EngineError> {
-    let dir = context_dir.to_path_buf();
+async fn context_tar(spec: &BuildSpec<'_>) -> Result<Vec<u8>, EngineError> {
+    let dir = spec.context_dir.to_path_buf();
+    let replaced = spec
+        .dockerfile_text
+        .map(|text| (PathBuf::from(spec.dockerfile), text.as_bytes().to_vec()));
     tokio::task::spawn_blocking(move || {
         crate::disk::tree_bytes(&dir, crate::disk::MAX_TREE_BYTES)
             .map_err(|e| std::io::Error::other(format!("the build context is too large: {e}")))?;
-        pack_context(&dir)
+        pack_context(
+            &dir,
+            replaced.as_ref().map(|(p, b)| (p.as_path(), b.as_slice())),
+        )
     })
     .await
     .map_err(|e| EngineError::Context {
-        path: context_dir.display().to_string(),
+        path: spec.context_dir.display().to_string(),
         source: std::io::Error::other(e),
     })?
     .map_err(|source| EngineError::Context {
-        path: context_dir.display().to_string(),
+        path: spec.context_dir.display().to_string(),
         source,
     })
 }
@@ -649,7 +658,7 @@ impl ContainerEngine for DockerEngine {
         cancel: &CancellationToken,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<BuildOutcome, EngineError> {
-        let context = context_tar(spec.context_dir).await?;
+        let context = context_tar(spec).await?;
         match spec.builder {
             Builder::Buildkit => {
                 self.build_buildkit(spec, context, deadline, cancel, on_line)
@@ -1164,23 +1173,48 @@ fn exit_code_of(
     }
 }
 
-/// Tars a directory for the build API, leaving out `.git`.
-fn pack_context(dir: &Path) -> std::io::Result<Vec<u8>> {
+/// Tars a directory for the build API, leaving out the top-level `.git`: entries in name
+/// order, links as links (never followed); FIFOs, devices and sockets are left out, never
+/// opened (a build cannot copy them); `replaced` puts other bytes at one file's path (the
+/// Dockerfile as sent).
+fn pack_context(dir: &Path, replaced: Option<(&Path, &[u8])>) -> std::io::Result<Vec<u8>> {
+    fn walk(
+        builder: &mut tar::Builder<Vec<u8>>,
+        root: &Path,
+        rel: &Path,
+        replaced: Option<(&Path, &[u8])>,
+    ) -> std::io::Result<()> {
+        let mut entries: Vec<std::fs::DirEntry> =
+            std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let name = rel.join(entry.file_name());
+            if rel.as_os_str().is_empty() && entry.file_name() == ".git" {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            match replaced {
+                Some((at, bytes)) if kind.is_file() && name == at => {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_metadata(&entry.metadata()?);
+                    header.set_size(bytes.len() as u64);
+                    builder.append_data(&mut header, &name, bytes)?;
+                }
+                _ if kind.is_dir() => {
+                    builder.append_path_with_name(entry.path(), &name)?;
+                    walk(builder, root, &name, replaced)?;
+                }
+                _ if kind.is_file() || kind.is_symlink() => {
+                    builder.append_path_with_name(entry.path(), &name)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == ".git" {
-            continue;
-        }
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            builder.append_dir_all(&name, &path)?;
-        } else {
-            builder.append_path_with_name(&path, &name)?;
-        }
-    }
+    walk(&mut builder, dir, Path::new(""), replaced)?;
     builder.into_inner()
 }
 
@@ -1268,7 +1302,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         std::fs::write(dir.path().join("src/a.py"), "print(1)").unwrap();
         std::fs::write(dir.path().join("Dockerfile"), "FROM x").unwrap();
-        let bytes = pack_context(dir.path()).unwrap();
+        let bytes = pack_context(dir.path(), None).unwrap();
         let mut archive = tar::Archive::new(&bytes[..]);
         let mut names: Vec<String> = archive
             .entries()
@@ -1285,5 +1319,49 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["Dockerfile", "src", "src/a.py"]);
+    }
+
+    /// The Dockerfile as sent replaces the file at its path, nested or not; a link to
+    /// `/dev/zero` is packed as a link, never followed; a FIFO is left out, never opened.
+    #[test]
+    fn the_dockerfile_as_sent_replaces_the_file_and_specials_are_not_opened() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".runpod")).unwrap();
+        std::fs::write(dir.path().join(".runpod/Dockerfile"), "FROM original").unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM top").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        let bytes = pack_context(
+            dir.path(),
+            Some((Path::new(".runpod/Dockerfile"), b"FROM sent")),
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let kind = e.header().entry_type();
+            let mut text = String::new();
+            if kind.is_file() {
+                e.read_to_string(&mut text).unwrap();
+            }
+            seen.push((path, format!("{kind:?}"), text));
+        }
+        let find = |p: &str| {
+            seen.iter()
+                .find(|(n, _, _)| n.trim_end_matches('/') == p)
+                .unwrap()
+        };
+        assert_eq!(find(".runpod/Dockerfile").2, "FROM sent");
+        assert_eq!(find("Dockerfile").2, "FROM top");
+        assert_eq!(find("zero").1, "Symlink");
+        assert!(!seen.iter().any(|(n, _, _)| n == "fifo"), "{seen:?}");
     }
 }

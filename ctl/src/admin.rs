@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::fleet::{self, auto_desired, sqs_err};
 use crate::ledger::JobState;
 use crate::pools::Pool;
+use crate::term::say;
 use crate::{print_json, CtlError, Ctx};
 
 /// Upper bound on receive calls while purging, so a busy queue cannot hold kill-all forever.
@@ -105,9 +106,11 @@ pub async fn scale(
         let why = out.backlog.map_or(String::new(), |b| {
             format!(" (backlog {b}, {} busy)", out.protected)
         });
-        println!(
+        say!(
             "Desired capacity of {}: {} → {}{why}",
-            out.group, out.before, out.after
+            out.group,
+            out.before,
+            out.after
         );
     }
     Ok(0)
@@ -264,34 +267,34 @@ pub async fn kill_all(
     let scope = run_id
         .as_deref()
         .map_or("any run".to_string(), |r| format!("run {r}"));
-    println!(
+    say!(
         "Purged {} pending job(s) of {scope} from the queue{} ({} of other runs left there)",
         done.purged,
         if pools.len() > 1 { "s" } else { "" },
         done.released
     );
     for p in &done.pools {
-        println!("Desired capacity of {}: {} → 0", p.group, p.desired_before);
+        say!("Desired capacity of {}: {} → 0", p.group, p.desired_before);
     }
-    println!(
+    say!(
         "Removed scale-in protection from {} instance(s)",
         done.unprotected.len()
     );
-    println!(
+    say!(
         "Terminating {} instance(s){}{}",
         done.terminated.len(),
         if done.terminated.is_empty() { "" } else { ": " },
         done.terminated.join(", ")
     );
     if !done.terminated.is_empty() {
-        println!("(instances with a running job drain first through the group's lifecycle hook, at most the job's timeout)");
+        say!("(instances with a running job drain first through the group's lifecycle hook, at most the job's timeout)");
     }
-    println!(
+    say!(
         "Marked {} unfinished job(s) cancelled",
         done.cancelled.len()
     );
     for e in &done.errors {
-        println!("FAILED: {e}");
+        say!("FAILED: {e}");
     }
     Ok(code)
 }

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::run::RunArgs;
+use crate::term::{say, tell};
 use crate::{output, CtlError};
 
 /// janitor's own agent as `scripts/agent-image.sh` tags it.
@@ -41,7 +42,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping the running job");
+                tell!("\ninterrupted: stopping the running job");
                 cancel.cancel();
             }
         });
@@ -52,7 +53,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
         availability_zone: "local".to_string(),
         lifecycle: "local".to_string(),
     };
-    eprintln!(
+    tell!(
         "Run {run_id}: {} repositories on the local Docker engine",
         cfg.repositories.len()
     );
@@ -66,7 +67,7 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
             enqueued_at: now,
         };
         let log_path = run_dir.join(format!("{}.log", job.job_id));
-        eprintln!(
+        tell!(
             "[{}/{total}] {} (timeout {}) …",
             i + 1,
             spec.repo.full_name(),
@@ -134,24 +135,24 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
         match serde_json::to_vec_pretty(&report) {
             Ok(body) => {
                 if let Err(e) = std::fs::write(&path, body) {
-                    eprintln!("janitorctl: cannot write {}: {e}", path.display());
+                    tell!("janitorctl: cannot write {}: {e}", path.display());
                 }
             }
-            Err(e) => eprintln!(
+            Err(e) => tell!(
                 "janitorctl: report for {} could not be serialised: {e}",
                 report.job_id
             ),
         }
-        eprintln!("      {}", output::steps_line(&report));
-        eprintln!("      {}", output::result_line(&report));
+        tell!("      {}", output::steps_line(&report));
+        tell!("      {}", output::result_line(&report));
         reports.push(report);
         if cancel.is_cancelled() {
             break;
         }
     }
     let _ = std::fs::remove_dir_all(&work_root);
-    println!("\n{}", output::results_table(&reports));
-    println!("Reports: {}", run_dir.display());
+    say!("\n{}", output::results_table(&reports));
+    say!("Reports: {}", run_dir.display());
     // The run's page, as `run` writes it beside the manifest on the fleet.
     let view = crate::ledger::RunView {
         run_id: run_id.clone(),
@@ -169,8 +170,8 @@ pub async fn command(run: RunArgs) -> Result<u8, CtlError> {
     };
     let page = run_dir.join("index.html");
     match std::fs::write(&page, crate::page::run_html(&view)) {
-        Ok(()) => println!("The run's page: {}", page.display()),
-        Err(e) => eprintln!("janitorctl: cannot write {}: {e}", page.display()),
+        Ok(()) => say!("The run's page: {}", page.display()),
+        Err(e) => tell!("janitorctl: cannot write {}: {e}", page.display()),
     }
     let all_ok = reports.len() == total && reports.iter().all(|r| r.status.is_ok());
     Ok(if all_ok { 0 } else { 1 })

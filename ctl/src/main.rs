@@ -17,6 +17,7 @@ mod pools;
 mod query;
 mod run;
 mod settings;
+mod term;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use janitor_model::config::{self, ParseOptions};
+
+use crate::term::{say, tell};
 
 pub use error::CtlError;
 
@@ -208,7 +211,7 @@ pub fn parse_options(
 pub fn load_config(file: &Path, opts: &ParseOptions) -> Result<config::WorkersConfig, CtlError> {
     config::load(file, opts).map_err(|errors| {
         for e in &errors.0 {
-            eprintln!("{e}");
+            tell!("{e}");
         }
         CtlError::Config {
             file: file.to_path_buf(),
@@ -223,7 +226,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CtlError> {
         path: "<stdout>".into(),
         source: std::io::Error::other(e),
     })?;
-    println!("{text}");
+    term::print_json_text(&text);
     Ok(())
 }
 
@@ -241,10 +244,10 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
                     timeout_override: None,
                 },
             )?;
-            println!("{}", output::summary(&cfg));
+            say!("{}", output::summary(&cfg));
             let agents = output::agent_summary(&cfg);
             if !agents.is_empty() {
-                println!("{agents}");
+                say!("{agents}");
             }
             Ok(0)
         }
@@ -270,7 +273,7 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             };
             let plan = run::route(&cfg, &pools, &github_api_url, &Default::default()).await?;
             let manifest = enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &pools, &plan, None).await?;
-            eprintln!(
+            tell!(
                 "enqueued {} job(s) for run {}",
                 manifest.jobs.len(),
                 manifest.run_id
@@ -278,7 +281,7 @@ async fn dispatch(command: Command, flags: settings::Flags) -> Result<u8, CtlErr
             if !no_scale {
                 run::scale_up(&cfg, &pools, &fleets, &plan).await?;
             }
-            println!("{}", manifest.run_id);
+            say!("{}", manifest.run_id);
             Ok(0)
         }
         Command::Run(args) if args.local => local::command(args).await,
@@ -346,14 +349,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("janitorctl: cannot start the async runtime: {e}");
+            tell!("janitorctl: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(dispatch(cli.command, cli.settings)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("janitorctl: {e}");
+            tell!("janitorctl: {e}");
             ExitCode::from(e.exit_code())
         }
     }

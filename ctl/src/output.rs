@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::fleet::{GroupView, QueueDepth};
 use crate::ledger::{JobState, JobView, RunView};
 use crate::query::PoolStatus;
+use crate::term::line;
 
 /// One line saying what a valid config holds.
 pub fn summary(cfg: &WorkersConfig) -> String {
@@ -151,9 +152,10 @@ pub fn test_lines(tests: &TestsReport) -> String {
             last = Some((&t.command, &t.env_from));
             if let Some(c) = &t.command {
                 out.push_str(&format!(
-                    "  worker `{c}` ({}; environment: {})\n",
-                    t.command_from.as_deref().unwrap_or("?"),
-                    t.env_from.as_deref().unwrap_or("?")
+                    "  worker `{}` ({}; environment: {})\n",
+                    line(c),
+                    line(t.command_from.as_deref().unwrap_or("?")),
+                    line(t.env_from.as_deref().unwrap_or("?"))
                 ));
             }
         }
@@ -170,10 +172,11 @@ pub fn test_lines(tests: &TestsReport) -> String {
         };
         out.push_str(&format!(
             "    {mark} {}{word} ({:.1} s)",
-            t.name, t.duration_seconds
+            line(&t.name),
+            t.duration_seconds
         ));
         if let Some(e) = &t.error {
-            out.push_str(&format!(" — {e}"));
+            out.push_str(&format!(" — {}", line(e)));
         }
         if t.output_matches == Some(false) {
             out.push_str(" [output differs from expectedOutput; reported, not failed]");
@@ -195,19 +198,19 @@ pub fn result_row(
     match (state, status) {
         (JobState::Finished, Some(status)) => {
             let mark = if status.is_ok() { "✓" } else { "✗" };
-            let mut line = format!("{mark} {name}: {}", status_word(status));
+            let mut row = format!("{mark} {name}: {}", status_word(status));
             if let Some(t) = took {
-                line.push_str(&format!(" ({})", duration::format(secs(t))));
+                row.push_str(&format!(" ({})", duration::format(secs(t))));
             }
             if let Some(r) = reason.filter(|_| status != JobStatus::Succeeded) {
-                line.push_str(" — ");
-                line.push_str(r);
+                row.push_str(" — ");
+                row.push_str(&line(r));
             } else if let Some(note) = tests_note(tests).filter(|_| status == JobStatus::Succeeded)
             {
-                line.push_str(" — ");
-                line.push_str(&note);
+                row.push_str(" — ");
+                row.push_str(&note);
             }
-            line
+            row
         }
         (JobState::Running, _) => format!("⏳ {name}: still running"),
         _ => format!("⏳ {name}: still queued"),
@@ -437,7 +440,7 @@ pub fn status_text(view: &RunView, pools: &[PoolStatus], now: OffsetDateTime) ->
                     l.push_str(&format!(" ({})", ago(f, now)));
                 }
                 if let Some(r) = j.reason.as_deref().filter(|_| s != JobStatus::Succeeded) {
-                    l.push_str(&format!(" — {r}"));
+                    l.push_str(&format!(" — {}", line(r)));
                 }
                 l
             }
@@ -465,7 +468,7 @@ pub fn status_text(view: &RunView, pools: &[PoolStatus], now: OffsetDateTime) ->
         out.push('\n');
     }
     for n in &view.not_run {
-        out.push_str(&format!("{}: not run — {}\n", n.name, n.reason));
+        out.push_str(&format!("{}: not run — {}\n", n.name, line(&n.reason)));
     }
     for p in pools {
         out.push('\n');
@@ -574,7 +577,7 @@ pub fn show_text(view: &RunView) -> String {
     }
     out.push_str(&by_pool(view));
     for n in &view.not_run {
-        out.push_str(&format!("Not run: {}: {}\n", n.name, n.reason));
+        out.push_str(&format!("Not run: {}: {}\n", n.name, line(&n.reason)));
     }
     out.push('\n');
     out.push_str(&run_results(view));
@@ -646,12 +649,12 @@ pub fn results_text(repo: &str, reports: &[Report]) -> String {
             duration::format(secs(r.timings.duration_seconds)),
             r.run_id,
             r.instance.id,
-            r.prompt,
+            line(&r.prompt),
             steps_line(r),
             r.errors.count
         ));
         if let Some(reason) = &r.reason {
-            out.push_str(&format!("  Reason: {reason}\n"));
+            out.push_str(&format!("  Reason: {}\n", line(reason)));
         }
         if let Some(t) = r.tests.as_ref().filter(|t| t.mode == TestMode::Server) {
             out.push_str(&format!("  Tests ({}): {}\n", t.source, t.summary()));

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::fleet::{self, GroupView, QueueDepth};
 use crate::ledger::{JobState, RunView};
+use crate::term::{say, say_part, tell};
 use crate::{output, print_json, CtlError, Ctx};
 
 /// How many of the newest runs `logs` searches for a job.
@@ -92,7 +93,7 @@ pub async fn status(ctx: &Ctx, run_id: Option<&str>, json: bool) -> Result<u8, C
         })
         .map(|()| 0);
     }
-    print!("{}", output::status_text(&run, &pools, now));
+    say_part!("{}", output::status_text(&run, &pools, now));
     Ok(0)
 }
 
@@ -121,12 +122,12 @@ pub async fn show(
             path: path.to_path_buf(),
             source,
         })?;
-        eprintln!("The run's page: {}", path.display());
+        tell!("The run's page: {}", path.display());
     }
     match format {
         Format::Json => return print_json(&view).map(|()| 0),
-        Format::Markdown => print!("{}", crate::markdown::run_markdown(&view)),
-        Format::Text => println!("{}", output::show_text(&view)),
+        Format::Markdown => say_part!("{}", crate::markdown::run_markdown(&view)),
+        Format::Text => say!("{}", output::show_text(&view)),
     }
     Ok(0)
 }
@@ -172,7 +173,7 @@ pub async fn results(
     if json {
         return print_json(&reports).map(|()| 0);
     }
-    println!("{}", output::results_text(repo, &reports));
+    say!("{}", output::results_text(repo, &reports));
     Ok(0)
 }
 
@@ -231,13 +232,13 @@ pub async fn fetch_report(
         })
         .map(|()| 0);
     }
-    println!(
+    say!(
         "Run {run_id}: {} report(s) of {} job(s)",
         reports.len(),
         view.jobs.len()
     );
     for f in &files {
-        println!("  {f}");
+        say!("  {f}");
     }
     Ok(0)
 }
@@ -328,7 +329,7 @@ pub async fn logs(
                     }
                 };
                 for e in out.events() {
-                    println!("{}", e.message().unwrap_or(""));
+                    say!("{}", e.message().unwrap_or(""));
                 }
                 let next = out.next_forward_token().map(str::to_string);
                 let same = next == token;
@@ -338,7 +339,7 @@ pub async fn logs(
                 }
             }
         } else if !follow {
-            eprintln!("job {job_id} has not started yet: no output");
+            tell!("job {job_id} has not started yet: no output");
             return Ok(0);
         }
         if !follow || finished {

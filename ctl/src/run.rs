@@ -14,6 +14,7 @@ use janitor_model::pricing;
 use crate::fleet::Fleet;
 use crate::ledger::{JobState, RunView};
 use crate::pools::{Plan, Pool};
+use crate::term::{say, say_part, tell, tell_part};
 use crate::{output, CtlError, Ctx, EXIT_GAVE_UP};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,9 +87,9 @@ pub async fn scale_up(
             .raise_to(i32::try_from(want).unwrap_or(i32::MAX))
             .await?;
         if after > before {
-            eprintln!("Desired capacity of {}: {before} → {after}", fleet.name);
+            tell!("Desired capacity of {}: {before} → {after}", fleet.name);
         } else {
-            eprintln!(
+            tell!(
                 "Desired capacity of {} stays at {before} (asked for {want})",
                 fleet.name
             );
@@ -132,20 +133,20 @@ pub async fn route(
     if pools.len() > 1 {
         for (i, n) in plan.counts() {
             let Some(pool) = pools.get(i) else { continue };
-            eprintln!(
+            tell!(
                 "Pool {} ({}): {n} job(s)",
                 pool.name(),
                 pool.shape.instance_type
             );
             for p in plan.placed.iter().filter(|p| p.pool == i) {
                 if let Some(spec) = cfg.repositories.get(p.index) {
-                    eprintln!("  {}: {}", spec.repo.full_name(), p.why);
+                    tell!("  {}: {}", spec.repo.full_name(), p.why);
                 }
             }
         }
     }
     for n in &plan.not_run {
-        eprintln!("Not run: {}: {}", n.name, n.reason);
+        tell!("Not run: {}: {}", n.name, n.reason);
     }
     if plan.placed.is_empty() {
         return Err(CtlError::Usage(
@@ -162,7 +163,7 @@ fn confirm(yes: bool) -> Result<(), CtlError> {
     if !std::io::stdin().is_terminal() {
         return Err(CtlError::Usage("standard input is not a terminal: pass --yes to start the run without confirming the estimate".to_string()));
     }
-    eprint!("Start the run? [y/N] ");
+    tell_part!("Start the run? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin()
@@ -211,7 +212,7 @@ pub async fn config(
     let token = std::env::var("GITHUB_TOKEN").unwrap_or_default();
     let gh = janitor_services::github::GitHub::new(&args.org.github_api_url, token.trim())
         .map_err(|e| CtlError::Usage(e.to_string()))?;
-    eprintln!(
+    tell!(
         "Listing the repositories of {org} ({}){}...",
         args.org.github_api_url,
         if token.trim().is_empty() {
@@ -225,16 +226,16 @@ pub async fn config(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let text = crate::org::config_text(org, &found, &overrides, &now);
-    eprintln!(
+    tell!(
         "{org}: {} repositories with a Dockerfile, {} skipped",
         found.jobs.len(),
         found.skipped.len()
     );
     for s in &found.skipped {
-        eprintln!("  skipped {}: {}", s.name, s.reason);
+        tell!("  skipped {}: {}", s.name, s.reason);
     }
     if args.org.dry_run {
-        print!("{text}");
+        say_part!("{text}");
     }
     if found.jobs.is_empty() {
         if args.org.dry_run {
@@ -247,7 +248,7 @@ pub async fn config(
     let path = PathBuf::from(format!("--org {org}"));
     let cfg = janitor_model::config::parse(&path, &text, opts).map_err(|errors| {
         for e in &errors.0 {
-            eprintln!("{e}");
+            tell!("{e}");
         }
         CtlError::Config {
             file: path.clone(),
@@ -263,12 +264,12 @@ pub async fn config(
         // Where each would run, and the estimate, as the run would print them.
         let plan = route(&cfg, pools, &args.org.github_api_url, &known).await?;
         let est = crate::pools::estimate(&cfg, pools, &plan);
-        eprintln!(
+        tell!(
             "Cost estimate (if every job used its whole timeout): ${:.2}",
             est.total_usd
         );
         for line in &est.lines {
-            eprintln!("  {line}");
+            tell!("  {line}");
         }
         return Ok(None);
     }
@@ -305,23 +306,23 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
         .collect::<Result<Vec<_>, _>>()?;
     let plan = route(&cfg, &pools, &args.org.github_api_url, &known).await?;
     let est = crate::pools::estimate(&cfg, &pools, &plan);
-    eprintln!(
+    tell!(
         "Launching parallel validation for {} repositories...",
         plan.placed.len()
     );
-    eprintln!(
+    tell!(
         "Cost estimate (if every job used its whole timeout): ${:.2}",
         est.total_usd
     );
     for line in &est.lines {
-        eprintln!("  {line}");
+        tell!("  {line}");
     }
-    eprintln!("  prices: {}", pricing::PRICES_AS_OF);
+    tell!("  prices: {}", pricing::PRICES_AS_OF);
     confirm(args.yes)?;
     let manifest =
         crate::enqueue::enqueue(&cfg, &ledger, &ctx.sqs(), &pools, &plan, discovery).await?;
     let run_id = manifest.run_id.clone();
-    eprintln!("Run {run_id}: {} job(s) enqueued", manifest.jobs.len());
+    tell!("Run {run_id}: {} job(s) enqueued", manifest.jobs.len());
     scale_up(&cfg, &pools, &fleets, &plan).await?;
     // The run waits for the groups it used to stop.
     let used: Vec<Fleet> = plan
@@ -331,13 +332,11 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
         .collect();
     let timeout = Duration::from_secs(crate::ledger::run_timeout_seconds(&manifest));
     if args.no_wait {
-        eprintln!();
-        eprintln!("Timeout: {}", output::minutes(timeout));
-        eprintln!("Use 'make check-parallel-status ENV=…' (janitorctl status {run_id}) to monitor progress");
-        eprintln!(
-            "Use 'make kill-all-workers ENV=…' (janitorctl kill-all) for emergency termination"
-        );
-        println!("{run_id}");
+        tell!();
+        tell!("Timeout: {}", output::minutes(timeout));
+        tell!("Use 'make check-parallel-status ENV=…' (janitorctl status {run_id}) to monitor progress");
+        tell!("Use 'make kill-all-workers ENV=…' (janitorctl kill-all) for emergency termination");
+        say!("{run_id}");
         return Ok(0);
     }
 
@@ -347,7 +346,7 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
         Duration::from_secs(args.poll_seconds.max(1)),
     )
     .await?;
-    println!("\n{}", output::run_results(&view));
+    say!("\n{}", output::run_results(&view));
     let all_ok = view.is_done() && view.succeeded() == view.jobs.len() && plan.not_run.is_empty();
     // The run's page beside its manifest, and a link a maintainer can open without AWS access.
     let expiry = Duration::from_secs(args.page_expiry_days.clamp(1, 7) * 86_400);
@@ -355,11 +354,11 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
         .put_page(&run_id, crate::page::run_html(&view), expiry)
         .await
     {
-        Ok(url) => println!(
+        Ok(url) => say!(
             "The run's page (valid {} days): {url}",
             args.page_expiry_days.clamp(1, 7)
         ),
-        Err(e) => eprintln!("The run's page was not written: {e}"),
+        Err(e) => tell!("The run's page was not written: {e}"),
     }
 
     let waited = wait_for_stop(
@@ -369,7 +368,7 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
     )
     .await?;
     match waited {
-        Ok(took) => println!(
+        Ok(took) => say!(
             "All instances of {} stopped {} after the run.",
             used.iter()
                 .map(|f| f.name.as_str())
@@ -378,7 +377,7 @@ pub async fn command(args: RunArgs, ctx: Ctx) -> Result<u8, CtlError> {
             duration::format(took)
         ),
         Err(left) => {
-            println!(
+            say!(
                 "Gave up after {}m: still InService: {}. Stop them with `janitorctl kill-all`.",
                 args.wait_minutes,
                 left.join(", ")
@@ -408,24 +407,22 @@ async fn follow(
         );
         let key = format!("{counts:?}");
         if tty {
-            eprint!("\r\x1b[2K{line}");
+            eprint!("\r\x1b[2K{}", crate::term::line(&line));
         } else if key != last {
-            eprintln!("{line}");
+            tell!("{line}");
         }
         last = key;
         if view.is_done() {
             if tty {
-                eprintln!();
+                tell!();
             }
             return Ok(view);
         }
         if now > view.deadline() {
             if tty {
-                eprintln!();
+                tell!();
             }
-            eprintln!(
-                "The run's timeout has passed with jobs unfinished; giving up on following it."
-            );
+            tell!("The run's timeout has passed with jobs unfinished; giving up on following it.");
             return Ok(view);
         }
         tokio::time::sleep(every).await;
@@ -453,7 +450,7 @@ async fn wait_for_stop(
             return Ok(Err(in_service));
         }
         if !announced {
-            eprintln!(
+            tell!(
                 "Waiting up to {}m for {} instance(s) to scale in...",
                 limit.as_secs() / 60,
                 in_service.len()

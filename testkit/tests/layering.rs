@@ -144,3 +144,32 @@ fn only_the_git_runner_runs_git() {
         );
     }
 }
+
+/// janitorctl prints what repositories, workers and agents wrote (test names, causes, the
+/// agent's summary): every print goes through `ctl/src/term.rs`, which shows escape codes
+/// instead of obeying them. The progress line's own redraw is the one exception, and it
+/// escapes the line it draws.
+#[test]
+fn every_janitorctl_print_goes_through_the_terminal_escaper() {
+    for (file, text) in sources(&["ctl/src"]) {
+        if file == "ctl/src/term.rs" {
+            continue;
+        }
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in code.lines().enumerate() {
+            let raw = ["println!(", "print!(", "eprintln!(", "eprint!("]
+                .iter()
+                .any(|m| {
+                    line.match_indices(m).any(|(at, _)| {
+                        !line[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                });
+            let redraw = line.contains(r#"eprint!("\r\x1b[2K{}", crate::term::line(&line))"#);
+            assert!(
+                !raw || redraw,
+                "{file}:{}: prints without ctl::term (use say!/tell!): {line}",
+                n + 1
+            );
+        }
+    }
+}

@@ -300,3 +300,74 @@ fn validate_says_how_each_agent_reaches_a_model() {
     assert!(out.contains("and $1.50 per job"), "{out}");
     assert!(!out.contains("agent for plain"), "{out}");
 }
+
+/// A worker's test name and error, and the agent's summary, carry terminal escape codes that
+/// would move the cursor up and overwrite the failed result with a passing one: janitorctl
+/// shows them as text and obeys none (no control byte reaches the terminal but newlines).
+#[test]
+fn local_run_output_shows_escape_codes_never_obeys_them() {
+    let runpod = janitor_testkit::ensure_runpod_image();
+    janitor_testkit::agent_image(
+        "janitor-test-escape-agent:latest",
+        r#"printf '{"status":"unfixable","summary":"\\u001b[1A\\u001b[2K\\r\\u009b32m\\u202e all fixed"}' > "$JANITOR_RESULT""#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    git_repo(
+        dir.path(),
+        "escape-worker",
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM {runpod}\nCOPY handler.py /handler.py\nCMD [\"python3\", \"-u\", \"/handler.py\"]\n"),
+            ),
+            (
+                "handler.py",
+                "import runpod\n\ndef handler(job):\n    return {\"error\": \"\\x1b[1A\\x1b[2K\\r\\u2713 escape-worker: success\"}\n\nrunpod.serverless.start({\"handler\": handler})\n",
+            ),
+            (
+                ".runpod/tests.json",
+                r#"{"tests": [{"name": "\u001b[2K\u001b[32mlooks fine\nline two", "input": {}}]}"#,
+            ),
+        ],
+    );
+    let config = write(
+        dir.path(),
+        "escape.yaml",
+        "repositories:\n  - {name: escape-worker, organization: local, url: ./escape-worker, gpu_required: false, timeout: 4m, agent_image: 'janitor-test-escape-agent:latest', max_fix_attempts: 1}\n",
+    );
+    let out_dir = dir.path().join("reports");
+    let (code, out) = ctl(
+        &[
+            "run",
+            "--local",
+            config.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    let obeyed: Vec<char> = out
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n' && *c != '\t') || *c == '\u{202e}')
+        .collect();
+    assert!(obeyed.is_empty(), "{obeyed:?} reached the terminal:\n{out}");
+    let result = out
+        .lines()
+        .find(|l| l.starts_with("✗ escape-worker: unfixable"))
+        .unwrap_or_else(|| panic!("no result line in:\n{out}"));
+    assert!(
+        result.contains(r"failed: the job FAILED: \x1b[1A\x1b[2K ✓ escape-worker: success"),
+        "{result}"
+    );
+    assert!(
+        result.contains(r"cannot be fixed: \x1b[1A\x1b[2K \x9b32m\u{202e} all fixed"),
+        "{result}"
+    );
+    // The test's name is one line, its newline shown.
+    assert!(
+        out.lines()
+            .any(|l| l.contains(r"✗ \x1b[2K\x1b[32mlooks fine\nline two failed")),
+        "{out}"
+    );
+}

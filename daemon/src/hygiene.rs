@@ -285,8 +285,13 @@ async fn prune_machine<E: ContainerEngine>(
             .stderr(std::process::Stdio::null())
             .status()
             .await;
-        if let Err(e) = vacuum {
-            out.errors.push(format!("journalctl --vacuum-time: {e}"));
+        match vacuum {
+            Err(e) => out.errors.push(format!("journalctl --vacuum-time: {e}")),
+            Ok(status) if !status.success() => out.errors.push(format!(
+                "journalctl --vacuum-time={}d exited with {status}",
+                policy.journald_days
+            )),
+            Ok(_) => {}
         }
     }
 }
@@ -362,6 +367,11 @@ fn build_cache_share(used: u64, build_cache: u64, capacity: u64, low_watermark: 
 fn remove_leftovers(policy: &Policy, out: &mut Cleanup) {
     if let Ok(entries) = std::fs::read_dir(&policy.work_root) {
         for e in entries.flatten() {
+            // A crashed job's agent may have left files janitord cannot remove as they are.
+            if let Err(err) = janitor_services::disk::reclaim_tree(&e.path()) {
+                out.errors
+                    .push(format!("take back {}: {err}", e.path().display()));
+            }
             if std::fs::remove_dir_all(e.path())
                 .or_else(|_| std::fs::remove_file(e.path()))
                 .is_ok()

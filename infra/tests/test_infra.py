@@ -216,7 +216,7 @@ def test_systemd_units_verify_and_print_their_exposure():
 def test_janitord_unit_is_notify_with_a_watchdog_and_hardened():
     text = open(os.path.join(ROOT, "systemd", "janitord.service")).read()
     for line in ("Type=notify", "WatchdogSec=", "Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "ReadWritePaths=", "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=\n",
+                 "ReadWritePaths=", "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=CAP_CHOWN\n",
                  "RequiresMountsFor=/var/lib/janitor", "After=network-online.target docker.service"):
         assert line in text, line
 

@@ -9,6 +9,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use janitor_model::audience::{may_see, Audience};
+use janitor_services::disk;
 use janitor_services::engine::{Confinement, ContainerEngine, ContainerSpec};
 use janitor_services::registry::RegistryAuth;
 
@@ -116,16 +117,18 @@ pub async fn ensure_image<E: ContainerEngine, R: RegistryAuth>(
         .map_err(|e| format!("agent image {image} is not present and could not be pulled: {e}"))
 }
 
-/// Gives the tree under `dir` (links not followed) to `uid:gid`, so the non-root agent can
-/// change the checkout.
-fn hand_over(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(dir)?.is_dir() {
-        for entry in std::fs::read_dir(dir)? {
-            hand_over(&entry?.path(), uid, gid)?;
+/// Takes the trees the agent wrote back before anything reads them (see
+/// [`disk::reclaim_tree`]), off the async threads.
+async fn take_back(dirs: &[&Path]) -> Result<(), String> {
+    let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    tokio::task::spawn_blocking(move || {
+        for d in &dirs {
+            disk::reclaim_tree(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// A fresh `/janitor` for this attempt with `job.json` in it, created anew (never through a
@@ -142,7 +145,7 @@ fn prepare_io(input: &AgentInput<'_>, limits: &AgentLimits) -> Result<PathBuf, S
         .map_err(|e| format!("cannot write the agent's input: {e}"))?;
     std::io::Write::write_all(&mut file, input.job.to_string().as_bytes())
         .map_err(|e| format!("cannot write the agent's input: {e}"))?;
-    hand_over(&dir, limits.uid, limits.gid)
+    disk::give_tree(&dir, limits.uid, limits.gid)
         .map_err(|e| format!("cannot give {} to the agent's user: {e}", dir.display()))?;
     Ok(dir)
 }
@@ -180,7 +183,7 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
         Ok(d) => d,
         Err(e) => return (StepOutcome::error(e), None),
     };
-    if let Err(e) = hand_over(input.repo_dir, limits.uid, limits.gid) {
+    if let Err(e) = disk::give_tree(input.repo_dir, limits.uid, limits.gid) {
         return (
             StepOutcome::error(format!(
                 "cannot give the checkout to the agent's user {}: {e}",
@@ -236,10 +239,18 @@ pub async fn run_agent<E: ContainerEngine, R: RegistryAuth>(
         ..Default::default()
     };
     let mut on_line = |l: &str| sink.line(&format!("[agent] {l}"));
-    let outcome = match engine
+    let ran = engine
         .run(&container, deadline, ctx.graces, cancel, &mut on_line)
-        .await
-    {
+        .await;
+    // Whatever became of the container, what it wrote is janitord's again before anything
+    // reads, diffs or removes it.
+    if let Err(e) = take_back(&[input.repo_dir, &io_dir]).await {
+        return (
+            StepOutcome::error(format!("cannot take back the agent's files: {e}")),
+            None,
+        );
+    }
+    let outcome = match ran {
         Err(e) => return (StepOutcome::failed(e.to_string()), None),
         Ok(o) => o,
     };

@@ -403,6 +403,9 @@ pub async fn run_job<E: ContainerEngine, R: RegistryAuth>(
         (_, false) => Vec::new(),
     };
     let finished_at = OffsetDateTime::now_utc();
+    // The agent's files are taken back after each attempt; a tree cut short is taken back here.
+    let dir = job_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || disk::reclaim_tree(&dir)).await;
     if let Err(e) = tokio::fs::remove_dir_all(&job_dir).await {
         tracing::warn!(path = %job_dir.display(), error = %e, "could not remove the job workspace");
     }

@@ -1,4 +1,5 @@
-//! Filesystem facts: free space and inodes, and whether a path is on its own volume.
+//! Filesystem facts: free space and inodes, whether a path is on its own volume, a tree's
+//! size; and a tree's ownership, handed to the agent's user and taken back.
 
 use std::path::Path;
 
@@ -89,6 +90,98 @@ pub fn tree_bytes(dir: &Path, max_bytes: u64) -> Result<u64, String> {
     let mut total = 0;
     walk(dir, true, &mut total, max_bytes, dir)?;
     Ok(total)
+}
+
+/// Gives the tree under `dir` (links not followed) to `uid:gid`, so that the non-root agent
+/// can change it. Needs `CAP_CHOWN`, the one capability janitord's unit keeps. Bottom up: a
+/// directory is given away after what is in it, since without the DAC capabilities this
+/// process cannot list a directory it no longer owns.
+pub fn give_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(dir)?.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            give_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+}
+
+/// Takes back a tree another user wrote (the agent, as uid 10001): top down, each entry is
+/// given to this process's user and group (links not followed), then a directory gets its
+/// owner's read, write and search bits and a file its owner's read and write bits (execute
+/// bits, which git records, are kept). After it, janitord reads, diffs and removes the tree
+/// as its owner, whatever modes the other user left (a 0600 `result.json`, a 0500
+/// directory), with no capability but `CAP_CHOWN`. Returns how many entries it took back.
+pub fn reclaim_tree(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::PermissionsExt;
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    fn walk(path: &Path, uid: u32, gid: u32) -> std::io::Result<u64> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+            return Ok(1);
+        }
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        let owner = if meta.is_dir() { 0o700 } else { 0o600 };
+        let mode = meta.permissions().mode() & 0o7777;
+        if (meta.is_dir() || meta.is_file()) && mode & owner != owner {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | owner))?;
+        }
+        let mut n = 1;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                n += walk(&entry?.path(), uid, gid)?;
+            }
+        }
+        Ok(n)
+    }
+    walk(dir, uid, gid)
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A tree left with modes its owner cannot read or enter is taken back: owned by this
+    /// process, readable, removable; execute bits and links are as they were.
+    #[test]
+    fn a_tree_another_user_locked_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir_all(tree.join("locked/deeper")).unwrap();
+        std::fs::write(tree.join("locked/deeper/secret"), "x").unwrap();
+        std::fs::write(tree.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tree.join("link")).unwrap();
+        let set = |p: &str, m: u32| {
+            std::fs::set_permissions(tree.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set("run.sh", 0o055);
+        set("locked/deeper/secret", 0o000);
+        set("locked/deeper", 0o000);
+        set("locked", 0o000);
+        assert_eq!(reclaim_tree(&tree).unwrap(), 6);
+        let mode = |p: &str| std::fs::symlink_metadata(tree.join(p)).unwrap().mode() & 0o777;
+        assert_eq!(mode("locked"), 0o700);
+        assert_eq!(mode("locked/deeper/secret"), 0o600);
+        assert_eq!(mode("run.sh"), 0o655, "execute bits kept");
+        assert_eq!(
+            std::fs::read_to_string(tree.join("locked/deeper/secret")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            std::fs::read_link(tree.join("link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert_eq!(
+            std::fs::metadata("/etc/passwd").unwrap().mode() & 0o777,
+            0o644,
+            "a link's target is never touched"
+        );
+        std::fs::remove_dir_all(&tree).unwrap();
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ for unit in janitord.service janitor-deadman.service janitor-deadman.timer janit
   install -m 0644 "/tmp/janitor-systemd/$unit" "/etc/systemd/system/$unit"
 done
 install -m 0644 /tmp/janitor-systemd/docker.service.d/janitor.conf /etc/systemd/system/docker.service.d/janitor.conf
+# /tmp and /var/tmp keep a day (seed 004's table): systemd-tmpfiles-clean.timer removes the rest.
+install -m 0644 /tmp/janitor-systemd/tmpfiles.d/tmp.conf /etc/tmpfiles.d/tmp.conf
 systemctl daemon-reload
 systemctl enable var-lib-janitor.mount janitor-deadman.timer janitord.service docker.service
 

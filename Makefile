@@ -105,8 +105,9 @@ infra-apply: infra-plan ## terraform apply for ENV, then write infra/env/ENV.jso
 	$(TERRAFORM) -chdir=$(TF_DIR) output -json > infra/env/$(ENV).json
 	@echo "wrote infra/env/$(ENV).json"
 
-destroy: infra-init ## Remove everything of ENV (empties the ledger bucket first)
+destroy: infra-init ## Remove everything of ENV, the ledger bucket with every report in it
 	-$(JANITORCTL) --env $(ENV) kill-all --all
-	@bucket=$$(python3 -c 'import json;print(json.load(open("infra/env/$(ENV).json"))["bucket"]["value"])' 2>/dev/null) && \
-	[ -n "$$bucket" ] && aws s3 rm "s3://$$bucket" --recursive || true
-	$(TERRAFORM) -chdir=$(TF_DIR) destroy -input=false -var-file=../env/$(ENV).tfvars
+	@# The ledger is versioned: removing its objects leaves every version behind. Told
+	@# ledger_force_destroy, Terraform deletes the bucket with all of them.
+	$(TERRAFORM) -chdir=$(TF_DIR) apply -input=false -auto-approve -var-file=../env/$(ENV).tfvars -var ledger_force_destroy=true -target=aws_s3_bucket.ledger
+	$(TERRAFORM) -chdir=$(TF_DIR) destroy -input=false -var-file=../env/$(ENV).tfvars -var ledger_force_destroy=true

@@ -270,6 +270,8 @@ resource "aws_cloudwatch_metric_alarm" "queue_backlog" {
 }
 
 resource "aws_budgets_budget" "idle" {
+  # The account whose costs it watches, named rather than left to the provider's own lookup.
+  account_id   = local.account_id
   name         = "${local.name}-daily"
   budget_type  = "COST"
   limit_amount = tostring(var.daily_budget_usd)

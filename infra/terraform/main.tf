@@ -52,6 +52,8 @@ resource "aws_s3_bucket" "ledger" {
   #checkov:skip=CKV2_AWS_62:Nothing consumes bucket notifications; janitorctl reads the ledger by listing.
   #checkov:skip=CKV_AWS_145:SSE-S3 (AES256) is enough for validation reports; a KMS key adds cost and key policy to manage.
   bucket = "${local.name}-ledger-${local.account_id}"
+  # Versioned: only a bucket told so is destroyed with its reports (`make destroy` tells it).
+  force_destroy = var.ledger_force_destroy
 }
 
 resource "aws_s3_bucket_versioning" "ledger" {

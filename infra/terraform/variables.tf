@@ -203,3 +203,9 @@ variable "status_target_url" {
     error_message = "status_target_url must be empty or an https:// URL."
   }
 }
+
+variable "ledger_force_destroy" {
+  description = "Let `terraform destroy` delete the ledger bucket with every report in it, all versions. `make destroy` turns it on just before destroying; leave it false otherwise, so that no other change can lose the ledger."
+  type        = bool
+  default     = false
+}

@@ -3,8 +3,9 @@
 # Debian's busybox-static (for the offline base image), mmdebstrap (for the runpod test image),
 # git, shellcheck and systemd's tools, Debian's chromium (the run page's browser test), a Python venv in .venv with testkit/requirements.txt
 # (moto, the Prometheus parser, python-hcl2, checkov, pytest), the runpod test image
-# and the older-SDK image (scripts/runpod-image.sh, once per machine), and checks that Docker and the Rust tools
-# answer. Fails loudly.
+# and the older-SDK image (scripts/runpod-image.sh, once per machine), the systemd box image
+# (scripts/systemd-image.sh), and checks that Docker, the Rust tools, terraform and its provider
+# mirror answer. Fails loudly.
 # `test-deps.sh demo` installs only what `make demo` needs (busybox-static, mmdebstrap, pip,
 # git, Docker).
 set -euo pipefail
@@ -69,4 +70,15 @@ done
 bash scripts/runpod-image.sh
 # The older SDK the tests also run (testkit's OLD_RUNPOD_SDK): its server mode differs.
 bash scripts/runpod-image.sh 1.3.3
+# The box the deployment tests boot as an instance (systemd as PID 1).
+bash scripts/systemd-image.sh >/dev/null
+# The Terraform apply tests need terraform and a local mirror of the AWS provider.
+if ! command -v terraform >/dev/null 2>&1; then
+  echo "test-deps: terraform is missing (1.11 or later): the Terraform apply tests need it" >&2
+  exit 1
+fi
+if [ -z "${JANITOR_TF_MIRROR:-}" ] && [ ! -d /opt/tf-plugins/registry.terraform.io ] && [ ! -d /usr/share/terraform/plugins/registry.terraform.io ]; then
+  echo "test-deps: no local mirror of Terraform's AWS provider (/opt/tf-plugins, or set JANITOR_TF_MIRROR)" >&2
+  exit 1
+fi
 echo "test-deps: ready (docker $(docker version --format '{{.Server.Version}}'), moto $want, $(git --version))"

@@ -16,6 +16,23 @@
   answer held back that long; for ReceiveMessage only answers that carry a message count (a
   message received while the daemon is told to stop).
   GET /_fixture/faults lists the faults with how often each fired.
+- What Terraform's AWS provider calls and moto lacks: Auto Scaling `StartInstanceRefresh`,
+  `DescribeInstanceRefreshes` and `CancelInstanceRefresh` (each refresh recorded and reported
+  `Successful`; GET /_fixture/instance-refreshes), and Budgets
+  `DescribeSubscribersForNotification` (the subscribers moto stored with the budget) and
+  tagging (`ListTagsForResource`, `TagResource`, `UntagResource`, and `CreateBudget`'s
+  `ResourceTags`, which moto drops).
+- Two answers moto gives differently from AWS, as AWS gives them (else Terraform plans a change
+  after every apply): a scaling policy's `Enabled` (AWS: true; moto leaves it out) without an
+  empty `PredictiveScalingConfiguration`, a queue's `RedrivePolicy` as compact JSON, and a
+  launch template version's data without the template's own `launch-template` tags (which
+  moto files there from CreateLaunchTemplate's top-level tag specifications); and an
+  `UpdateAutoScalingGroup` that names no mixed-instances policy keeps the group's (moto's
+  clears it).
+- For Terraform run against it: GET /_fixture/ec2/defaults (moto's default VPC, two of its
+  subnets and an AMI, for `vpc_id`, `subnet_ids` and `ami_id`) and
+  GET /_fixture/ec2/user-data/{launch template id} (its latest version's user data, decoded,
+  as EC2 stores it).
 - With --setup, the resources Terraform would make: the jobs queue and its dead-letter queue
   (maxReceiveCount 3), the ledger bucket, the `/janitor-runner` log group, and the ASG
   `janitor-asg` (min 0, max 4, desired 0) with its terminating lifecycle hook `janitor-drain`.
@@ -27,6 +44,7 @@ import argparse
 import io
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -38,8 +56,11 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import make_server
 
 LIFECYCLE_ACTIONS = ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat")
+REFRESH_ACTIONS = ("StartInstanceRefresh", "DescribeInstanceRefreshes", "CancelInstanceRefresh")
 STATE_LOCK = threading.Lock()
 RECORDED = []
+REFRESHES = []
+BUDGET_TAGS = {}
 INSTANCES = {}
 FAULTS = []
 
@@ -100,6 +121,126 @@ class Instance:
         self.requests = 0
 
 
+def autoscaling_xml(action, result=""):
+    return (
+        f'<{action}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+        f"<{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
+        f"</ResponseMetadata></{action}Response>"
+    ).encode()
+
+
+def instance_refresh(action, params):
+    """(status, body) of an instance-refresh call: moto has none. A started refresh is recorded
+    and reported done at once (moto's instances are not real, so there is nothing to replace)."""
+    group = params.get("AutoScalingGroupName", "")
+    if action == "StartInstanceRefresh":
+        rid = str(uuid.uuid4())
+        with STATE_LOCK:
+            REFRESHES.append({"group": group, "id": rid, "at": time.time(), "params": params})
+        return "200 OK", autoscaling_xml(action, f"<InstanceRefreshId>{rid}</InstanceRefreshId>")
+    if action == "DescribeInstanceRefreshes":
+        with STATE_LOCK:
+            mine = [r for r in REFRESHES if r["group"] == group]
+        members = "".join(
+            f"<member><InstanceRefreshId>{r['id']}</InstanceRefreshId><AutoScalingGroupName>{group}</AutoScalingGroupName>"
+            f"<Status>Successful</Status><PercentageComplete>100</PercentageComplete></member>"
+            for r in reversed(mine)
+        )
+        return "200 OK", autoscaling_xml(action, f"<InstanceRefreshes>{members}</InstanceRefreshes>")
+    body = (
+        "<ErrorResponse><Error><Type>Sender</Type><Code>ActiveInstanceRefreshNotFound</Code>"
+        f"<Message>No in-progress instance refresh for {group}</Message></Error>"
+        f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+    ).encode()
+    return "400 Bad Request", body
+
+
+def budget_subscribers(request):
+    """DescribeSubscribersForNotification from the budget moto stored: its notification's
+    subscribers."""
+    from moto.budgets.models import budgets_backends
+
+    backend = budgets_backends[request["AccountId"]]["aws"]
+    budget = backend.budgets[request["AccountId"]].get(request["BudgetName"])
+    wanted = request.get("Notification", {})
+    for n in budget.notifications if budget else []:
+        if all(str(n.details.get(k)) == str(v) for k, v in wanted.items()):
+            return {"Subscribers": n.subscribers}
+    return {"Subscribers": []}
+
+
+def budget_tags(action, request):
+    """Budgets' tagging, which moto lacks: the answer to return, or None to pass the request on
+    to moto (`CreateBudget`, `DeleteBudget`, after their tags are noted)."""
+    def arn(name):
+        return f"arn:aws:budgets::{request.get('AccountId', '123456789012')}:budget/{name}"
+
+    with STATE_LOCK:
+        if action == "CreateBudget":
+            tags = request.get("ResourceTags") or []
+            BUDGET_TAGS[arn(request["Budget"]["BudgetName"])] = {t["Key"]: t["Value"] for t in tags}
+            return None
+        if action == "DeleteBudget":
+            BUDGET_TAGS.pop(arn(request["BudgetName"]), None)
+            return None
+        tags = BUDGET_TAGS.setdefault(request.get("ResourceARN", ""), {})
+        if action == "TagResource":
+            tags.update({t["Key"]: t["Value"] for t in request.get("ResourceTags", [])})
+            return {}
+        if action == "UntagResource":
+            for k in request.get("ResourceTagKeys", []):
+                tags.pop(k, None)
+            return {}
+        return {"ResourceTags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}
+
+
+BUDGET_TAG_ACTIONS = ("CreateBudget", "DeleteBudget", "TagResource", "UntagResource", "ListTagsForResource")
+
+
+def as_aws_answers(action, body):
+    """moto's answer to `action` rewritten where AWS answers otherwise (see the module's doc)."""
+    if action == "DescribePolicies":
+        text = body.decode().replace("<PredictiveScalingConfiguration/>", "")
+        if "<Enabled>" not in text:
+            text = text.replace("</PolicyType>", "</PolicyType><Enabled>true</Enabled>")
+        return text.encode()
+    if action == "DescribeLaunchTemplateVersions":
+        return re.sub(
+            rb"<item><resourceType>launch-template</resourceType><tagSet>.*?</tagSet></item>", b"", body
+        )
+    if action == "GetQueueAttributes" and body.startswith(b"{"):
+        answer = json.loads(body)
+        attrs = answer.get("Attributes", {})
+        for key in ("RedrivePolicy", "RedriveAllowPolicy"):
+            if key in attrs:
+                attrs[key] = json.dumps(json.loads(attrs[key]), separators=(",", ":"))
+        return json.dumps(answer).encode()
+    return body
+
+
+def region_of(environ):
+    """The region a request was signed for (its credential scope)."""
+    m = re.search(r"Credential=[^/]+/\d+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return m.group(1) if m else "us-east-1"
+
+
+def keeping_mixed_instances_policy(app, environ, start_response, params):
+    """UpdateAutoScalingGroup as AWS does it: what the request does not name stays. moto sets the
+    group's mixed-instances policy to the request's, None when it names none."""
+    from moto.autoscaling.models import autoscaling_backends
+
+    backend = autoscaling_backends["123456789012"][region_of(environ)]
+    group = backend.autoscaling_groups.get(params.get("AutoScalingGroupName", ""))
+    before = group.mixed_instances_policy if group else None
+    answer = app(environ, start_response)
+    if group is not None and before is not None and not any(k.startswith("MixedInstancesPolicy.") for k in params):
+        group.mixed_instances_policy = before
+    return answer
+
+
+REWRITTEN_ACTIONS = ("DescribePolicies", "GetQueueAttributes", "DescribeLaunchTemplateVersions")
+
+
 class Fixture:
     """WSGI middleware in front of moto."""
 
@@ -120,6 +261,36 @@ class Fixture:
         fault = take_fault(action, delays=False)
         if fault:
             return fault_response(fault, protocol, start_response)
+        if protocol == "query" and action in REFRESH_ACTIONS:
+            status, body = instance_refresh(action, params)
+            start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        budgets = environ.get("HTTP_X_AMZ_TARGET", "").startswith("AWSBudgetServiceGateway.")
+        if budgets and action in ("DescribeSubscribersForNotification",) + BUDGET_TAG_ACTIONS:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(raw)
+            request = json.loads(raw or b"{}")
+            if action == "DescribeSubscribersForNotification":
+                answer = budget_subscribers(request)
+            else:
+                answer = budget_tags(action, request)
+            if answer is not None:
+                body = json.dumps(answer).encode()
+                start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body)))])
+                return [body]
+        if action == "UpdateAutoScalingGroup":
+            return keeping_mixed_instances_policy(self.app, environ, start_response, params)
+        if action in REWRITTEN_ACTIONS:
+            captured = {}
+
+            def keep(status, headers, exc_info=None):
+                captured["status"], captured["headers"] = status, headers
+
+            body = as_aws_answers(action, b"".join(self.app(environ, keep)))
+            headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+            start_response(captured["status"], headers + [("Content-Length", str(len(body)))])
+            return [body]
         # A long poll may be waiting inside moto when a delay is set: receives are always looked at.
         if action == "ReceiveMessage" or any(f["match"] == action and f["left"] > 0 and f["status"] == 0 for f in FAULTS):
             captured = {}
@@ -139,13 +310,8 @@ class Fixture:
                 params["recorded_at"] = time.time()
                 with STATE_LOCK:
                     RECORDED.append(params)
-                xml = (
-                    f'<{action}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
-                    f"<{action}Result/><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
-                    f"</ResponseMetadata></{action}Response>"
-                )
                 start_response("200 OK", [("Content-Type", "text/xml")])
-                return [xml.encode()]
+                return [autoscaling_xml(action)]
         return self.app(environ, start_response)
 
     def control(self, environ, start_response, path):
@@ -169,6 +335,27 @@ class Fixture:
                 return reply("204 No Content")
             with STATE_LOCK:
                 out = json.dumps(FAULTS)
+            return reply("200 OK", out.encode())
+        if method == "GET" and parts[:2] == ["_fixture", "ec2"]:
+            import base64
+
+            import boto3
+
+            ec2 = boto3.client("ec2", endpoint_url=f"http://{environ['HTTP_HOST']}", region_name="us-east-1",
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+            if parts[2:] == ["defaults"]:
+                vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+                subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+                ami = ec2.describe_images()["Images"][0]["ImageId"]
+                out = {"vpc_id": vpc, "subnet_ids": sorted(x["SubnetId"] for x in subnets)[:2], "ami_id": ami}
+                return reply("200 OK", json.dumps(out).encode())
+            if len(parts) == 4 and parts[2] == "user-data":
+                versions = ec2.describe_launch_template_versions(LaunchTemplateId=parts[3], Versions=["$Latest"])
+                data = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"].get("UserData", "")
+                return reply("200 OK", base64.b64decode(data), "text/plain")
+        if method == "GET" and parts == ["_fixture", "instance-refreshes"]:
+            with STATE_LOCK:
+                out = json.dumps(REFRESHES)
             return reply("200 OK", out.encode())
         if method == "GET" and parts == ["_fixture", "lifecycle-actions"]:
             with STATE_LOCK:

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub mod engine;
 pub mod github;
 pub mod model_api;
+pub mod systemd_box;
+pub mod terraform;
 
 use janitor_model::config::{JobSpec, RepoRef};
 use janitor_model::job::JobMessage;
@@ -384,9 +386,21 @@ impl Fixture {
     /// [`Fixture::start`] plus pools (`name:instance_type:gpu_memory_gb[:max_instances]`), each
     /// with its queue, dead-letter queue and group, as Terraform makes them.
     pub async fn start_with_pools(instances: &[&str], pools: &[&str]) -> Fixture {
+        Fixture::spawn(instances, pools, true).await
+    }
+
+    /// moto and the fixture with nothing made: for Terraform to make it all. The resource names
+    /// are empty; read Terraform's outputs instead.
+    pub async fn bare() -> Fixture {
+        Fixture::spawn(&[], &[], false).await
+    }
+
+    async fn spawn(instances: &[&str], pools: &[&str], setup: bool) -> Fixture {
         let mut cmd = Command::new(python());
-        cmd.arg(workspace_root().join("testkit/fixture.py"))
-            .arg("--setup");
+        cmd.arg(workspace_root().join("testkit/fixture.py"));
+        if setup {
+            cmd.arg("--setup");
+        }
         for i in instances {
             cmd.arg("--instance").arg(i);
         }
@@ -404,7 +418,7 @@ impl Fixture {
             .unwrap();
         let ready: serde_json::Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("the moto fixture did not start (is moto[server] installed in .venv?): {e}: {line:?}"));
-        let s = |k: &str| ready[k].as_str().unwrap().to_string();
+        let s = |k: &str| ready[k].as_str().unwrap_or_default().to_string();
         let imds = ready["imds"]
             .as_object()
             .unwrap()
@@ -742,6 +756,48 @@ impl Fixture {
             }
         }
         ids
+    }
+
+    /// How a client reaches AWS here: moto's endpoint, test credentials, the region.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        aws_env(&self.endpoint)
+    }
+
+    /// How a janitord on `instance` reaches AWS here: moto's endpoint, test credentials, the
+    /// region and the instance's IMDS; nothing else (its settings are its TOML's).
+    pub fn aws_env_for(&self, instance: &str) -> Vec<(String, String)> {
+        let mut env = aws_env(&self.endpoint);
+        let url = self.imds.lock().unwrap().get(instance).cloned();
+        let url = url.unwrap_or_else(|| panic!("no IMDS for {instance}: call add_imds"));
+        env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), url));
+        env
+    }
+
+    /// What Terraform's variables need of moto: its default VPC, two subnets and an AMI, as
+    /// `{"vpc_id", "subnet_ids", "ami_id"}`.
+    pub fn ec2_defaults(&self) -> serde_json::Value {
+        serde_json::from_str(&http(&self.endpoint, "GET", "/_fixture/ec2/defaults", "")).unwrap()
+    }
+
+    /// The user data of a launch template's latest version, decoded, as EC2 stores it.
+    pub fn user_data(&self, launch_template_id: &str) -> String {
+        http(
+            &self.endpoint,
+            "GET",
+            &format!("/_fixture/ec2/user-data/{launch_template_id}"),
+            "",
+        )
+    }
+
+    /// The instance refreshes started (the fixture answers them: moto has none).
+    pub fn instance_refreshes(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&http(
+            &self.endpoint,
+            "GET",
+            "/_fixture/instance-refreshes",
+            "",
+        ))
+        .unwrap()
     }
 
     /// Lifecycle actions the fixture recorded.

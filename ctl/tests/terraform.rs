@@ -109,9 +109,7 @@ async fn dev_applies_twice_plans_empty_and_janitor_runs_on_what_it_made() {
         "{toml}"
     );
     assert!(toml.contains("expect_gpus = false"), "{toml}");
-    let repos_root = janitor_testkit::workspace_root().join("target/box-repos");
-    std::fs::create_dir_all(&repos_root).unwrap();
-    let repos = tempfile::tempdir_in(repos_root).unwrap();
+    let repos = janitor_testkit::systemd_box::shared_dir();
     git_repo(
         repos.path(),
         "tf-worker",

@@ -70,12 +70,9 @@ async fn booted(repos: &Path) -> (Fixture, String, SystemdBox, (i32, String)) {
     (fx, instance, b, started)
 }
 
-/// A directory for test repositories that the box sees at the same path (not under /tmp: the
-/// unit gives janitord a private one).
+/// A directory for test repositories that the box sees at the same path.
 fn repos_dir() -> tempfile::TempDir {
-    let root = janitor_testkit::workspace_root().join("target/box-repos");
-    std::fs::create_dir_all(&root).unwrap();
-    tempfile::tempdir_in(root).unwrap()
+    janitor_testkit::systemd_box::shared_dir()
 }
 
 fn health() -> serde_json::Value {

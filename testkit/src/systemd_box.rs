@@ -23,6 +23,17 @@ use std::time::Duration;
 /// janitord's cache directory on the AMI, the same path on the host and in the box.
 pub const CACHE_DIR: &str = "/var/lib/janitor";
 
+/// Where tests keep the repositories a box's janitord clones, mounted at the same path: not
+/// under `/tmp` or `/var/tmp` (the unit gives janitord private ones), nor under the workspace
+/// (a clone of it may be under `/tmp`).
+pub const SHARED_ROOT: &str = "/var/lib/janitor-test-repos";
+
+/// A fresh directory under [`SHARED_ROOT`] for one test's repositories.
+pub fn shared_dir() -> tempfile::TempDir {
+    std::fs::create_dir_all(SHARED_ROOT).unwrap();
+    tempfile::tempdir_in(SHARED_ROOT).unwrap()
+}
+
 /// What to install and how the box reaches AWS.
 pub struct BoxSpec<'a> {
     /// The janitord binary installed as `/usr/local/bin/janitord`.

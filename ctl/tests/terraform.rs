@@ -40,12 +40,24 @@ fn ctl(fx: &Fixture, root: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// The resources Terraform manages (not its data sources).
-fn managed(tf: &Terraform) -> u32 {
-    tf.state()
+/// A first apply: it adds every resource Terraform then manages (not its data sources) and
+/// changes nothing else; how many.
+fn first_apply(tf: &Terraform, vars: &[String]) -> u32 {
+    let first = tf.apply(vars);
+    let made = tf
+        .state()
         .iter()
         .filter(|r| !r.starts_with("data."))
-        .count() as u32
+        .count() as u32;
+    assert_eq!(
+        first,
+        Applied {
+            added: made,
+            changed: 0,
+            destroyed: 0
+        }
+    );
+    made
 }
 
 /// dev: applied, applied again with nothing to do, an empty plan. janitorctl (`scale`, `run`,
@@ -59,17 +71,8 @@ async fn dev_applies_twice_plans_empty_and_janitor_runs_on_what_it_made() {
     let fx = Fixture::bare().await;
     let tf = Terraform::init(&fx);
     let vars = tf.vars(&fx, "dev", "");
-    let first = tf.apply(&vars);
-    let made = managed(&tf);
-    assert!(made >= 35, "{first:?}: {:?}", tf.state());
-    assert_eq!(
-        first,
-        Applied {
-            added: made,
-            changed: 0,
-            destroyed: 0
-        }
-    );
+    let made = first_apply(&tf, &vars);
+    assert!(made >= 35, "{:?}", tf.state());
     assert_eq!(tf.apply(&vars), NOTHING, "a second apply changes nothing");
     if let Some(plan) = tf.plan_changes(&vars) {
         panic!("the plan after two applies is not empty:\n{plan}");
@@ -210,16 +213,7 @@ spot_instance_types  = ["g5.2xlarge"]
         "prod",
         &format!("{every}status_target_url = \"https://janitor.example.com/runs/{{run_id}}\""),
     );
-    let first = tf.apply(&vars);
-    let made = managed(&tf);
-    assert_eq!(
-        first,
-        Applied {
-            added: made,
-            changed: 0,
-            destroyed: 0
-        }
-    );
+    let made = first_apply(&tf, &vars);
     assert!(
         tf.state().iter().any(|r| r == "aws_iam_role.release[0]")
             && tf

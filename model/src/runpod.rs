@@ -99,6 +99,24 @@ pub struct TestGroup {
     pub tests: Vec<usize>,
 }
 
+impl TestGroup {
+    /// A group run with the image's own command and the job's environment (no template).
+    pub fn image_command(label: &str, tests: Vec<usize>) -> TestGroup {
+        TestGroup {
+            label: label.to_string(),
+            command: None,
+            command_from: None,
+            env: Vec::new(),
+            env_from: None,
+            gpu_ids: Vec::new(),
+            gpu_count: None,
+            container_disk_gb: None,
+            note: None,
+            tests,
+        }
+    }
+}
+
 /// The GPU pool the test runner asks for when an `endpointConfig` names none.
 pub const RUNNER_DEFAULT_GPU_IDS: &str = "AMPERE_16";
 

@@ -227,22 +227,10 @@ pub fn keep_tests(before: &Discovered, mut after: Discovered) -> (Discovered, Ve
     if changes.is_empty() {
         return (after, changes);
     }
-    let image_command = |label: &str, tests: Vec<usize>| TestGroup {
-        label: label.to_string(),
-        command: None,
-        command_from: None,
-        env: Vec::new(),
-        env_from: None,
-        gpu_ids: Vec::new(),
-        gpu_count: None,
-        container_disk_gb: None,
-        note: None,
-        tests,
-    };
     let mut groups = before.groups.clone();
     let grouped = !before.groups.is_empty() || !after.groups.is_empty();
     if grouped && before.groups.is_empty() {
-        groups.push(image_command(
+        groups.push(TestGroup::image_command(
             "as before the change",
             (0..was.len()).collect(),
         ));
@@ -270,7 +258,7 @@ pub fn keep_tests(before: &Discovered, mut after: Discovered) -> (Discovered, Ve
         .map(|p| was.len() + p)
         .collect();
     if grouped && !loose.is_empty() {
-        groups.push(image_command("added by the change", loose));
+        groups.push(TestGroup::image_command("added by the change", loose));
     }
     let mut tests = was.to_vec();
     tests.extend(added.iter().map(|(_, t)| (*t).clone()));
@@ -562,16 +550,8 @@ mod tests {
 
     fn group(label: &str, command: &str, tests: Vec<usize>) -> TestGroup {
         TestGroup {
-            label: label.into(),
             command: Some(vec![command.into()]),
-            command_from: None,
-            env: Vec::new(),
-            env_from: None,
-            gpu_ids: Vec::new(),
-            gpu_count: None,
-            container_disk_gb: None,
-            note: None,
-            tests,
+            ..TestGroup::image_command(label, tests)
         }
     }
 
